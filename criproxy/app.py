@@ -1,0 +1,39 @@
+"""The composition root's state: one App object every handler receives.
+
+Handlers take ``(app, request)``; everything they need (config, the containerd connection, caches,
+helpers) hangs off App, so there are no module-level singletons and tests can build their own.
+Components are added as attributes by server.py at start-up; later features add their own fields
+here (keep them typed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from criproxy.config import Config
+from criproxy.containerd import Containerd
+
+
+@dataclass
+class App:
+    """What a running criproxy is made of."""
+
+    config: Config
+    ctrd: Containerd
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    started_at: float = field(default_factory=time.time)
+    containerd_version: str = ""
+    pod_cidr: str = ""
+    # Components registered by feature modules at start-up (see criproxy.lifecycle), by name.
+    parts: dict[str, Any] = field(default_factory=dict)
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """Run a background task that is kept referenced and cancelled at shutdown."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task

@@ -1,0 +1,84 @@
+"""Command line: ``criproxy serve`` (and ``criproxy version``).
+
+Every setting of config.Config is also a flag (``--containerd-address`` for ``containerd_address``),
+generated from the model so the two never drift. Errors an operator can fix are one line and a
+non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, get_args, get_origin
+
+from criproxy import __version__
+from criproxy.config import Config, ConfigError, load
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"criproxy: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_setting_flags(p: argparse.ArgumentParser) -> None:
+    for name, field in Config.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        ann = field.annotation
+        help_text = f"(default {field.default!r})" if field.default_factory is None else ""
+        if get_origin(ann) is list:
+            p.add_argument(flag.rstrip("s"), dest=name, action="append", default=None, help=help_text)
+        elif get_origin(ann) is dict:
+            continue  # tables (runtime handlers) come from the config file only
+        elif ann is bool:
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            choices = list(get_args(ann)) if get_args(ann) and all(isinstance(a, str) for a in get_args(ann)) \
+                else None
+            p.add_argument(flag, dest=name, default=None, choices=choices, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="criproxy", description="A CRI v1 runtime on containerd's own API.")
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    serve = sub.add_parser("serve", help="serve the CRI socket")
+    serve.add_argument("--config", type=Path, default=None, help="TOML config file")
+    _add_setting_flags(serve)
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "version":
+        print(f"criproxy {__version__}")
+        return 0
+    flags: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("cmd", "config")}
+    try:
+        cfg = load(args.config, flags)
+    except ConfigError as e:
+        print(f"criproxy: {e}", file=sys.stderr)
+        return 2
+    return run(cfg)
+
+
+def run(cfg: Config) -> int:
+    from criproxy import logsetup
+    from criproxy.server import StartupError, serve
+
+    logsetup.setup(cfg.log_level, cfg.log_format)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but keep running without it
+        pass
+    try:
+        asyncio.run(serve(cfg))
+    except StartupError as e:
+        print(f"criproxy: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,126 @@
+"""criproxy's settings: a TOML file, ``CRIPROXY_*`` environment variables and command-line flags.
+
+Precedence is flags, then environment, then file, then defaults, as an operator expects: the unit
+file's flags are the last word, the environment overrides a shared config file. pydantic validates
+every source alike, so a bad value anywhere is one clear message naming the setting.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("criproxy_config_file", default=None)
+
+
+class RuntimeHandler(BaseModel):
+    """A CRI runtime handler (``RunPodSandboxRequest.runtime_handler``) and how containerd runs it."""
+
+    runtime_type: str = "io.containerd.runc.v2"
+    binary_name: str = ""
+    root: str = ""
+    systemd_cgroup: bool | None = None
+
+
+def _default_handlers() -> dict[str, RuntimeHandler]:
+    return {"runc": RuntimeHandler()}
+
+
+def _default_registry_config_path() -> Path:
+    own = Path("/etc/criproxy/certs.d")
+    theirs = Path("/etc/containerd/certs.d")
+    return theirs if not own.exists() and theirs.exists() else own
+
+
+class Config(BaseSettings):
+    """Every setting criproxy has, with the defaults a host with a system containerd wants."""
+
+    model_config = SettingsConfigDict(env_prefix="CRIPROXY_", extra="forbid")
+
+    listen: Path = Path("/run/criproxy/criproxy.sock")
+    listen_mode: int = 0o660
+    containerd_address: Path = Path("/run/containerd/containerd.sock")
+    namespace: str = "criproxy"
+    root: Path = Path("/var/lib/criproxy")
+    state: Path = Path("/run/criproxy")
+    managed_containerd: Literal["auto", "always", "never"] = "auto"
+    containerd_binary: str = "containerd"
+    snapshotter: str = "overlayfs"
+    cgroup_driver: Literal["auto", "cgroupfs", "systemd"] = "auto"
+    runtime_handlers: dict[str, RuntimeHandler] = Field(default_factory=_default_handlers)
+    default_runtime_handler: str = "runc"
+    cni_conf_dir: Path = Path("/etc/cni/net.d")
+    cni_bin_dirs: list[Path] = Field(default_factory=lambda: [Path("/opt/cni/bin"), Path("/usr/lib/cni")])
+    registry_config_path: Path = Field(default_factory=_default_registry_config_path)
+    pause_image: str = "registry.k8s.io/pause:3.9"
+    pull_progress_timeout: float = 60.0
+    streaming_address: str = "127.0.0.1:0"
+    metrics_address: str = ""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    shutdown_grace: float = 10.0
+    startup_timeout: float = 10.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_file.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def containerd_dir(self) -> Path:
+        """Where a managed containerd keeps its socket and state (under criproxy's own state)."""
+        return self.state / "containerd"
+
+    def resolved_cgroup_driver(self) -> Literal["cgroupfs", "systemd"]:
+        """systemd only where systemd is PID 1 (its runtime dir exists), as kubelet's own check does."""
+        if self.cgroup_driver != "auto":
+            return self.cgroup_driver
+        return "systemd" if Path("/run/systemd/system").is_dir() else "cgroupfs"
+
+
+class ConfigError(Exception):
+    """A config problem, already phrased as the one line the operator should read."""
+
+
+def load(config_file: Path | None, flags: dict[str, Any]) -> Config:
+    """Build the settings from file, env and the flags that were given (None means not given)."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file {config_file} does not exist")
+        try:
+            tomllib.loads(config_file.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {e}") from None
+    token = _config_file.set(config_file)
+    try:
+        from pydantic import ValidationError
+
+        try:
+            return Config(**{k: v for k, v in flags.items() if v is not None})
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "config"
+            raise ConfigError(f"invalid setting {where}: {first['msg']} (check the config file, "
+                              f"CRIPROXY_{where.upper()} and --{where.replace('_', '-')})") from None
+    finally:
+        _config_file.reset(token)

@@ -1,0 +1,61 @@
+"""Status: RuntimeReady and NetworkReady, the two conditions that gate a node.
+
+RuntimeReady comes from a live containerd call with a short deadline, so a dead containerd turns the
+node NotReady within seconds. NetworkReady re-reads the CNI config dir each time, so dropping a
+conflist in (or removing it) shows up on the next Status without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+
+from criproxy import errors
+from criproxy.app import App
+from criproxy.cri import rpc
+from criproxy.network import cniconf
+from criproxy.protos import cri
+
+RUNTIME_DEADLINE = 2.0
+
+
+async def _runtime_condition(app: App) -> cri.RuntimeCondition:
+    try:
+        app.containerd_version = await app.ctrd.server_version(timeout=RUNTIME_DEADLINE)
+    except errors.CriError as e:
+        return cri.RuntimeCondition(type="RuntimeReady", status=False, reason="ContainerdUnreachable",
+                                    message=str(e))
+    return cri.RuntimeCondition(type="RuntimeReady", status=True)
+
+
+def _network_condition(app: App) -> cri.RuntimeCondition:
+    try:
+        cniconf.find(app.config.cni_conf_dir)
+    except cniconf.NoNetwork as e:
+        return cri.RuntimeCondition(type="NetworkReady", status=False, reason="NetworkPluginNotReady",
+                                    message=f"Network plugin returns error: cni config uninitialized: {e}")
+    return cri.RuntimeCondition(type="NetworkReady", status=True)
+
+
+def _handlers(app: App) -> list[cri.RuntimeHandler]:
+    # runc 1.1 (Debian 12) has neither recursive read-only mounts nor user namespaces for pods.
+    names = ["", *sorted(app.config.runtime_handlers)]
+    return [cri.RuntimeHandler(name=n, features=cri.RuntimeHandlerFeatures(
+        recursive_read_only_mounts=False, user_namespaces=False)) for n in names]
+
+
+def _verbose_info(app: App) -> dict[str, str]:
+    cfg = app.config.model_dump(mode="json")
+    return {"config": json.dumps(cfg, sort_keys=True),
+            "containerd": json.dumps({"version": app.containerd_version, "address": app.ctrd.address,
+                                      "namespace": app.ctrd.namespace})}
+
+
+@rpc("Status")
+async def status(app: App, request: cri.StatusRequest) -> cri.StatusResponse:
+    runtime, network = await _runtime_condition(app), _network_condition(app)
+    resp = cri.StatusResponse(status=cri.RuntimeStatus(conditions=[runtime, network]),
+                              runtime_handlers=_handlers(app),
+                              features=cri.RuntimeFeatures(supplemental_groups_policy=False))
+    if request.verbose:
+        resp.info.update(_verbose_info(app))
+    return resp

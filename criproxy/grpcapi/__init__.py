@@ -1,0 +1,1 @@
+"""The gRPC edge: turns CRI methods into handler calls, and our errors into status codes."""

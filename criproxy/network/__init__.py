@@ -1,0 +1,1 @@
+"""Pod networking: network namespaces and the CNI plugin chain."""

@@ -1,0 +1,133 @@
+"""Composition root: wire the parts, recover, serve CRI, stop cleanly.
+
+Order matters and is the contract with operators:
+1. take the socket lock (a second criproxy on the same socket exits with a clear error);
+2. reach containerd, starting a managed one when configured or when ``auto`` finds none;
+3. bind the CRI socket (mode 0660) with the readiness gate closed: early calls get UNAVAILABLE;
+4. run the registered start steps (cache recovery, event relay) and open the gate;
+5. on SIGTERM/SIGINT: stop accepting, let in-flight calls finish within the grace period, run the
+   stop steps in reverse, stop a managed containerd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import IO
+
+import grpc.aio
+
+from criproxy import cri, errors, lifecycle
+from criproxy.app import App
+from criproxy.config import Config
+from criproxy.containerd import Containerd
+from criproxy.containerd.managed import ManagedContainerd, socket_answers
+from criproxy.grpcapi.edge import generic_handlers
+
+log = logging.getLogger("criproxy.server")
+
+
+class StartupError(Exception):
+    """A reason criproxy cannot start, phrased as the one line an operator should read."""
+
+
+def take_socket_lock(listen: Path) -> IO[str]:
+    """Hold an exclusive lock beside the socket for the life of the process.
+
+    A lock file (not just a probe of the socket) is what makes two criproxies started at the same
+    moment safe; a stale socket file left by a crash is removed once the lock is ours.
+    """
+    listen.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    lock = open(f"{listen}.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise StartupError(f"another criproxy is already serving on {listen} (lock {listen}.lock is held)") from None
+    if socket_answers(listen):
+        lock.close()
+        raise StartupError(f"something is already listening on {listen}; refusing to replace a live socket")
+    with contextlib.suppress(FileNotFoundError):
+        listen.unlink()
+    return lock
+
+
+async def connect_containerd(cfg: Config) -> tuple[Containerd, ManagedContainerd | None]:
+    """Reach containerd, starting a private one where the configuration asks for it."""
+    managed: ManagedContainerd | None = None
+    address = cfg.containerd_address
+    mode = cfg.managed_containerd
+    if mode == "always" or (mode == "auto" and not socket_answers(address)):
+        import shutil
+
+        if mode == "always" or shutil.which(cfg.containerd_binary):
+            managed = ManagedContainerd(cfg)
+            address = await managed.start()
+    ctrd = Containerd(str(address), cfg.namespace)
+    deadline = time.monotonic() + cfg.startup_timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            await ctrd.server_version(timeout=2)
+            return ctrd, managed
+        except errors.CriError as e:
+            last = e
+            await asyncio.sleep(0.2)
+    await ctrd.close()
+    if managed is not None:
+        await managed.stop()
+    hint = "start containerd or run with --managed-containerd=auto" if managed is None else \
+        f"see {cfg.containerd_dir / 'containerd.log'}"
+    raise StartupError(f"cannot reach containerd at {address}: {last}; {hint}")
+
+
+async def serve(cfg: Config) -> None:
+    lock = take_socket_lock(cfg.listen)
+    ctrd, managed = await connect_containerd(cfg)
+    app = App(config=cfg, ctrd=ctrd)
+    app.containerd_version = await ctrd.server_version(timeout=5)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                                      ("grpc.max_send_message_length", 16 * 1024 * 1024)])
+    server.add_generic_rpc_handlers(generic_handlers(app, cri.load_all()))
+    server.add_insecure_port(f"unix://{cfg.listen}")
+    old_umask = os.umask(0o117)
+    try:
+        await server.start()
+    finally:
+        os.umask(old_umask)
+    os.chmod(cfg.listen, cfg.listen_mode)
+    log.info("criproxy listening on %s (containerd %s at %s, namespace %s)", cfg.listen,
+             app.containerd_version, ctrd.address, cfg.namespace)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for step in lifecycle.start_steps():
+            await step(app)
+        app.ready.set()
+        log.info("criproxy ready")
+        await stop.wait()
+        log.info("stopping: letting in-flight calls finish (grace %.0fs)", cfg.shutdown_grace)
+    finally:
+        await server.stop(cfg.shutdown_grace)
+        for step in lifecycle.stop_steps():
+            try:
+                await step(app)
+            except Exception:
+                log.exception("stop step %s failed", step.__qualname__)
+        for task in list(app.background):
+            task.cancel()
+        await asyncio.gather(*app.background, return_exceptions=True)
+        await ctrd.close()
+        if managed is not None:
+            await managed.stop()
+        with contextlib.suppress(FileNotFoundError):
+            cfg.listen.unlink()
+        lock.close()
