@@ -15,6 +15,8 @@ from typing import Any
 
 from criproxy.config import Config
 from criproxy.containerd import Containerd
+from criproxy.state.names import NameIndex
+from criproxy.state.sandbox import SandboxStore
 
 
 @dataclass
@@ -27,6 +29,9 @@ class App:
     started_at: float = field(default_factory=time.time)
     containerd_version: str = ""
     pod_cidr: str = ""
+    sandboxes: SandboxStore = field(default_factory=SandboxStore)
+    sandbox_names: NameIndex = field(default_factory=lambda: NameIndex("pod sandbox"))
+    container_names: NameIndex = field(default_factory=lambda: NameIndex("container"))
     # Components registered by feature modules at start-up (see criproxy.lifecycle), by name.
     parts: dict[str, Any] = field(default_factory=dict)
     background: set[asyncio.Task[Any]] = field(default_factory=set)

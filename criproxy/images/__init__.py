@@ -1,0 +1,1 @@
+"""Images: reference parsing, the registry client and puller, and local image lookup."""

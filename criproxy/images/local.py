@@ -1,0 +1,141 @@
+"""Looking up images that are already in containerd: by reference, repo digest or image ID.
+
+This is the read side the sandbox and container code use ("is the pause image here?", "which
+snapshot chain does this container start from?"). Content is immutable, so parsed manifests and
+configs are cached by digest for the life of the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+from criproxy import errors
+from criproxy.app import App
+from criproxy.images import reference
+from criproxy.protos import content_pb, images_pb
+
+INDEX_TYPES = {"application/vnd.oci.image.index.v1+json",
+               "application/vnd.docker.distribution.manifest.list.v2+json"}
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
+_cache: dict[str, Any] = {}
+
+
+def host_platform() -> tuple[str, str]:
+    """(os, architecture) in OCI terms for the machine criproxy runs on."""
+    m = platform.machine()
+    return "linux", _ARCH.get(m, m)
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    """What CRI needs of an image that containerd holds."""
+
+    id: str                     # config digest, "sha256:…"
+    target_digest: str          # root descriptor (index or manifest) digest
+    target_media_type: str
+    manifest_digest: str        # the platform manifest used
+    config: dict[str, Any]      # the OCI image config JSON
+    chain_id: str               # top snapshot name (chain ID of all layers)
+    size: int                   # compressed size of config + layers
+    names: list[str] = field(default_factory=list)  # every containerd record naming this image
+
+    @property
+    def repo_tags(self) -> list[str]:
+        return sorted(n for n in self.names if "@" not in n and not n.startswith("sha256:"))
+
+    @property
+    def repo_digests(self) -> list[str]:
+        return sorted(n for n in self.names if "@" in n)
+
+    @property
+    def record_name(self) -> str:
+        """The name a container's ``image`` field should carry: tag, then digest, then ID."""
+        return (self.repo_tags or self.repo_digests or [self.id])[0]
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """OCI identity.ChainIDs: chain[i] = sha256(chain[i-1] + " " + diff[i])."""
+    out: list[str] = []
+    for d in diff_ids:
+        out.append(d if not out else "sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
+    return out
+
+
+async def read_blob(app: App, digest: str) -> bytes:
+    """Read a whole (small) blob from the content store: manifests and configs."""
+    chunks = []
+    async for resp in app.ctrd.content.Read.iterate(content_pb.ReadContentRequest(digest=digest)):
+        chunks.append(resp.data)
+    return b"".join(chunks)
+
+
+async def read_json(app: App, digest: str) -> Any:
+    if digest not in _cache:
+        _cache[digest] = json.loads(await read_blob(app, digest))
+    return _cache[digest]
+
+
+def pick_manifest(index: dict[str, Any]) -> dict[str, Any]:
+    """The index entry for this host's platform (variantless match is fine for amd64)."""
+    want_os, want_arch = host_platform()
+    entries = index.get("manifests", [])
+    for m in entries:
+        plat = m.get("platform", {})
+        if plat.get("os") == want_os and plat.get("architecture") == want_arch:
+            return dict(m)
+    # An index without platform facts (as `ctr import --index-name` writes) names one image.
+    unmarked = [m for m in entries if not m.get("platform")]
+    if len(unmarked) == 1:
+        return dict(unmarked[0])
+    raise errors.NotFound(f"no manifest for {want_os}/{want_arch} in image index")
+
+
+async def describe(app: App, target: Any, names: list[str]) -> LocalImage:
+    """Walk index → manifest → config for a containerd image target descriptor."""
+    manifest_digest = target.digest
+    doc = await read_json(app, target.digest)
+    if target.media_type in INDEX_TYPES or "manifests" in doc:
+        manifest_digest = pick_manifest(doc)["digest"]
+        doc = await read_json(app, manifest_digest)
+    config_desc = doc["config"]
+    config = await read_json(app, config_desc["digest"])
+    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+    chain = chain_ids(diff_ids)
+    size = int(config_desc.get("size", 0)) + sum(int(layer.get("size", 0)) for layer in doc.get("layers", []))
+    return LocalImage(id=config_desc["digest"], target_digest=target.digest, target_media_type=target.media_type,
+                      manifest_digest=manifest_digest, config=config, chain_id=chain[-1] if chain else "",
+                      size=size, names=names)
+
+
+async def _names_for_target(app: App, digest: str) -> list[str]:
+    resp = await app.ctrd.images.List(images_pb.ListImagesRequest(filters=[f'target.digest=="{digest}"']))
+    return sorted(img.name for img in resp.images)
+
+
+async def resolve_local(app: App, ref: str) -> LocalImage:
+    """The image named by a reference, repo digest or image ID; NotFound if containerd lacks it."""
+    wanted_id = reference.image_id(ref)
+    name = wanted_id or str(reference.parse(ref))
+    try:
+        img = (await app.ctrd.images.Get(images_pb.GetImageRequest(name=name))).image
+    except errors.NotFound:
+        if wanted_id is None:
+            raise errors.NotFound(f"image {ref!r} not found") from None
+        return await _resolve_by_id(app, wanted_id, ref)
+    return await describe(app, img.target, await _names_for_target(app, img.target.digest))
+
+
+async def _resolve_by_id(app: App, wanted_id: str, ref: str) -> LocalImage:
+    """Images pulled by other tools have no ID record: find the one whose config digest matches."""
+    for img in (await app.ctrd.images.List(images_pb.ListImagesRequest())).images:
+        try:
+            found = await describe(app, img.target, [])
+        except (errors.NotFound, KeyError, ValueError):
+            continue
+        if found.id == wanted_id:
+            return await describe(app, img.target, await _names_for_target(app, img.target.digest))
+    raise errors.NotFound(f"image {ref!r} not found")

@@ -1,0 +1,1 @@
+"""OCI runtime-spec building from small, individually tested options."""
