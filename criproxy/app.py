@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,11 @@ class App:
     sandboxes: SandboxStore = field(default_factory=SandboxStore)
     sandbox_names: NameIndex = field(default_factory=lambda: NameIndex("pod sandbox"))
     container_names: NameIndex = field(default_factory=lambda: NameIndex("container"))
+    # Called with (app, sandbox_id, timeout_seconds) before a sandbox's pause task is stopped, and with
+    # (app, sandbox_id) before its records are removed: the container module registers its "stop/remove
+    # every container of this pod" here, so sandbox code does not import container code.
+    on_sandbox_stop: list[Callable[[App, str, int], Awaitable[None]]] = field(default_factory=list)
+    on_sandbox_remove: list[Callable[[App, str], Awaitable[None]]] = field(default_factory=list)
     # Components registered by feature modules at start-up (see criproxy.lifecycle), by name.
     parts: dict[str, Any] = field(default_factory=dict)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
