@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian 12 machine (run as root), idempotently.
+#
+# Why each piece: containerd/runc are the real runtime under test, the CNI plugins wire pod networks,
+# docker-registry + skopeo + umoci serve test images without the internet, busybox-static and gcc
+# build those images, iproute2/iptables are used by the CNI plugins and the harness cleanup, and
+# apache2-utils gives htpasswd for registry-auth tests.
+#
+# No service is started: a policy-rc.d that denies starts is in place while apt runs, so a fresh
+# machine does not get a system containerd or registry. The tests start private ones anyway, so a
+# system containerd that happens to run does not matter either.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PACKAGES=(containerd runc containernetworking-plugins docker-registry skopeo umoci busybox-static gcc libc6-dev
+  iproute2 iptables apache2-utils)
+# Extra Python packages the test run needs beyond pyproject's dev extra.
+EXTRA_PIP=(pytest-timeout)
+
+log() { printf '[install-test-deps] %s\n' "$*"; }
+
+# python3 -m venv needs ensurepip; Debian's own python3 only has it with python3-venv.
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  PACKAGES+=(python3-venv)
+fi
+
+missing_packages() {
+  local p
+  for p in "${PACKAGES[@]}"; do
+    if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]]; then
+      printf '%s\n' "$p"
+    fi
+  done
+}
+
+# Deny service starts during the install (Debian's invoke-rc.d honours exit 101), unless the machine
+# already has its own policy-rc.d, which we then leave untouched.
+with_services_denied() {
+  local policy=/usr/sbin/policy-rc.d created=0
+  if [[ ! -e "$policy" ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    created=1
+  fi
+  local rc=0
+  "$@" || rc=$?
+  if [[ "$created" == 1 ]]; then rm -f "$policy"; fi
+  return "$rc"
+}
+
+install_system_packages() {
+  mapfile -t missing < <(missing_packages)
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    log "system packages already installed"
+    return
+  fi
+  if [[ "$(id -u)" != 0 ]]; then
+    log "missing packages (${missing[*]}) and not root: cannot install" >&2
+    exit 1
+  fi
+  log "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  with_services_denied apt-get install -y "${PACKAGES[@]}"
+}
+
+# The venv is rebuilt only when pyproject.toml (or the extra list) changed since the last install.
+install_python_env() {
+  if [[ ! -x .venv/bin/python ]]; then
+    log "creating .venv"
+    python3 -m venv .venv
+  fi
+  local stamp=.venv/.criproxy-deps-stamp want
+  want="$( (cat pyproject.toml; printf '%s\n' "${EXTRA_PIP[@]}") | sha256sum | cut -d' ' -f1)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && .venv/bin/python -c 'import criproxy' 2>/dev/null; then
+    log "python deps up to date"
+    return
+  fi
+  log "pip install -e '.[dev]' ${EXTRA_PIP[*]}"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]' "${EXTRA_PIP[@]}"
+  printf '%s\n' "$want" >"$stamp"
+}
+
+install_system_packages
+install_python_env
+log "done"
