@@ -1,0 +1,1 @@
+"""Pure conversions between CRI messages, criproxy records and containerd/OCI objects (no I/O)."""

@@ -1,0 +1,125 @@
+"""Pure conversions for pod sandboxes: CRI ↔ records ↔ containerd labels/extensions, and pod files.
+
+No I/O here: everything is a function of its arguments, so it is unit-tested directly and shared by
+the RPC modules, recovery and the event relay (``to_cri_status`` feeds GetContainerEvents).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from criproxy.protos import cri
+from criproxy.state.sandbox import SandboxRecord, namespace_options
+
+KIND_LABEL = "io.cri-containerd.kind"
+KIND_SANDBOX = "sandbox"
+METADATA_EXTENSION = "io.cri-containerd.sandbox.metadata"
+METADATA_TYPE_URL = "github.com/containerd/cri/pkg/store/sandbox/Metadata"
+# criproxy's own recovery facts beside containerd-compatible ones (Go ignores unknown JSON keys).
+CRIPROXY_KEY = "Criproxy"
+
+
+def sandbox_name(meta: cri.PodSandboxMetadata) -> str:
+    """The CRI name kubelet retries under: ``<pod>_<namespace>_<uid>_<attempt>``."""
+    return f"{meta.name}_{meta.namespace}_{meta.uid}_{meta.attempt}"
+
+
+def to_cri_status(rec: SandboxRecord) -> cri.PodSandboxStatus:
+    """The PodSandboxStatus kubelet sees (also embedded in container events)."""
+    cfg = rec.config
+    return cri.PodSandboxStatus(
+        id=rec.id, metadata=cfg.metadata, state=rec.state, created_at=rec.created_at,  # type: ignore[arg-type]
+        network=cri.PodSandboxNetworkStatus(ip=rec.ip, additional_ips=[cri.PodIP(ip=i) for i in rec.additional_ips]),
+        linux=cri.LinuxPodSandboxStatus(namespaces=cri.Namespace(options=namespace_options(cfg))),
+        labels=cfg.labels, annotations=cfg.annotations, runtime_handler=rec.runtime_handler)
+
+
+def to_cri_item(rec: SandboxRecord) -> cri.PodSandbox:
+    """The ListPodSandbox entry of a sandbox."""
+    cfg = rec.config
+    return cri.PodSandbox(id=rec.id, metadata=cfg.metadata, state=rec.state,  # type: ignore[arg-type]
+                          created_at=rec.created_at, labels=cfg.labels, annotations=cfg.annotations,
+                          runtime_handler=rec.runtime_handler)
+
+
+def matches(rec: SandboxRecord, flt: cri.PodSandboxFilter) -> bool:
+    """CRI filter semantics: ID (or unique prefix), state, and every selector label equal."""
+    if flt.id and not rec.id.startswith(flt.id):
+        return False
+    if flt.HasField("state") and rec.state != flt.state.state:
+        return False
+    labels = rec.config.labels
+    return all(labels.get(k) == v for k, v in flt.label_selector.items())
+
+
+def container_labels(config: cri.PodSandboxConfig) -> dict[str, str]:
+    """containerd labels of the pause container: the pod's labels plus the kind marker."""
+    labels = dict(config.labels)
+    labels[KIND_LABEL] = KIND_SANDBOX
+    return labels
+
+
+def config_to_json(config: cri.PodSandboxConfig) -> dict[str, Any]:
+    return json_format.MessageToDict(config, preserving_proto_field_name=True)
+
+
+def config_from_json(data: dict[str, Any]) -> cri.PodSandboxConfig:
+    return json_format.ParseDict(data, cri.PodSandboxConfig(), ignore_unknown_fields=True)
+
+
+def metadata_json(rec: SandboxRecord) -> bytes:
+    """The sandbox metadata extension, in the shape containerd's CRI plugin writes, plus our facts."""
+    doc = {"Version": "v1", "Metadata": {
+        "ID": rec.id, "Name": rec.name, "Config": config_to_json(rec.config), "NetNSPath": rec.netns_path,
+        "IP": rec.ip, "AdditionalIPs": rec.additional_ips, "RuntimeHandler": rec.runtime_handler,
+        "CNIResult": rec.cni_result, "ProcessLabel": "",
+        CRIPROXY_KEY: {"CreatedAt": rec.created_at, "Dir": str(rec.dir or ""),
+                       "StateDir": str(rec.state_dir or ""), "RuntimeType": rec.runtime_type,
+                       "Image": rec.image},
+    }}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def record_from_metadata(raw: bytes, created_at: int) -> SandboxRecord:
+    """Rebuild a record from the extension (state comes later, from the task)."""
+    meta = json.loads(raw)["Metadata"]
+    own = meta.get(CRIPROXY_KEY) or {}
+    return SandboxRecord(
+        id=meta["ID"], name=meta["Name"], config=config_from_json(meta.get("Config") or {}),
+        runtime_handler=meta.get("RuntimeHandler", ""), created_at=int(own.get("CreatedAt") or created_at),
+        netns_path=meta.get("NetNSPath") or "", ip=meta.get("IP") or "",
+        additional_ips=list(meta.get("AdditionalIPs") or []), cni_result=meta.get("CNIResult"),
+        dir=Path(own["Dir"]) if own.get("Dir") else None,
+        state_dir=Path(own["StateDir"]) if own.get("StateDir") else None,
+        runtime_type=own.get("RuntimeType") or "io.containerd.runc.v2", image=own.get("Image", ""))
+
+
+# ---- pod files ---------------------------------------------------------------------------------
+
+HOSTS = """127.0.0.1\tlocalhost
+::1\tlocalhost ip6-localhost ip6-loopback
+fe00::0\tip6-localnet
+fe00::0\tip6-mcastprefix
+fe00::1\tip6-allnodes
+fe00::2\tip6-allrouters
+"""
+
+
+def resolv_conf(dns: cri.DNSConfig) -> str:
+    """resolv.conf from the pod's DNSConfig (kubelet has already merged cluster and host DNS)."""
+    lines = []
+    if dns.searches:
+        lines.append("search " + " ".join(dns.searches))
+    lines += [f"nameserver {s}" for s in dns.servers]
+    if dns.options:
+        lines.append("options " + " ".join(dns.options))
+    return "\n".join(lines) + "\n"
+
+
+def has_dns(config: cri.PodSandboxConfig) -> bool:
+    dns = config.dns_config
+    return bool(dns.servers or dns.searches or dns.options)

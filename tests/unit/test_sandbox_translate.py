@@ -1,0 +1,74 @@
+"""Pure sandbox conversions: status, list items, filters, the metadata extension round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from criproxy.protos import cri
+from criproxy.state.sandbox import SandboxRecord
+from criproxy.translate import sandbox as t
+
+
+def _rec(**kw: object) -> SandboxRecord:
+    cfg = cri.PodSandboxConfig(metadata=cri.PodSandboxMetadata(name="web", namespace="default", uid="u1", attempt=2),
+                               labels={"app": "web", "tier": "front"}, annotations={"a": "b"})
+    cfg.linux.security_context.namespace_options.pid = cri.CONTAINER
+    rec = SandboxRecord(id="ab" * 32, name="web_default_u1_2", config=cfg, runtime_handler="runc",
+                        created_at=123, state=cri.SANDBOX_READY, ip="10.1.0.5", additional_ips=["fd00::5"])
+    for k, v in kw.items():
+        setattr(rec, k, v)
+    return rec
+
+
+def test_sandbox_name() -> None:
+    meta = cri.PodSandboxMetadata(name="p", namespace="ns", uid="u", attempt=3)
+    assert t.sandbox_name(meta) == "p_ns_u_3"
+
+
+def test_to_cri_status() -> None:
+    st = t.to_cri_status(_rec())
+    assert st.id == "ab" * 32 and st.state == cri.SANDBOX_READY and st.created_at == 123
+    assert st.network.ip == "10.1.0.5" and [i.ip for i in st.network.additional_ips] == ["fd00::5"]
+    assert st.linux.namespaces.options.pid == cri.CONTAINER
+    assert st.metadata.attempt == 2 and st.labels["app"] == "web" and st.runtime_handler == "runc"
+
+
+def test_to_cri_item() -> None:
+    item = t.to_cri_item(_rec(state=cri.SANDBOX_NOTREADY))
+    assert item.state == cri.SANDBOX_NOTREADY and item.annotations == {"a": "b"}
+
+
+@pytest.mark.parametrize(("flt", "hit"), [
+    (cri.PodSandboxFilter(), True),
+    (cri.PodSandboxFilter(id="abab"), True),
+    (cri.PodSandboxFilter(id="cd"), False),
+    (cri.PodSandboxFilter(state=cri.PodSandboxStateValue(state=cri.SANDBOX_READY)), True),
+    (cri.PodSandboxFilter(state=cri.PodSandboxStateValue(state=cri.SANDBOX_NOTREADY)), False),
+    (cri.PodSandboxFilter(label_selector={"app": "web"}), True),
+    (cri.PodSandboxFilter(label_selector={"app": "web", "tier": "back"}), False),
+])
+def test_matches(flt: cri.PodSandboxFilter, hit: bool) -> None:
+    assert t.matches(_rec(), flt) is hit
+
+
+def test_metadata_round_trip() -> None:
+    rec = _rec(netns_path="/run/x/netns/cni-1", cni_result={"ips": []})
+    raw = t.metadata_json(rec)
+    doc = json.loads(raw)
+    assert doc["Version"] == "v1" and doc["Metadata"]["ID"] == rec.id
+    assert doc["Metadata"]["Config"]["metadata"]["name"] == "web"
+    back = t.record_from_metadata(raw, created_at=0)
+    assert back.config == rec.config and back.netns_path == rec.netns_path and back.created_at == 123
+    assert back.ip == rec.ip and back.additional_ips == rec.additional_ips and back.cni_result == {"ips": []}
+
+
+def test_container_labels() -> None:
+    labels = t.container_labels(_rec().config)
+    assert labels == {"app": "web", "tier": "front", "io.cri-containerd.kind": "sandbox"}
+
+
+def test_resolv_conf() -> None:
+    dns = cri.DNSConfig(servers=["10.0.0.10", "8.8.8.8"], searches=["ns.svc", "svc"], options=["ndots:5"])
+    assert t.resolv_conf(dns) == "search ns.svc svc\nnameserver 10.0.0.10\nnameserver 8.8.8.8\noptions ndots:5\n"
