@@ -1,0 +1,213 @@
+"""Container records: what criproxy knows about each CRI container, rebuilt from containerd on restart.
+
+State is derived from timestamps, as the CRI defines it (containerd's store/container/status.go):
+
+    CreateContainer ──▶ CREATED ──(StartContainer)──▶ RUNNING ──(task exits / Stop)──▶ EXITED
+                          │                                                        ▲
+                          └──(StartContainer fails: reason StartError)─────────────┘
+    UNKNOWN: recovery found a container whose task state it could not read.
+    RemoveContainer takes any state to gone (killing a running task first).
+
+Metadata is frozen at creation; the status part changes only through the synchronous ``update_*``
+methods below, so every change is atomic on the event loop and bumps the store's generation, which
+is what lets ListContainers answer from a cached response while nothing changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from criproxy import errors
+from criproxy.protos import cri
+
+REASON_COMPLETED = "Completed"
+REASON_ERROR = "Error"
+REASON_OOM = "OOMKilled"
+REASON_START_ERROR = "StartError"
+
+
+@dataclass
+class ContainerStatusData:
+    """The mutable, persisted part of a container: what happened to it after creation."""
+
+    started_at: int = 0        # unix ns
+    finished_at: int = 0       # unix ns
+    exit_code: int = 0
+    reason: str = ""
+    message: str = ""
+    pid: int = 0
+    oom: bool = False
+    unknown: bool = False
+    resources: str = ""        # hex of serialized cri.LinuxContainerResources after an update
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ContainerStatusData:
+        raw = json.loads(text)
+        return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(eq=False)
+class ContainerRecord:
+    id: str
+    name: str                              # <ctr>_<pod>_<namespace>_<uid>_<attempt>
+    sandbox_id: str
+    config: cri.ContainerConfig
+    created_at: int                        # unix ns
+    image_name: str                        # what the CRI asked for (config.image.image), shown in status
+    image_id: str                          # config digest
+    image_ref: str                         # repo digest if known, else the image ID (status.image_ref)
+    log_path: str = ""                     # absolute: sandbox log_directory / config.log_path
+    stop_signal: str = "SIGTERM"
+    uid: int = 0
+    gid: int = 0
+    groups: list[int] = field(default_factory=list)
+    status: ContainerStatusData = field(default_factory=ContainerStatusData)
+    sandbox_config: cri.PodSandboxConfig | None = None
+    # Runtime-only helpers, never persisted.
+    exited: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    removing: bool = False
+    starting: bool = False
+    io: Any = None                          # criproxy.io.container.ContainerIO while the task lives
+
+    @property
+    def state(self) -> int:
+        s = self.status
+        if s.unknown:
+            return cri.CONTAINER_UNKNOWN
+        if s.finished_at:
+            return cri.CONTAINER_EXITED
+        if s.started_at:
+            return cri.CONTAINER_RUNNING
+        return cri.CONTAINER_CREATED
+
+    @property
+    def running(self) -> bool:
+        return self.state == cri.CONTAINER_RUNNING
+
+    @property
+    def resources(self) -> cri.LinuxContainerResources:
+        """The container's current Linux resources: the update if any, else the create config's."""
+        if self.status.resources:
+            return cri.LinuxContainerResources.FromString(bytes.fromhex(self.status.resources))
+        return self.config.linux.resources
+
+
+def exit_reason(status: ContainerStatusData) -> str:
+    """CRI reason for an exited container: StartError and OOMKilled win over the exit code."""
+    if status.reason:
+        return status.reason
+    if status.oom:
+        return REASON_OOM
+    return REASON_COMPLETED if status.exit_code == 0 else REASON_ERROR
+
+
+class ContainerStore:
+    """Containers by ID, with CRI's unique-prefix lookup and a generation counter for list caching."""
+
+    def __init__(self, status_dir: Path | None = None) -> None:
+        self._by_id: dict[str, ContainerRecord] = {}
+        self.generation = 0
+        self.status_dir = status_dir
+
+    # -- membership ---------------------------------------------------------------------------
+    def add(self, rec: ContainerRecord) -> None:
+        self._by_id[rec.id] = rec
+        self.generation += 1
+
+    def remove(self, container_id: str) -> None:
+        if self._by_id.pop(container_id, None) is not None:
+            self.generation += 1
+        if self.status_dir is not None:
+            try:
+                (self.status_dir / container_id).with_suffix(".json").unlink()
+            except FileNotFoundError:
+                pass
+
+    def find(self, id_or_prefix: str) -> ContainerRecord | None:
+        rec = self._by_id.get(id_or_prefix)
+        if rec is not None or not id_or_prefix:
+            return rec
+        hits = [r for i, r in self._by_id.items() if i.startswith(id_or_prefix)]
+        if len(hits) > 1:
+            raise errors.InvalidArgument(f"container ID prefix {id_or_prefix!r} is ambiguous")
+        return hits[0] if hits else None
+
+    def get(self, id_or_prefix: str) -> ContainerRecord:
+        rec = self.find(id_or_prefix)
+        if rec is None:
+            raise errors.NotFound(f"container {id_or_prefix!r} not found")
+        return rec
+
+    def all(self) -> list[ContainerRecord]:
+        return list(self._by_id.values())
+
+    def values(self) -> Any:
+        return self._by_id.values()
+
+    def for_sandbox(self, sandbox_id: str) -> list[ContainerRecord]:
+        return [r for r in self._by_id.values() if r.sandbox_id == sandbox_id]
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    # -- status changes (synchronous, persisted) ----------------------------------------------
+    def update_started(self, rec: ContainerRecord, started_at: int, pid: int) -> None:
+        rec.status.started_at, rec.status.pid = started_at, pid
+        self._changed(rec)
+
+    def update_exited(self, rec: ContainerRecord, finished_at: int, exit_code: int,
+                      reason: str = "", message: str = "") -> bool:
+        """Record the exit once; a second report (Wait and the event both fire) changes nothing."""
+        if rec.status.finished_at:
+            return False
+        s = rec.status
+        s.finished_at, s.exit_code, s.pid = finished_at, exit_code, 0
+        if reason:
+            s.reason, s.message = reason, message
+        rec.exited.set()
+        self._changed(rec)
+        return True
+
+    def update_oom(self, rec: ContainerRecord) -> None:
+        if not rec.status.oom:
+            rec.status.oom = True
+            self._changed(rec)
+
+    def update_resources(self, rec: ContainerRecord, res: cri.LinuxContainerResources) -> None:
+        rec.status.resources = res.SerializeToString().hex()
+        self._changed(rec)
+
+    def load_status(self, container_id: str) -> ContainerStatusData | None:
+        """The persisted status of a container (recovery); None when nothing was written."""
+        if self.status_dir is None:
+            return None
+        try:
+            return ContainerStatusData.from_json((self.status_dir / f"{container_id}.json").read_text())
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _changed(self, rec: ContainerRecord) -> None:
+        self.generation += 1
+        self.persist(rec)
+
+    def persist(self, rec: ContainerRecord) -> None:
+        """Write the status beside criproxy's root (atomic rename) so a restart recovers it.
+
+        containerd keeps no CRI status (the CRI plugin keeps a status file per container too): the
+        task and its exit code are deleted after the exit is handled.
+        """
+        if self.status_dir is None:
+            return
+        self.status_dir.mkdir(parents=True, exist_ok=True)
+        path = self.status_dir / f"{rec.id}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(rec.status.to_json())
+        os.replace(tmp, path)
