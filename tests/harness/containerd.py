@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from .cni import CNI_BIN_DIR
@@ -130,8 +131,9 @@ state = "{self.state}"
     def cleanup(self) -> None:
         """Stop containerd, kill its shims and their containers, unmount and delete its dirs."""
         errors: list[str] = []
-        for step in (self.stop, lambda: kill_trees(self.shim_pids()),
-                     lambda: unmount_under([self.base])):
+        steps: list[Callable[[], None]] = [self.stop, lambda: kill_trees(self.shim_pids()),
+                                           lambda: unmount_under([self.base])]
+        for step in steps:
             try:
                 step()
             except Exception as e:  # keep going: every later step still frees something

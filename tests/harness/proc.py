@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO
@@ -252,3 +253,13 @@ class FileLock:
                 self.path.unlink()
         os.close(self.fd)
         self.fd = None
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> bytes:
+    """GET ``url`` directly, never through an environment proxy (traffic stays on this machine)."""
+    with _NO_PROXY.open(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as resp:
+        body: bytes = resp.read()
+        return body

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import base64
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 from .images import ImageLayout
-from .proc import Daemon, HarnessError, free_port, run, wait_until
+from .proc import Daemon, HarnessError, free_port, http_get, run, wait_until
 
 
 class Registry:
@@ -49,10 +48,9 @@ class Registry:
         return cfg
 
     def _answers(self) -> bool:
-        req = urllib.request.Request(f"http://{self.host}/v2/")
         try:
-            with urllib.request.urlopen(req, timeout=1):
-                return True
+            http_get(f"http://{self.host}/v2/", timeout=1)
+            return True
         except urllib.error.HTTPError as e:
             return e.code == 401 and self.auth is not None
         except OSError:
