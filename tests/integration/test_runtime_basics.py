@@ -1,0 +1,147 @@
+"""Issue 2's contract through the real CRI socket: Version, Status, RuntimeConfig, the socket itself,
+single-instance locking, managed containerd and RuntimeReady following containerd's life."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from criproxy.protos import cri
+from tests.harness.client import CriClient
+from tests.harness.criproxy import CriproxyProcess
+from tests.harness.env import Environment
+
+
+def _conditions(client: CriClient) -> dict[str, cri.RuntimeCondition]:
+    resp = client.runtime.Status(cri.StatusRequest(), timeout=10)
+    return {c.type: c for c in resp.status.conditions}
+
+
+def _wait_for(pred: object, timeout: float) -> float:
+    """Poll ``pred`` every 100 ms; return how long it took, fail after ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if pred():  # type: ignore[operator]
+            return time.monotonic() - start
+        time.sleep(0.1)
+    pytest.fail(f"condition not met within {timeout}s")
+
+
+def test_version(cri: CriClient) -> None:
+    v = cri.runtime.Version(cri.pb.VersionRequest(version="v1"))
+    assert (v.runtime_name, v.runtime_api_version) == ("criproxy", "v1")
+    assert v.runtime_version
+
+
+def test_status_ready(cri: CriClient, testenv: Environment) -> None:
+    conds = _conditions(cri)
+    assert conds["RuntimeReady"].status is True
+    assert conds["NetworkReady"].status is True, conds["NetworkReady"].message
+    verbose = cri.runtime.Status(cri.pb.StatusRequest(verbose=True))
+    assert '"version": "1.' in verbose.info["containerd"] or '"version": "2.' in verbose.info["containerd"]
+    assert {h.name for h in verbose.runtime_handlers} >= {"", "runc"}
+
+
+def test_network_not_ready_without_cni_config(criproxy_factory: object, tmp_path: Path) -> None:
+    empty = tmp_path / "net.d"
+    empty.mkdir()
+    proc: CriproxyProcess = criproxy_factory(extra_args=["--cni-conf-dir", str(empty)])  # type: ignore[operator]
+    with proc.client() as client:
+        net = _conditions(client)["NetworkReady"]
+        assert net.status is False and net.reason == "NetworkPluginNotReady"
+        (empty / "10-x.conflist").write_text('{"cniVersion":"1.0.0","name":"x","plugins":[{"type":"loopback"}]}')
+        assert _conditions(client)["NetworkReady"].status is True  # follows the dir without a restart
+
+
+def test_runtime_config_reports_host_driver(cri: CriClient) -> None:
+    want = cri.pb.SYSTEMD if Path("/run/systemd/system").is_dir() else cri.pb.CGROUPFS
+    assert cri.runtime.RuntimeConfig(cri.pb.RuntimeConfigRequest()).linux.cgroup_driver == want
+
+
+def test_unimplemented_rpc_says_so(cri: CriClient) -> None:
+    with pytest.raises(grpc.RpcError) as exc:
+        cri.runtime.CheckpointContainer(cri.pb.CheckpointContainerRequest(container_id="x"))
+    assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "CheckpointContainer" in (exc.value.details() or "")
+
+
+def test_socket_mode_and_owner(criproxy: CriproxyProcess) -> None:
+    st = criproxy.socket.stat()
+    assert stat.S_ISSOCK(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o660
+
+
+def test_second_instance_on_same_socket_refused(criproxy: CriproxyProcess, testenv: Environment) -> None:
+    r = subprocess.run([sys.executable, "-m", "criproxy", "serve", "--listen", str(criproxy.socket),
+                        "--containerd-address", str(testenv.containerd_address), "--managed-containerd", "never",
+                        "--root", str(criproxy.root), "--state", str(criproxy.state)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "already serving" in r.stderr and "Traceback" not in r.stderr
+    with criproxy.client() as client:
+        assert client.version().runtime_name == "criproxy"  # the first one keeps serving
+
+
+def test_runtime_ready_follows_containerd(cri: CriClient, testenv: Environment) -> None:
+    assert _conditions(cri)["RuntimeReady"].status is True
+    testenv.ctrd.stop()
+    try:
+        took = _wait_for(lambda: not _conditions(cri)["RuntimeReady"].status, 5)
+        cond = _conditions(cri)["RuntimeReady"]
+        assert cond.reason and cond.message, "a NotReady condition must say why"
+    finally:
+        testenv.ctrd.start()
+    back = _wait_for(lambda: _conditions(cri)["RuntimeReady"].status, 5)
+    assert took <= 5 and back <= 5
+
+
+def test_managed_containerd_lifecycle(testenv: Environment) -> None:
+    """The README's run command mode: criproxy starts its own containerd and stops it on exit."""
+    base = testenv.base / "managed"
+    sock = base / "c.sock"
+    log = base / "criproxy.log"
+    base.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "criproxy", "serve", "--managed-containerd", "always",
+                                 "--listen", str(sock), "--root", str(base / "root"), "--state", str(base / "st"),
+                                 "--containerd-address", str(base / "unused.sock")],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        with CriClient(sock) as client:
+            _wait_for(lambda: sock.exists() and _answers(client), 30)
+            assert client.version().runtime_name == "criproxy"
+        m = re.search(r"started managed containerd pid (\d+)", log.read_text())
+        assert m, log.read_text()
+        ctrd_pid = int(m.group(1))
+        assert Path(f"/proc/{ctrd_pid}").exists()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    assert not _pid_alive(ctrd_pid), "managed containerd must stop with criproxy"
+    assert not sock.exists()
+
+
+def _answers(client: CriClient) -> bool:
+    try:
+        client.version(timeout=2)
+        return True
+    except grpc.RpcError:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
+    return state != "Z"
