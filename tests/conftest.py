@@ -73,6 +73,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         up = getattr(env, "bring_up_seconds", float("nan"))
         terminalreporter.write_line(f"test env {env.name}: slot {env.slot.index if env.slot else '-'}, "
                                     f"up in {up:.1f}s; logs kept under .testenv/logs/")
+        for proc in env.criproxies:
+            terminalreporter.write_line(f"  criproxy {proc.base.name}: last start took {proc.start_seconds:.1f}s")
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class CriproxyProcess:
                      "--registry-config-path", str(hosts_dir), "--pause-image", pause_image,
                      "--log-level", "debug", *extra_args]
         self.daemon = Daemon("criproxy", self.argv, self.log, cwd=REPO_ROOT)
+        self.start_seconds = 0.0  # how long the last start took until Version answered
 
     @property
     def pid(self) -> int | None:
@@ -44,6 +46,7 @@ class CriproxyProcess:
         """Start and wait until the socket exists and Version succeeds (the readiness gate is open)."""
         for d in (self.root, self.state):
             d.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
         self.daemon.start()
         try:
             wait_until(lambda: self._ready() or not self.alive(), timeout, "criproxy readiness", 0.1)
@@ -53,6 +56,7 @@ class CriproxyProcess:
         if not self.alive():
             raise HarnessError(f"criproxy exited {self.daemon.exited_with()} during start-up\n"
                                f"--- criproxy log tail:\n{self.log_tail()}")
+        self.start_seconds = time.monotonic() - started
 
     def _ready(self) -> bool:
         if not self.socket.exists():
