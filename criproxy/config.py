@@ -61,6 +61,8 @@ class Config(BaseSettings):
     default_runtime_handler: str = "runc"
     cni_conf_dir: Path = Path("/etc/cni/net.d")
     cni_bin_dirs: list[Path] = Field(default_factory=lambda: [Path("/opt/cni/bin"), Path("/usr/lib/cni")])
+    netns_dir: Path = Path("/var/run/netns")
+    sandbox_shm_size: int = 64 * 1024 * 1024
     registry_config_path: Path = Field(default_factory=_default_registry_config_path)
     pause_image: str = "registry.k8s.io/pause:3.9"
     pull_progress_timeout: float = 60.0
