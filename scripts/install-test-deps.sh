@@ -6,6 +6,8 @@
 # build those images, iproute2/iptables are used by the CNI plugins and the harness cleanup, and
 # apache2-utils gives htpasswd for registry-auth tests.
 #
+# Set CRIPROXY_FORCE_APT=1 to run apt-get even when every package is already installed.
+#
 # No service is started: a policy-rc.d that denies starts is in place while apt runs, so a fresh
 # machine does not get a system containerd or registry. The tests start private ones anyway, so a
 # system containerd that happens to run does not matter either.
@@ -52,6 +54,9 @@ with_services_denied() {
 
 install_system_packages() {
   mapfile -t missing < <(missing_packages)
+  if [[ "${CRIPROXY_FORCE_APT:-0}" == 1 ]]; then
+    missing=("${PACKAGES[@]}")
+  fi
   if [[ ${#missing[@]} -eq 0 ]]; then
     log "system packages already installed"
     return
