@@ -1,24 +1,233 @@
-"""Pulling: the one entry point the CRI handlers and the sandbox code use.
+"""Pulling an image into containerd the way a containerd-native pull lands it (FACTS §2).
 
-``ensure_image`` is what RunPodSandbox calls for the pause image: local if containerd already has
-it, otherwise pulled (with no credentials), so the answer is always a ``LocalImage``.
+Order: take a lease → resolve the reference → write the index (if any) and pick this host's
+manifest → write manifest and config → fetch every layer concurrently (bounded connections per
+registry) while unpacking them in order onto the chain-ID snapshot chain → label the config with
+its snapshot → create the image records → drop the lease. Everything is written under the lease,
+so a pull that dies half way leaves only objects containerd's GC collects; leases left by a
+criproxy that was killed are deleted at the next start.
+
+Callers: ``pull_image`` (the PullImage handler) and ``ensure_image`` (the sandbox code, for the
+pause image). Concurrent pulls of one reference share one task; concurrent pulls of different
+references share blob downloads and layer unpacks.
 """
 
 from __future__ import annotations
 
-from criproxy import errors
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from criproxy import errors, lifecycle, trace
 from criproxy.app import App
-from criproxy.images.local import LocalImage, resolve_local
+from criproxy.images import content, manifest, records, reference, unpack
+from criproxy.images.auth import Credentials, from_auth_config
+from criproxy.images.local import LocalImage, chain_ids, describe, resolve_local
+from criproxy.images.registry import SESSION_KEY, Descriptor, Registry
+from criproxy.protos import descriptor_pb, leases_pb
 
+log = logging.getLogger("criproxy.images.pull")
 
-async def pull_image(app: App, ref: str, auth: object | None = None) -> LocalImage:
-    """Pull ``ref`` into containerd and return it (filled in by the registry client)."""
-    raise errors.Unimplemented(f"pulling {ref!r} is not implemented yet")
+LEASE_LABEL = "criproxy.io/pull"
+PULLS_KEY = "images.pulls"
+BLOBS_KEY = "images.blobs"
+CHAINS_KEY = "images.chains"
+PROGRESS_LOG_EVERY = 5.0
 
 
 async def ensure_image(app: App, ref: str) -> LocalImage:
-    """The image named by ``ref``, pulled first when containerd does not have it."""
+    """The image named by ``ref``, pulled first (without credentials) when containerd lacks it."""
     try:
         return await resolve_local(app, ref)
     except errors.NotFound:
         return await pull_image(app, ref)
+
+
+def is_pinned(app: App, ref: reference.Reference) -> bool:
+    """The sandbox (pause) image is pinned: the kubelet's image GC must never remove it."""
+    try:
+        return str(reference.parse(app.config.pause_image)) == str(ref)
+    except errors.InvalidArgument:
+        return False
+
+
+async def pull_image(app: App, ref: str, auth: Any = None) -> LocalImage:
+    """Pull ``ref`` (CRI AuthConfig or Credentials in ``auth``); one shared pull per reference."""
+    parsed = reference.parse(ref)
+    creds = auth if isinstance(auth, Credentials) else from_auth_config(auth)
+    key = f"{parsed}|{creds.key()}"
+    pulls: dict[str, asyncio.Task[LocalImage]] = app.parts.setdefault(PULLS_KEY, {})
+    task = pulls.get(key)
+    if task is None:
+        task = app.spawn(_watched_pull(app, parsed, creds), name=f"pull {parsed}")
+        pulls[key] = task
+        task.add_done_callback(lambda t: _forget(pulls, key, t))
+    else:
+        trace.note(f"joined the pull of {parsed} already in progress")
+    return await asyncio.shield(task)
+
+
+def _forget(pulls: dict[str, asyncio.Task[LocalImage]], key: str, task: asyncio.Task[LocalImage]) -> None:
+    if pulls.get(key) is task:
+        del pulls[key]
+    if not task.cancelled():
+        task.exception()  # retrieved: every waiter may have gone away
+
+
+async def _watched_pull(app: App, ref: reference.Reference, creds: Credentials) -> LocalImage:
+    """Run the pull, cancelling it when no bytes arrive for ``pull_progress_timeout`` seconds."""
+    progress = content.Progress()
+    work = asyncio.ensure_future(_pull(app, ref, creds, progress))
+    limit = app.config.pull_progress_timeout
+    started = last_log = time.monotonic()
+    try:
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=min(1.0, limit / 4) if limit > 0 else None)
+            if done:
+                return work.result()
+            if limit > 0 and progress.stalled_for() > limit:
+                raise errors.DeadlineExceeded(
+                    f"pull of {ref} cancelled: no bytes received from the registry for {limit:.0f}s "
+                    f"({progress.describe()}); raise --pull-progress-timeout for slow registries")
+            if time.monotonic() - last_log >= PROGRESS_LOG_EVERY:
+                last_log = time.monotonic()
+                log.info("pulling %s: %s after %.0fs", ref, progress.describe(), last_log - started)
+    finally:
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+
+
+@asynccontextmanager
+async def pull_lease(app: App) -> AsyncIterator[str]:
+    """A lease (24 h expiry, like containerd's client, plus our label) deleted when the pull ends."""
+    lease_id = f"criproxy-pull-{time.time_ns()}-{base64.urlsafe_b64encode(os.urandom(3)).decode()}"
+    expire = timestamp_pb2.Timestamp()
+    expire.FromSeconds(int(time.time()) + 24 * 3600)
+    labels = {"containerd.io/gc.expire": expire.ToJsonString(), LEASE_LABEL: "1"}
+    await app.ctrd.leases.Create(leases_pb.CreateRequest(id=lease_id, labels=labels))
+    try:
+        yield lease_id
+    finally:
+        with contextlib.suppress(errors.CriError):
+            await asyncio.shield(app.ctrd.leases.Delete(leases_pb.DeleteRequest(id=lease_id)))
+
+
+async def _pull(app: App, ref: reference.Reference, creds: Credentials, progress: content.Progress) -> LocalImage:
+    started = time.monotonic()
+    reg = Registry(app, ref, creds)
+    log.info("pulling %s", ref)
+    async with pull_lease(app) as lease:
+        root, body = await reg.manifest(ref.digest or ref.tag, resolve=not ref.digest)
+        trace.note(f"resolved {ref} to {root.media_type} {root.digest}")
+        src = dict([manifest.source_label(ref.domain, ref.path)])
+        man_desc, man_doc = await _platform_manifest(app, reg, lease, root, body, src)
+        man = manifest.parse_manifest(man_doc, man_desc.media_type)
+        config_body = await reg.small_blob(man.config)
+        diff_ids = manifest.diff_ids(manifest.load(config_body, f"config {man.config.digest}"), len(man.layers))
+        await content.write(app, lease, "config", man.config, src, data=config_body)
+        chains = chain_ids(diff_ids)
+        progress.total, progress.layers_total = sum(x.size for x in man.layers), len(man.layers)
+        await _layers(app, reg, lease, man.layers, diff_ids, chains, progress, src)
+        if chains:
+            await content.update_labels(app, man.config.digest,
+                                        {f"containerd.io/gc.ref.snapshot.{app.config.snapshotter}": chains[-1]})
+        names = records.names_for(ref, root.digest, man.config.digest)
+        await records.put_all(app, names, root, records.labels_for(is_pinned(app, ref)))
+    note = f"pulled {ref} ({man.config.digest}): {progress.describe()} in {time.monotonic() - started:.2f}s"
+    log.info("%s", note)
+    trace.note(note)
+    target = descriptor_pb.Descriptor(media_type=root.media_type, digest=root.digest, size=root.size)
+    return await describe(app, target, sorted(names))
+
+
+async def _platform_manifest(app: App, reg: Registry, lease: str, root: Descriptor, body: bytes,
+                             src: dict[str, str]) -> tuple[Descriptor, dict[str, Any]]:
+    """Write the root blob; for an index, pick this host's manifest, fetch and write it too."""
+    doc = manifest.load(body, f"manifest {root.digest}")
+    await content.write(app, lease, manifest.write_kind(root.media_type), root,
+                        {**manifest.child_labels(doc, root.media_type), **src}, data=body)
+    if root.media_type not in manifest.INDEX_TYPES:
+        return root, doc
+    chosen = manifest.pick_platform(doc)
+    desc, man_body = await reg.manifest(chosen.digest, resolve=False)
+    if desc.size != chosen.size:
+        raise errors.FailedPrecondition(f"manifest {chosen.digest}: {desc.size} bytes, index says {chosen.size}")
+    desc = Descriptor(chosen.media_type or desc.media_type, desc.digest, desc.size, chosen.annotations)
+    man_doc = manifest.load(man_body, f"manifest {desc.digest}")
+    trace.note(f"picked {desc.digest} for {manifest.host_platform()}")
+    await content.write(app, lease, "manifest", desc, {**manifest.child_labels(man_doc, desc.media_type), **src},
+                        data=man_body)
+    return desc, man_doc
+
+
+async def _layers(app: App, reg: Registry, lease: str, layers: tuple[Descriptor, ...], diff_ids: list[str],
+                  chains: list[str], progress: content.Progress, src: dict[str, str]) -> None:
+    """Fetch all layers concurrently; unpack each in order as soon as it and its parent are ready."""
+    fetches = [asyncio.ensure_future(_fetch_shared(app, reg, lease, layer, progress, src)) for layer in layers]
+    try:
+        parent = ""
+        for i, layer in enumerate(layers):
+            await fetches[i]
+            await _unpack_shared(app, lease, layer, diff_ids[i], chains[i], parent)
+            parent = chains[i]
+            progress.layers_done += 1
+    finally:
+        for f in fetches:
+            f.cancel()
+        await asyncio.gather(*fetches, return_exceptions=True)
+
+
+async def _fetch_shared(app: App, reg: Registry, lease: str, layer: Descriptor, progress: content.Progress,
+                        src: dict[str, str]) -> None:
+    """Write one layer blob; if another pull is fetching the same blob, wait for it instead."""
+    inflight: dict[str, asyncio.Future[None]] = app.parts.setdefault(BLOBS_KEY, {})
+    other = inflight.get(layer.digest)
+    if other is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(other)
+    mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    inflight.setdefault(layer.digest, mine)
+    try:
+        await content.write(app, lease, "layer", layer, src, source=lambda: reg.blob(layer), progress=progress)
+    finally:
+        if inflight.get(layer.digest) is mine:
+            del inflight[layer.digest]
+        mine.set_result(None)
+
+
+async def _unpack_shared(app: App, lease: str, layer: Descriptor, diff_id: str, chain: str, parent: str) -> None:
+    """Apply one layer, one unpack per chain ID at a time in this process."""
+    locks: dict[str, asyncio.Lock] = app.parts.setdefault(CHAINS_KEY, {})
+    lock = locks.setdefault(chain, asyncio.Lock())
+    try:
+        async with lock:
+            await unpack.apply_layer(app, lease, app.config.snapshotter, layer, diff_id, chain, parent)
+    finally:
+        if not lock.locked() and locks.get(chain) is lock:
+            del locks[chain]
+
+
+@lifecycle.on_start(20)
+async def drop_stale_pull_leases(app: App) -> None:
+    """Leases of pulls a killed criproxy left behind: delete them so GC collects their content."""
+    resp = await app.ctrd.leases.List(leases_pb.ListRequest(filters=[f'labels."{LEASE_LABEL}"']))
+    for lease in resp.leases:
+        with contextlib.suppress(errors.NotFound):
+            await app.ctrd.leases.Delete(leases_pb.DeleteRequest(id=lease.id))
+        log.info("deleted lease %s of an interrupted pull", lease.id)
+
+
+@lifecycle.on_stop(50)
+async def close_http(app: App) -> None:
+    session = app.parts.pop(SESSION_KEY, None)
+    if session is not None:
+        await session.close()
