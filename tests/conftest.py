@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness import CriproxyFactory
 from tests.harness.client import CriClient
 from tests.harness.criproxy import CriproxyProcess
 from tests.harness.env import Environment
@@ -121,7 +122,7 @@ _instance_ids = itertools.count()
 
 
 @pytest.fixture
-def criproxy_factory(testenv: Environment) -> Iterator[Callable[..., CriproxyProcess]]:
+def criproxy_factory(testenv: Environment) -> Iterator[CriproxyFactory]:
     started: list[CriproxyProcess] = []
 
     def make(extra_args: Sequence[str] = (), namespace: str = "criproxy", start: bool = True) -> CriproxyProcess:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,9 +117,32 @@ def netns_on_bridges(bridges: list[str]) -> list[str]:
     return [str(ns["name"]) for ns in _ip_json("netns", "list") if ns.get("id") in ids]
 
 
+def portmap_leftovers(networks: list[str]) -> list[tuple[list[str], str]]:
+    """portmap's nat rules for pods of ``networks`` that never got a CNI DEL: (jump rule, chain)."""
+    out = run(["iptables-save", "-t", "nat"], check=False)
+    found = []
+    for line in out.splitlines():
+        if not line.startswith("-A CNI-HOSTPORT-DNAT "):
+            continue
+        args = shlex.split(line)
+        comment = args[args.index("--comment") + 1] if "--comment" in args else ""
+        if any(comment.startswith(f'dnat name: "{n}" ') for n in networks) and "-j" in args:
+            found.append((args[1:], args[args.index("-j") + 1]))
+    return found
+
+
+def cleanup_portmap(networks: list[str]) -> None:
+    """Remove leftover hostPort DNAT rules of ``networks`` so a later session's ports are not hijacked."""
+    for rule, chain in portmap_leftovers(networks):
+        run(["iptables", "-w", "-t", "nat", "-D", *rule], check=False)
+        run(["iptables", "-w", "-t", "nat", "-F", chain], check=False)
+        run(["iptables", "-w", "-t", "nat", "-X", chain], check=False)
+
+
 def cleanup_slot_network(slot: Slot) -> None:
-    """Delete the slot's pod netns (/run/netns entries on its bridges) and the bridges themselves."""
+    """Delete the slot's pod netns (/run/netns entries on its bridges), portmap rules and bridges."""
     bridges = [slot.criproxy_net.bridge, slot.containerd_net.bridge]
+    cleanup_portmap([slot.criproxy_net.name, slot.containerd_net.name])
     for ns in netns_on_bridges(bridges):
         run(["ip", "netns", "delete", ns], check=False)
     for br in bridges:

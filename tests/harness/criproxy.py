@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ class CriproxyProcess:
         self.root = base / "root"
         self.state = base / "state"
         self.log = base / "criproxy.log"
+        # Pod netns are pinned under the instance dir (not /var/run/netns) so teardown finds them.
+        self.netns_dir = base / "netns"
         self.namespace = namespace
         self.argv = [sys.executable, "-m", "criproxy", "serve", "--listen", str(self.socket),
                      "--containerd-address", str(containerd_address), "--namespace", namespace,
@@ -32,7 +35,8 @@ class CriproxyProcess:
                      "--cni-conf-dir", str(cni_conf_dir), "--cni-bin-dir", str(CNI_BIN_DIR),
                      "--registry-config-path", str(hosts_dir), "--pause-image", pause_image,
                      "--log-level", "debug", *extra_args]
-        self.daemon = Daemon("criproxy", self.argv, self.log, cwd=REPO_ROOT)
+        env = {**os.environ, "CRIPROXY_NETNS_DIR": str(self.netns_dir)}
+        self.daemon = Daemon("criproxy", self.argv, self.log, cwd=REPO_ROOT, env=env)
         self.start_seconds = 0.0  # how long the last start took until Version answered
 
     @property

@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import secrets
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from .cni import LOCK_DIR, Network, Slot, acquire_slot, cleanup_slot_network, wr
 from .containerd import Containerd
 from .criproxy import CriproxyProcess
 from .images import DEFAULT_CACHE, REPO_ROOT, ImageLayout, build_standard_images
-from .proc import FileLock, HarnessError, kill_trees, pids_with_cmdline, unmount_under
+from .proc import FileLock, HarnessError, kill_trees, pids_with_cmdline, run, unmount_under
 from .registry import Registry
 
 BASE_PARENT = Path("/run")
@@ -79,6 +80,7 @@ class Environment:
         self.ipam_dir = self.base / "net" / "ipam"
         self.containerd: Containerd | None = None
         self.criproxies: list[CriproxyProcess] = []
+        self.netns: list[str] = []                        # `ip netns` names tests made via add_netns
         self._closed = False
 
     # -- bring-up -------------------------------------------------------------------------------
@@ -166,6 +168,19 @@ class Environment:
         """``ctr -a <private socket> -n <namespace> ARGS…``; returns stdout."""
         return self.ctrd.ctr(*args, namespace=namespace, timeout=timeout, check=check)
 
+    def scratch_dir(self, prefix: str = "t") -> Path:
+        """A fresh directory under the session base (pod log dirs, files to mount…), removed at the end."""
+        parent = self.base / "scratch"
+        parent.mkdir(exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=parent))
+
+    def add_netns(self, prefix: str = "cpt") -> str:
+        """``ip netns add`` a namespace of this session (deleted at teardown); returns its name."""
+        name = f"{prefix}-{self.name[len(BASE_PREFIX):]}-{len(self.netns)}"
+        run(["ip", "netns", "add", name])
+        self.netns.append(name)
+        return name
+
     def builtin_cri(self) -> CriClient:
         """A CRI client for containerd's own built-in CRI plugin (for side-by-side comparison)."""
         return CriClient(self.containerd_address)
@@ -204,12 +219,16 @@ class Environment:
         steps += [self.registry.stop, self._save_logs]
         if ctrd is not None:
             steps.append(ctrd.cleanup)
-        steps += [lambda: _kill_users_of(self.base), lambda: unmount_under([self.base])]
+        steps += [lambda: _kill_users_of(self.base), self._delete_netns, lambda: unmount_under([self.base])]
         if self.slot is not None:
             steps += [lambda: cleanup_slot_network(self._slot), self._slot.release]
         steps += [lambda: shutil.rmtree(self.base, ignore_errors=True),
                   lambda: self._lock.release(unlink=True)]
         return steps
+
+    def _delete_netns(self) -> None:
+        for name in self.netns:
+            run(["ip", "netns", "delete", name], check=False)
 
     def log_files(self) -> list[Path]:
         """The session's daemon logs (registry, containerd, each criproxy)."""
