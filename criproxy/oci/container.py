@@ -1,0 +1,635 @@
+"""The OCI runtime spec of a CRI container, built from small options (see ``oci.spec``).
+
+Each ``with_*`` function takes the facts it needs as arguments and returns an option; none does I/O,
+so every decision (which args run, which user, which mounts, which capabilities) is unit-tested on
+its own. The few facts that need the host or the image (``/etc/passwd``, device nodes, mountinfo, a
+Localhost seccomp file) are read by the ``read_*``/``host_*`` helpers at the bottom and passed in.
+
+The rules follow what kubelet expects and containerd's CRI plugin does
+(internal/cri/server/container_create_linux.go, internal/cri/opts/spec_linux*.go).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from criproxy import errors
+from criproxy.oci import seccomp
+from criproxy.oci.spec import DEFAULT_CAPS, Option, Spec
+from criproxy.protos import cri
+
+# Capability names by bit number (linux/capability.h), for "ALL" = every capability the host has.
+CAP_NAMES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+]
+PROPAGATION = {cri.PROPAGATION_PRIVATE: "rprivate", cri.PROPAGATION_HOST_TO_CONTAINER: "rslave",
+               cri.PROPAGATION_BIDIRECTIONAL: "rshared"}
+# sysctls that belong to a namespace the container may share with the host.
+NET_SYSCTL = ("net.",)
+IPC_SYSCTL = ("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
+
+
+# ---- process --------------------------------------------------------------------------------------
+
+def process_args(config: cri.ContainerConfig, image_config: dict[str, Any]) -> list[str]:
+    """Entrypoint/cmd override rules (Docker's, as kubelet documents them for command/args).
+
+    command replaces the image entrypoint and drops the image cmd; args alone replace the image cmd.
+    """
+    command, args = list(config.command), list(config.args)
+    if not command:
+        if not args:
+            args = list(image_config.get("Cmd") or [])
+        entrypoint = list(image_config.get("Entrypoint") or [])
+        if entrypoint != [""]:
+            command = entrypoint
+    if not command and not args:
+        raise errors.InvalidArgument("no command specified: the container config and the image give none")
+    return command + args
+
+
+def with_process(args: list[str], cwd: str, tty: bool, stdin: bool) -> Option:
+    def opt(spec: Spec) -> None:
+        proc = spec["process"]
+        proc["args"], proc["cwd"], proc["terminal"] = args, cwd or "/", tty
+        if tty:
+            _set_env(proc, ["TERM=xterm"])
+    return opt
+
+
+def _set_env(proc: dict[str, Any], env: Iterable[str]) -> None:
+    out: dict[str, str] = {}
+    for item in [*proc["env"], *env]:
+        out[item.split("=", 1)[0]] = item
+    proc["env"] = list(out.values())
+
+
+def with_envs(*groups: Iterable[str]) -> Option:
+    """Env from several sources in order; a later KEY= replaces an earlier one."""
+    def opt(spec: Spec) -> None:
+        for group in groups:
+            _set_env(spec["process"], group)
+    return opt
+
+
+def config_env(config: cri.ContainerConfig) -> list[str]:
+    """KEY=value entries (``value`` is declared bytes in our proto; the wire form is the same)."""
+    out = []
+    for kv in config.envs:
+        value: Any = kv.value
+        out.append(f"{kv.key}={value.decode(errors='replace') if isinstance(value, bytes) else value}")
+    return out
+
+
+# ---- user ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PasswdEntry:
+    name: str
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class GroupEntry:
+    name: str
+    gid: int
+    members: tuple[str, ...]
+
+
+def parse_passwd(text: str) -> list[PasswdEntry]:
+    out = []
+    for line in text.splitlines():
+        parts = line.split(":")
+        if len(parts) >= 4 and not line.startswith("#"):
+            try:
+                out.append(PasswdEntry(parts[0], int(parts[2]), int(parts[3])))
+            except ValueError:
+                continue
+    return out
+
+
+def parse_group(text: str) -> list[GroupEntry]:
+    out = []
+    for line in text.splitlines():
+        parts = line.split(":")
+        if len(parts) >= 3 and not line.startswith("#"):
+            try:
+                members = tuple(m for m in (parts[3].split(",") if len(parts) > 3 else []) if m)
+                out.append(GroupEntry(parts[0], int(parts[2]), members))
+            except ValueError:
+                continue
+    return out
+
+
+@dataclass(frozen=True)
+class UserFiles:
+    """The image's /etc/passwd and /etc/group (empty when the image has none)."""
+
+    passwd: str = ""
+    group: str = ""
+
+
+@dataclass(frozen=True)
+class Identity:
+    uid: int
+    gid: int
+    groups: list[int] = field(default_factory=list)
+
+
+def _user_by_uid(files: UserFiles, uid: int) -> PasswdEntry | None:
+    return next((u for u in parse_passwd(files.passwd) if u.uid == uid), None)
+
+
+def _lookup_group(files: UserFiles, group: str) -> int:
+    if group.isdigit():
+        return int(group)
+    hit = next((g for g in parse_group(files.group) if g.name == group), None)
+    if hit is None:
+        raise errors.InvalidArgument(f"group {group!r} not found in the image's /etc/group")
+    return hit.gid
+
+
+def _lookup_user(files: UserFiles, user: str) -> tuple[int, int, str]:
+    """(uid, primary gid, name) of a user given by number or name."""
+    if user.isdigit():
+        uid = int(user)
+        entry = _user_by_uid(files, uid)
+        return uid, entry.gid if entry else 0, entry.name if entry else ""
+    entry = next((u for u in parse_passwd(files.passwd) if u.name == user), None)
+    if entry is None:
+        raise errors.InvalidArgument(f"user {user!r} not found in the image's /etc/passwd")
+    return entry.uid, entry.gid, entry.name
+
+
+def resolve_identity(sc: cri.LinuxContainerSecurityContext, image_user: str, files: UserFiles) -> Identity:
+    """uid/gid/groups from run_as_user | run_as_username | the image's USER, then run_as_group,
+    then supplemental groups (from /etc/group unless the policy is Strict, then the pod's)."""
+    if sc.HasField("run_as_user"):
+        uid, gid, name = _lookup_user(files, str(sc.run_as_user.value))
+    elif sc.run_as_username:
+        uid, gid, name = _lookup_user(files, sc.run_as_username)
+    elif image_user:
+        user, _, group = image_user.partition(":")
+        uid, gid, name = _lookup_user(files, user or "0")
+        if group:
+            gid = _lookup_group(files, group)
+    else:
+        uid, gid, name = 0, 0, "root"
+        entry = _user_by_uid(files, 0)
+        name = entry.name if entry else "root"
+    if sc.HasField("run_as_group"):
+        gid = sc.run_as_group.value
+    groups = [gid]
+    if sc.supplemental_groups_policy != cri.Strict and name:
+        groups += [g.gid for g in parse_group(files.group) if name in g.members and g.name != name]
+    groups += list(sc.supplemental_groups)
+    return Identity(uid, gid, list(dict.fromkeys(groups)))
+
+
+def with_identity(ident: Identity) -> Option:
+    def opt(spec: Spec) -> None:
+        spec["process"]["user"] = {"uid": ident.uid, "gid": ident.gid, "additionalGids": list(ident.groups)}
+    return opt
+
+
+# ---- mounts --------------------------------------------------------------------------------------
+
+def cri_mount(m: cri.Mount, host_path: str, rro_supported: bool = True) -> dict[str, Any]:
+    """A CRI bind mount as an OCI mount: rbind, propagation, ro/rw, recursive read-only."""
+    if m.HasField("image") and m.image.image:
+        raise errors.InvalidArgument(f"image volume mounts are not supported (mount at {m.container_path})")
+    opts = ["rbind", PROPAGATION.get(m.propagation, "rprivate")]
+    if m.recursive_read_only:
+        if not m.readonly or m.propagation != cri.PROPAGATION_PRIVATE:
+            raise errors.InvalidArgument(f"recursive read-only mount {m.container_path} must be readonly "
+                                         "with private propagation")
+        if not rro_supported:
+            raise errors.InvalidArgument("recursive read-only mounts are not supported by this kernel/runc")
+        opts.append("rro")
+    opts.append("ro" if m.readonly else "rw")
+    return {"destination": m.container_path, "type": "bind", "source": host_path, "options": opts}
+
+
+def _depth(path: str) -> int:
+    return len([p for p in path.split("/") if p])
+
+
+def with_container_mounts(mounts: list[dict[str, Any]]) -> Option:
+    """Add the CRI mounts, replacing defaults at the same place; parents before children."""
+    def opt(spec: Spec) -> None:
+        dests = {m["destination"] for m in mounts}
+        kept = [m for m in spec["mounts"] if m["destination"] not in dests]
+        spec["mounts"] = kept + sorted(mounts, key=lambda m: _depth(m["destination"]))
+        props = {o for m in mounts for o in m["options"]}
+        if "rshared" in props:
+            spec["linux"]["rootfsPropagation"] = "rshared"
+        elif "rslave" in props:
+            spec["linux"]["rootfsPropagation"] = "rslave"
+    return opt
+
+
+def pod_file_mounts(files: dict[str, str | None], taken: set[str], readonly_rootfs: bool) -> list[dict[str, Any]]:
+    """/etc/hostname, /etc/hosts, /etc/resolv.conf and /dev/shm from the sandbox, unless the CRI
+    config mounts something there itself (kubelet does that for /etc/hosts in some pods)."""
+    out = []
+    for dest, src in files.items():
+        if not src or dest in taken:
+            continue
+        ro = readonly_rootfs and dest != "/dev/shm"
+        out.append({"destination": dest, "type": "bind", "source": src,
+                    "options": ["rbind", "rprivate", "ro" if ro else "rw"]})
+    return out
+
+
+# ---- namespaces -----------------------------------------------------------------------------------
+
+def with_pod_namespaces(opts: cri.NamespaceOption, sandbox_pid: int, target_pid: int = 0) -> Option:
+    """Join the pause process's network/IPC/UTS namespaces; PID per NamespaceOption."""
+    def opt(spec: Spec) -> None:
+        nss = [n for n in spec["linux"]["namespaces"] if n["type"] in ("mount", "cgroup", "user")]
+        if opts.network != cri.NODE:
+            nss += [{"type": "network", "path": f"/proc/{sandbox_pid}/ns/net"},
+                    {"type": "uts", "path": f"/proc/{sandbox_pid}/ns/uts"}]
+        if opts.ipc != cri.NODE:
+            nss.append({"type": "ipc", "path": f"/proc/{sandbox_pid}/ns/ipc"})
+        if opts.pid == cri.POD:
+            nss.append({"type": "pid", "path": f"/proc/{sandbox_pid}/ns/pid"})
+        elif opts.pid == cri.CONTAINER:
+            nss.append({"type": "pid"})
+        elif opts.pid == cri.TARGET:
+            if not target_pid:
+                raise errors.InvalidArgument(f"PID namespace target {opts.target_id!r} is not running")
+            nss.append({"type": "pid", "path": f"/proc/{target_pid}/ns/pid"})
+        spec["linux"]["namespaces"] = nss
+    return opt
+
+
+# ---- security -------------------------------------------------------------------------------------
+
+def _cap_name(c: str) -> str:
+    c = c.upper()
+    return c if c.startswith("CAP_") else "CAP_" + c
+
+
+def capability_set(caps: cri.Capability, all_caps: list[str]) -> list[str]:
+    """Default caps with add/drop applied; ALL in add means every host cap, ALL in drop means none,
+    and the individual names still apply on top (add ALL, drop CHOWN = all but CHOWN)."""
+    add = [_cap_name(c) for c in caps.add_capabilities]
+    drop = [_cap_name(c) for c in caps.drop_capabilities]
+    current = list(DEFAULT_CAPS)
+    if "CAP_ALL" in add:
+        current = list(all_caps)
+    if "CAP_ALL" in drop:
+        current = []
+    for c in add:
+        if c != "CAP_ALL" and c not in current:
+            current.append(c)
+    return [c for c in current if c not in drop]
+
+
+def with_capabilities(effective: list[str], ambient: list[str]) -> Option:
+    def opt(spec: Spec) -> None:
+        capset: dict[str, list[str]] = {k: list(effective) for k in ("bounding", "effective", "permitted")}
+        if ambient:
+            capset["ambient"] = capset["inheritable"] = [a for a in ambient if a in effective]
+        spec["process"]["capabilities"] = capset
+    return opt
+
+
+def with_privileged(all_caps: list[str], host_devices: list[dict[str, Any]]) -> Option:
+    """Everything the host has: caps, devices, writable /sys and cgroupfs, no masks, no seccomp."""
+    def opt(spec: Spec) -> None:
+        spec["process"]["capabilities"] = {k: list(all_caps) for k in ("bounding", "effective", "permitted")}
+        lin = spec["linux"]
+        lin["maskedPaths"], lin["readonlyPaths"] = [], []
+        lin.pop("seccomp", None)
+        lin["devices"] = list(host_devices)
+        lin["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
+        for m in spec["mounts"]:
+            if m["type"] in ("sysfs", "cgroup"):
+                m["options"] = [o for o in m["options"] if o != "ro"] + ["rw"]
+    return opt
+
+
+def with_paths(masked: list[str], readonly: list[str]) -> Option:
+    """Replace the default masked/readonly paths when the CRI config names its own."""
+    def opt(spec: Spec) -> None:
+        if masked:
+            spec["linux"]["maskedPaths"] = list(masked)
+        if readonly:
+            spec["linux"]["readonlyPaths"] = list(readonly)
+    return opt
+
+
+def with_rootfs_readonly(readonly: bool) -> Option:
+    def opt(spec: Spec) -> None:
+        spec["root"]["readonly"] = readonly
+    return opt
+
+
+def with_no_new_privs(value: bool) -> Option:
+    def opt(spec: Spec) -> None:
+        spec["process"]["noNewPrivileges"] = value
+    return opt
+
+
+def seccomp_choice(sc: cri.LinuxContainerSecurityContext) -> tuple[str, str]:
+    """("runtime/default" | "unconfined" | "localhost", path) from the typed field or the legacy string."""
+    if sc.HasField("seccomp"):
+        kind = sc.seccomp.profile_type
+        if kind == cri.SecurityProfile.RuntimeDefault:
+            return "runtime/default", ""
+        if kind == cri.SecurityProfile.Localhost:
+            return "localhost", sc.seccomp.localhost_ref
+        return "unconfined", ""
+    legacy = sc.seccomp_profile_path
+    if legacy in ("runtime/default", "docker/default"):
+        return "runtime/default", ""
+    if legacy.startswith("localhost/"):
+        return "localhost", legacy[len("localhost/"):]
+    return "unconfined", ""
+
+
+def with_seccomp(profile: dict[str, Any] | None) -> Option:
+    def opt(spec: Spec) -> None:
+        if profile is not None:
+            spec["linux"]["seccomp"] = profile
+    return opt
+
+
+def apparmor_profile(sc: cri.LinuxContainerSecurityContext, enabled: bool) -> str:
+    """The AppArmor profile to set ("" = none); a Localhost profile on a host without AppArmor is an
+    error rather than silently running unconfined."""
+    if sc.HasField("apparmor"):
+        kind, ref = sc.apparmor.profile_type, sc.apparmor.localhost_ref
+        localhost = ref if kind == cri.SecurityProfile.Localhost else ""
+    else:
+        legacy = sc.apparmor_profile
+        localhost = legacy[len("localhost/"):] if legacy.startswith("localhost/") else ""
+    if localhost and not enabled:
+        raise errors.InvalidArgument(f"AppArmor profile {localhost!r} requested but AppArmor is not enabled "
+                                     "on this host")
+    return localhost if enabled else ""
+
+
+def with_apparmor(profile: str) -> Option:
+    def opt(spec: Spec) -> None:
+        if profile:
+            spec["process"]["apparmorProfile"] = profile
+    return opt
+
+
+# ---- resources and devices ------------------------------------------------------------------------
+
+def linux_resources(r: cri.LinuxContainerResources, swap_supported: bool = True) -> dict[str, Any]:
+    """CRI LinuxContainerResources as OCI ``linux.resources`` (zero means "not set")."""
+    out: dict[str, Any] = {}
+    cpu = {k: v for k, v in (("shares", r.cpu_shares), ("quota", r.cpu_quota), ("period", r.cpu_period),
+                             ("cpus", r.cpuset_cpus), ("mems", r.cpuset_mems)) if v}
+    if cpu:
+        out["cpu"] = cpu
+    mem: dict[str, int] = {}
+    if r.memory_limit_in_bytes:
+        mem["limit"] = r.memory_limit_in_bytes
+    if r.memory_swap_limit_in_bytes and swap_supported:
+        mem["swap"] = r.memory_swap_limit_in_bytes
+    if mem:
+        out["memory"] = mem
+    if r.hugepage_limits:
+        out["hugepageLimits"] = [{"pageSize": h.page_size, "limit": h.limit} for h in r.hugepage_limits]
+    if r.unified:
+        out["unified"] = dict(r.unified)
+    return out
+
+
+def with_resources(r: cri.LinuxContainerResources, oom_score_adj: int, swap_supported: bool = True) -> Option:
+    def opt(spec: Spec) -> None:
+        spec["linux"]["resources"].update(linux_resources(r, swap_supported))
+        spec["process"]["oomScoreAdj"] = oom_score_adj
+    return opt
+
+
+def with_devices(devices: list[dict[str, Any]], rules: list[dict[str, Any]]) -> Option:
+    def opt(spec: Spec) -> None:
+        spec["linux"].setdefault("devices", []).extend(devices)
+        spec["linux"]["resources"]["devices"].extend(rules)
+    return opt
+
+
+def container_sysctls(sysctls: dict[str, str], opts: cri.NamespaceOption) -> dict[str, str]:
+    """The pod's sysctls minus those of namespaces shared with the host (runc refuses those)."""
+    out = {}
+    for k, v in sysctls.items():
+        if opts.network == cri.NODE and k.startswith(NET_SYSCTL):
+            continue
+        if opts.ipc == cri.NODE and k.startswith(IPC_SYSCTL):
+            continue
+        out[k] = v
+    return out
+
+
+def cgroups_path(parent: str, container_id: str, systemd: bool) -> str:
+    """cgroupfs: ``<parent>/<id>``; systemd: ``<slice>:cri-containerd:<id>`` (as containerd names them)."""
+    if systemd:
+        return f"{os.path.basename(parent) or 'system.slice'}:criproxy:{container_id}"
+    return f"{parent.rstrip('/') or '/criproxy'}/{container_id}"
+
+
+def container_annotations(container_id: str, sandbox_id: str, config: cri.ContainerConfig,
+                          sandbox_config: cri.PodSandboxConfig, image_name: str) -> dict[str, str]:
+    """The io.kubernetes.cri.* annotations (the shim groups a pod's containers by sandbox-id)."""
+    meta = sandbox_config.metadata
+    return {
+        "io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.container-name": config.metadata.name,
+        "io.kubernetes.cri.sandbox-id": sandbox_id, "io.kubernetes.cri.sandbox-name": meta.name,
+        "io.kubernetes.cri.sandbox-namespace": meta.namespace, "io.kubernetes.cri.sandbox-uid": meta.uid,
+        "io.kubernetes.cri.image-name": image_name,
+    }
+
+
+# ---- host and image facts (I/O) ---------------------------------------------------------------------
+
+def host_capabilities() -> list[str]:
+    """Every capability in this process's bounding set (what "ALL" and privileged mean here)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapBnd:"):
+                mask = int(line.split()[1], 16)
+                return [n for i, n in enumerate(CAP_NAMES) if mask >> i & 1]
+    except OSError:
+        pass
+    return list(CAP_NAMES)
+
+
+def device_entry(host_path: str, container_path: str, permissions: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(linux.devices entry, device cgroup rule) for one host device node."""
+    st = os.stat(host_path)
+    if stat.S_ISCHR(st.st_mode):
+        kind = "c"
+    elif stat.S_ISBLK(st.st_mode):
+        kind = "b"
+    else:
+        raise errors.InvalidArgument(f"{host_path} is not a device node")
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    dev = {"path": container_path, "type": kind, "major": major, "minor": minor,
+           "fileMode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
+    rule = {"allow": True, "type": kind, "major": major, "minor": minor, "access": permissions or "rwm"}
+    return dev, rule
+
+
+def cri_devices(devices: Iterable[cri.Device]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Devices and cgroup rules for CRI Device entries; a directory adds every device under it."""
+    devs, rules = [], []
+    for d in devices:
+        if not os.path.exists(d.host_path):
+            raise errors.InvalidArgument(f"device {d.host_path} does not exist on the host")
+        if os.path.isdir(d.host_path):
+            for root, _dirs, files in os.walk(d.host_path):
+                for f in files:
+                    hp = os.path.join(root, f)
+                    cp = os.path.join(d.container_path, os.path.relpath(hp, d.host_path))
+                    try:
+                        dev, rule = device_entry(hp, cp, d.permissions)
+                    except errors.InvalidArgument:
+                        continue
+                    devs.append(dev)
+                    rules.append(rule)
+            continue
+        dev, rule = device_entry(d.host_path, d.container_path, d.permissions)
+        devs.append(dev)
+        rules.append(rule)
+    return devs, rules
+
+
+_SKIP_DEV = ("/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/fd", "/dev/.udev", "/dev/console")
+
+
+def host_devices() -> list[dict[str, Any]]:
+    """Every device node under /dev, for privileged containers."""
+    out = []
+    for root, dirs, files in os.walk("/dev"):
+        dirs[:] = [d for d in dirs if os.path.join(root, d) not in _SKIP_DEV]
+        for f in files:
+            path = os.path.join(root, f)
+            if path in _SKIP_DEV:
+                continue
+            try:
+                out.append(device_entry(path, path, "rwm")[0])
+            except (OSError, errors.InvalidArgument):
+                continue
+    return out
+
+
+def prepare_host_path(m: cri.Mount) -> str:
+    """Resolve symlinks in a mount's host path and create it as a directory when missing, as
+    containerd does for kubelet (which has already created files it needs as files)."""
+    path = m.host_path
+    if not path:
+        raise errors.InvalidArgument(f"mount at {m.container_path} has no host path")
+    if not os.path.exists(path):
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    return os.path.realpath(path)
+
+
+def mount_propagation_of(path: str) -> set[str]:
+    """Optional fields (shared:N, master:N) of the mount containing ``path``, from mountinfo."""
+    best, best_tags = "", set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            mp = fields[4].replace("\\040", " ")
+            if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                sep = fields.index("-")
+                best, best_tags = mp, {t.split(":")[0] for t in fields[6:sep]}
+    return best_tags
+
+
+def check_propagation(m: cri.Mount, host_path: str) -> None:
+    """rshared needs a shared host mount, rslave a shared or slave one (or the kernel ignores it)."""
+    if m.propagation == cri.PROPAGATION_PRIVATE:
+        return
+    tags = mount_propagation_of(host_path)
+    if m.propagation == cri.PROPAGATION_BIDIRECTIONAL and "shared" not in tags:
+        raise errors.InvalidArgument(f"path {host_path} is mounted on a mount that is not shared "
+                                     "(bidirectional propagation needs a shared mount)")
+    if m.propagation == cri.PROPAGATION_HOST_TO_CONTAINER and not tags & {"shared", "master"}:
+        raise errors.InvalidArgument(f"path {host_path} is mounted on a mount that is neither shared nor "
+                                     "slave (host-to-container propagation needs one)")
+
+
+def load_localhost_seccomp(path: str) -> dict[str, Any]:
+    if not os.path.isabs(path):
+        raise errors.InvalidArgument(f"seccomp Localhost profile path {path!r} must be absolute")
+    try:
+        profile: dict[str, Any] = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise errors.InvalidArgument(f"cannot read seccomp profile {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise errors.InvalidArgument(f"seccomp profile {path} is not valid JSON: {e}") from None
+    return profile
+
+
+def seccomp_profile(sc: cri.LinuxContainerSecurityContext, caps: list[str]) -> dict[str, Any] | None:
+    kind, path = seccomp_choice(sc)
+    if kind == "runtime/default":
+        return seccomp.default_profile(caps)
+    if kind == "localhost":
+        return load_localhost_seccomp(path)
+    return None
+
+
+def apparmor_enabled() -> bool:
+    try:
+        return Path("/sys/module/apparmor/parameters/enabled").read_text().strip() == "Y"
+    except OSError:
+        return False
+
+
+def swap_supported() -> bool:
+    """cgroup v1 needs swap accounting (memsw files) for a swap limit; v2 has memory.swap.max."""
+    return (Path("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+            or Path("/sys/fs/cgroup/cgroup.controllers").exists())
+
+
+def read_user_files(mounts: list[Any]) -> UserFiles:
+    """/etc/passwd and /etc/group of a prepared snapshot without mounting it: an overlay's layers
+    are plain directories (upper first, then lowers top-down); a bind snapshot is one directory."""
+    dirs: list[str] = []
+    for m in mounts:
+        if m.type == "bind":
+            dirs.append(m.source)
+        elif m.type == "overlay":
+            opts = dict(o.split("=", 1) for o in m.options if "=" in o)
+            if "upperdir" in opts:
+                dirs.append(opts["upperdir"])
+            dirs += [d for d in opts.get("lowerdir", "").split(":") if d]
+    return UserFiles(passwd=_layered_read(dirs, "etc/passwd"), group=_layered_read(dirs, "etc/group"))
+
+
+def _layered_read(dirs: list[str], rel: str) -> str:
+    for d in dirs:
+        path = os.path.join(d, rel)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISCHR(st.st_mode):        # an overlay whiteout: deleted in this layer
+            return ""
+        try:
+            return Path(path).read_text(errors="replace")
+        except OSError:
+            return ""
+    return ""
