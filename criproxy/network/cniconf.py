@@ -35,18 +35,24 @@ def parse(path: Path) -> NetworkConfig:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise NoNetwork(f"{path}: {e}") from None
+    return parse_dict(data, str(path), single=path.suffix != ".conflist")
+
+
+def parse_dict(data: Any, source: str, single: bool = False) -> NetworkConfig:
+    """Validate an already-loaded config (a conflist, or a single plugin config when ``single``);
+    DEL uses this on the copy saved at ADD time, so it runs the chain ADD ran."""
     if not isinstance(data, dict):
-        raise NoNetwork(f"{path}: not a JSON object")
-    if path.suffix != ".conflist" and "plugins" not in data:
+        raise NoNetwork(f"{source}: not a JSON object")
+    if single and "plugins" not in data:
         plugin = {k: v for k, v in data.items() if k not in ("cniVersion", "name")}
         data = {"cniVersion": data.get("cniVersion", "0.4.0"), "name": data.get("name", ""), "plugins": [plugin]}
     plugins = data.get("plugins")
     if not isinstance(plugins, list) or not plugins or not all(isinstance(p, dict) and p.get("type")
                                                                for p in plugins):
-        raise NoNetwork(f"{path}: no plugins with a type")
+        raise NoNetwork(f"{source}: no plugins with a type")
     if not data.get("name"):
-        raise NoNetwork(f"{path}: network has no name")
-    return NetworkConfig(path, str(data["name"]), str(data.get("cniVersion", "0.4.0")), plugins, data)
+        raise NoNetwork(f"{source}: network has no name")
+    return NetworkConfig(Path(source), str(data["name"]), str(data.get("cniVersion", "0.4.0")), plugins, data)
 
 
 def find(conf_dir: Path) -> NetworkConfig:

@@ -12,7 +12,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from criproxy.protos import cri
+from criproxy import errors
+from criproxy.config import Config, RuntimeHandler
+from criproxy.protos import containers_pb, cri, runc_options
 from criproxy.state.sandbox import SandboxRecord, namespace_options
 
 KIND_LABEL = "io.cri-containerd.kind"
@@ -123,3 +125,36 @@ def resolv_conf(dns: cri.DNSConfig) -> str:
 def has_dns(config: cri.PodSandboxConfig) -> bool:
     dns = config.dns_config
     return bool(dns.servers or dns.searches or dns.options)
+
+
+# ---- runtime handlers ----------------------------------------------------------------------------
+
+RUNC_OPTIONS_TYPE = "containerd.runc.v1.Options"
+
+
+def handler_config(cfg: Config, handler: str) -> RuntimeHandler:
+    """The configured runtime for a CRI runtime handler ("" means the default handler).
+
+    "" and "runc" always exist (io.containerd.runc.v2); anything else must be configured.
+    """
+    name = handler or cfg.default_runtime_handler
+    found = cfg.runtime_handlers.get(name)
+    if found is not None:
+        return found
+    if name in ("", "runc"):
+        return RuntimeHandler()
+    known = ", ".join(sorted({"runc", *cfg.runtime_handlers})) or "runc"
+    raise errors.InvalidArgument(f"unknown runtime handler {handler!r} (configured: {known})")
+
+
+def container_runtime(cfg: Config, handler: str) -> containers_pb.Container.Runtime:
+    """containers.Container.runtime: the shim name plus runc options only when any is set (as Go)."""
+    rh = handler_config(cfg, handler)
+    runtime = containers_pb.Container.Runtime(name=rh.runtime_type)
+    opts = runc_options.Options(binary_name=rh.binary_name, root=rh.root,
+                                systemd_cgroup=bool(rh.systemd_cgroup) if rh.systemd_cgroup is not None
+                                else cfg.resolved_cgroup_driver() == "systemd")
+    if opts.ByteSize():
+        runtime.options.type_url = RUNC_OPTIONS_TYPE
+        runtime.options.value = opts.SerializeToString()
+    return runtime

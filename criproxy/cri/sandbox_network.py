@@ -1,0 +1,81 @@
+"""Setting a pod's network up and tearing it down: pinned netns, CNI ADD/DEL, the on-disk record.
+
+The record (``network.json`` in the sandbox dir) is written before ADD and after it, so DEL can run
+after any crash with the same conflist and the cached result; teardown marks it torn down only when
+DEL succeeded, which is how StopPodSandbox keeps retrying DEL until it works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from criproxy import errors, trace
+from criproxy.app import App
+from criproxy.network import cni, cniconf, netns, pod
+from criproxy.state.sandbox import SandboxRecord
+
+log = logging.getLogger("criproxy.sandbox.network")
+
+
+def current_network(app: App) -> cniconf.NetworkConfig:
+    """The conflist pods get now; FailedPrecondition (NetworkReady's reason) when there is none."""
+    try:
+        return cniconf.find(app.config.cni_conf_dir)
+    except cniconf.NoNetwork as e:
+        raise errors.FailedPrecondition(f"network not ready: {e}") from None
+
+
+async def create_netns(app: App, rec: SandboxRecord) -> None:
+    try:
+        rec.netns_path = await netns.create(app.config.netns_dir)
+    except netns.NetnsError as e:
+        raise errors.Internal(str(e)) from None
+
+
+async def add(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig) -> None:
+    """CNI ADD into the pod's netns; on failure DEL runs at once (ADD may have stopped half way)."""
+    assert rec.dir is not None
+    att = pod.attachment(rec.id, rec.netns_path, rec.config, app.pod_cidr)
+    st = pod.state_for(rec.netns_path, net.raw, att)
+    pod.save(rec.dir, st)
+    try:
+        st.result = await cni.add(net, att, app.config.cni_bin_dirs)
+    except BaseException as e:
+        with contextlib.suppress(cni.CniError):
+            await cni.delete(net, att, app.config.cni_bin_dirs, None)
+        if isinstance(e, cni.CniError):
+            raise errors.Unknown(f"failed to set up pod network: {e}") from None
+        raise
+    pod.save(rec.dir, st)
+    rec.cni_result = st.result
+    ips = cni.pod_ips(st.result, att.ifname)
+    rec.ip, rec.additional_ips = (ips[0], ips[1:]) if ips else ("", [])
+    trace.note(f"CNI ADD {net.name}: {ips}")
+
+
+async def teardown(app: App, rec: SandboxRecord) -> None:
+    """CNI DEL (with the conflist and result ADD used) then unpin the netns; remembered once done."""
+    if rec.network_torn_down or rec.host_network:
+        return
+    st = pod.load(rec.dir) if rec.dir else None
+    if st is not None and st.torn_down:
+        rec.network_torn_down = True
+        return
+    if st is not None:
+        net = cniconf.parse_dict(st.conflist, source=str(rec.dir))
+        att = st.to_attachment()
+        result = st.result or rec.cni_result
+    else:
+        net = current_network(app)
+        att = pod.attachment(rec.id, rec.netns_path, rec.config, app.pod_cidr)
+        result = rec.cni_result
+    try:
+        await cni.delete(net, att, app.config.cni_bin_dirs, result)
+    except cni.CniError as e:
+        raise errors.Unknown(f"failed to tear down pod network of {rec.id}: {e}") from None
+    netns.remove(rec.netns_path)
+    rec.network_torn_down = True
+    if st is not None and rec.dir is not None and rec.dir.exists():
+        st.torn_down = True
+        pod.save(rec.dir, st)

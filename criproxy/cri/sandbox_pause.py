@@ -1,0 +1,152 @@
+"""The pause container and its task: create, start, watch, stop, delete.
+
+The pause image is resolved once and cached (``app.parts``); if its snapshot disappeared (image
+removed) the cache is dropped and the image ensured again. The container is created as containerd's
+Go client does (lease → Snapshots.Prepare → Containers.Create → lease deleted), labelled
+``io.cri-containerd.kind=sandbox`` with the metadata extension recovery reads. A watcher per pause
+task (Tasks.Wait, started before Start) turns the sandbox NOTREADY the moment pause exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+
+from criproxy import errors
+from criproxy.app import App
+from criproxy.cri import sandbox_files
+from criproxy.images.local import LocalImage
+from criproxy.images.pull import ensure_image
+from criproxy.oci.spec import clamp_oom_score_adj
+from criproxy.protos import containers_pb, cri, mount_pb, snapshots_pb, tasks_pb
+from criproxy.state.sandbox import SandboxRecord
+from criproxy.translate import sandbox as t
+from criproxy.translate.sandbox_spec import SANDBOX_OOM_SCORE_ADJ, pause_spec
+
+log = logging.getLogger("criproxy.sandbox.pause")
+SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+PAUSE_CACHE = "sandbox.pause_image"
+STOP_WAIT = 10.0
+
+
+async def pause_image(app: App, refresh: bool = False) -> LocalImage:
+    """The configured pause image, pulled if missing; cached until ``refresh``."""
+    cached = app.parts.get(PAUSE_CACHE)
+    if cached is None or refresh or cached[0] != app.config.pause_image:
+        cached = (app.config.pause_image, await ensure_image(app, app.config.pause_image))
+        app.parts[PAUSE_CACHE] = cached
+    img: LocalImage = cached[1]
+    return img
+
+
+async def prepare_snapshot(app: App, rec: SandboxRecord, lease: str) -> list[mount_pb.Mount]:
+    """The pause rootfs snapshot (key = sandbox ID); the image is re-ensured once if its chain is gone."""
+    for attempt in (0, 1):
+        img = await pause_image(app, refresh=attempt == 1)
+        rec.image = img.record_name
+        try:
+            resp = await app.ctrd.snapshots.Prepare(snapshots_pb.PrepareSnapshotRequest(
+                snapshotter=app.config.snapshotter, key=rec.id, parent=img.chain_id), lease=lease)
+            return list(resp.mounts)
+        except errors.NotFound:
+            if attempt == 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def container_record(app: App, rec: SandboxRecord, spec: dict[str, object]) -> containers_pb.Container:
+    c = containers_pb.Container(
+        id=rec.id, labels=t.container_labels(rec.config), image=rec.image,
+        runtime=t.container_runtime(app.config, rec.runtime_handler),
+        snapshotter=app.config.snapshotter, snapshot_key=rec.id)
+    c.spec.type_url = SPEC_TYPE_URL
+    c.spec.value = json.dumps(spec, separators=(",", ":")).encode()
+    ext = c.extensions[t.METADATA_EXTENSION]
+    ext.type_url, ext.value = t.METADATA_TYPE_URL, t.metadata_json(rec)
+    return c
+
+
+def build_spec(app: App, rec: SandboxRecord, img: LocalImage) -> dict[str, object]:
+    systemd = app.config.resolved_cgroup_driver() == "systemd"
+    return pause_spec(rec.id, rec.config, img.config, rec.image, rec.netns_path, sandbox_files.files_of(rec),
+                      systemd, clamp_oom_score_adj(SANDBOX_OOM_SCORE_ADJ))
+
+
+async def create_container(app: App, rec: SandboxRecord) -> list[mount_pb.Mount]:
+    """Snapshot + container record under one lease; returns the rootfs mounts for Tasks.Create."""
+    async with app.ctrd.lease() as lease:
+        mounts = await prepare_snapshot(app, rec, lease.id)
+        spec = build_spec(app, rec, (await pause_image(app)))
+        try:
+            await app.ctrd.containers.Create(containers_pb.CreateContainerRequest(
+                container=container_record(app, rec, spec)), lease=lease.id)
+        except BaseException:
+            await remove_snapshot(app, rec.id)
+            raise
+    return mounts
+
+
+async def start_task(app: App, rec: SandboxRecord, mounts: list[mount_pb.Mount]) -> None:
+    """Tasks.Create, the exit watcher, Tasks.Start (Go client's order)."""
+    resp = await app.ctrd.tasks.Create(tasks_pb.CreateTaskRequest(container_id=rec.id, rootfs=mounts))
+    rec.pid = resp.pid
+    watch(app, rec)
+    await app.ctrd.tasks.Start(tasks_pb.StartRequest(container_id=rec.id))
+
+
+def watch(app: App, rec: SandboxRecord) -> None:
+    """Start the background Tasks.Wait for this sandbox's pause task."""
+    app.spawn(_wait_exit(app, rec), f"sandbox-wait-{rec.id[:12]}")
+
+
+async def _wait_exit(app: App, rec: SandboxRecord) -> None:
+    delay = 0.2
+    while True:
+        try:
+            resp = await app.ctrd.tasks.Wait(tasks_pb.WaitRequest(container_id=rec.id))
+            exit_status, exited_at = resp.exit_status, resp.exited_at.ToNanoseconds()
+            break
+        except errors.NotFound:
+            exit_status, exited_at = 255, 0
+            break
+        except errors.CriError as e:   # containerd restarting: wait again once it is back
+            log.debug("waiting for pause task %s: %s", rec.id, e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    rec.exit_status, rec.exited_at = exit_status, exited_at
+    app.sandboxes.set_state(rec, cri.SANDBOX_NOTREADY)
+
+
+async def stop_task(app: App, rec: SandboxRecord) -> None:
+    """SIGKILL pause, wait for it, delete the task; every step tolerates "already gone"."""
+    with contextlib.suppress(errors.NotFound):
+        await app.ctrd.tasks.Kill(tasks_pb.KillRequest(container_id=rec.id, signal=signal.SIGKILL))
+    with contextlib.suppress(errors.NotFound):
+        await app.ctrd.tasks.Wait(tasks_pb.WaitRequest(container_id=rec.id), timeout=STOP_WAIT)
+    with contextlib.suppress(errors.NotFound):
+        await app.ctrd.tasks.Delete(tasks_pb.DeleteTaskRequest(container_id=rec.id))
+
+
+async def remove_snapshot(app: App, sandbox_id: str) -> None:
+    with contextlib.suppress(errors.NotFound):
+        await app.ctrd.snapshots.Remove(snapshots_pb.RemoveSnapshotRequest(
+            snapshotter=app.config.snapshotter, key=sandbox_id))
+
+
+async def delete_container(app: App, sandbox_id: str) -> None:
+    """Snapshot then container record (Go client's order); idempotent."""
+    await remove_snapshot(app, sandbox_id)
+    with contextlib.suppress(errors.NotFound):
+        await app.ctrd.containers.Delete(containers_pb.DeleteContainerRequest(id=sandbox_id))
+
+
+async def save_network_facts(app: App, rec: SandboxRecord) -> None:
+    """Rewrite the metadata extension once the IP is known (CNI ran beside the task start)."""
+    c = containers_pb.Container(id=rec.id)
+    ext = c.extensions[t.METADATA_EXTENSION]
+    ext.type_url, ext.value = t.METADATA_TYPE_URL, t.metadata_json(rec)
+    await app.ctrd.containers.Update(containers_pb.UpdateContainerRequest(
+        container=c, update_mask={"paths": [f"extensions.{t.METADATA_EXTENSION}"]}))

@@ -1,0 +1,34 @@
+"""RemovePodSandbox: stop if needed, remove the pod's containers, then every trace of the sandbox.
+
+Unknown IDs succeed. After this nothing of the pod remains: no task, container record, snapshot,
+netns, IP allocation (CNI DEL ran at stop), /dev/shm mount or files, and its name is free again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from criproxy.app import App
+from criproxy.cri import rpc, sandbox_files, sandbox_pause, sandbox_stop
+from criproxy.protos import cri
+from criproxy.state.sandbox import SandboxRecord
+
+
+@rpc("RemovePodSandbox")
+async def remove_pod_sandbox(app: App, request: cri.RemovePodSandboxRequest) -> cri.RemovePodSandboxResponse:
+    rec = app.sandboxes.find(request.pod_sandbox_id)
+    if rec is not None:
+        if rec.removing is None or rec.removing.done():
+            rec.removing = app.spawn(_remove(app, rec), f"remove-sandbox-{rec.id[:12]}")
+        await asyncio.shield(rec.removing)
+    return cri.RemovePodSandboxResponse()
+
+
+async def _remove(app: App, rec: SandboxRecord) -> None:
+    await sandbox_stop.stop(app, rec)
+    for hook in list(app.on_sandbox_remove):
+        await hook(app, rec.id)
+    await sandbox_pause.delete_container(app, rec.id)
+    sandbox_files.remove(app, rec.id)
+    app.sandboxes.remove(rec.id)
+    app.sandbox_names.release(rec.name)

@@ -1,0 +1,123 @@
+"""RunPodSandbox: validate, reserve the name, then build the pod with independent steps in parallel.
+
+Order of work (each step's undo is pushed on an AsyncExitStack, so a failure anywhere rolls back
+what exists, in reverse):
+
+1. validate the config and the runtime handler; reserve ``<pod>_<ns>_<uid>_<attempt>``;
+2. the pod's directories and files (hostname, hosts, resolv.conf, /dev/shm tmpfs);
+3. unless host network: a pinned netns;
+4. in parallel: (a) CNI ADD into the netns, (b) pause snapshot + container record + task start —
+   the pause process does not need the IP, so the two slowest steps (plugins, runc) overlap;
+5. the IP goes into the container's metadata extension; the record enters the cache READY.
+
+The work runs in its own task, not the caller's: when the kubelet times out and retries with the same
+name and attempt, the retry awaits the same task and gets the same sandbox ID (KUBELET.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from contextlib import AsyncExitStack
+
+from criproxy import errors
+from criproxy.app import App
+from criproxy.cri import rpc, sandbox_files, sandbox_network, sandbox_pause
+from criproxy.network import cniconf, netns
+from criproxy.protos import cri
+from criproxy.state.sandbox import SandboxRecord
+from criproxy.translate import sandbox as t
+
+INFLIGHT = "sandbox.runs_in_flight"
+
+
+def validate(app: App, request: cri.RunPodSandboxRequest) -> None:
+    meta = request.config.metadata
+    missing = [f for f in ("name", "uid", "namespace") if not getattr(meta, f)]
+    if not request.HasField("config") or missing:
+        raise errors.InvalidArgument(f"pod sandbox config metadata is missing {', '.join(missing or ['all'])}")
+    t.handler_config(app.config, request.runtime_handler)
+
+
+def new_record(app: App, request: cri.RunPodSandboxRequest) -> SandboxRecord:
+    handler = request.runtime_handler
+    rh = t.handler_config(app.config, handler)
+    return SandboxRecord(id=os.urandom(32).hex(), name=t.sandbox_name(request.config.metadata),
+                         config=request.config, runtime_handler=handler, created_at=time.time_ns(),
+                         runtime_type=rh.runtime_type)
+
+
+@rpc("RunPodSandbox")
+async def run_pod_sandbox(app: App, request: cri.RunPodSandboxRequest) -> cri.RunPodSandboxResponse:
+    validate(app, request)
+    name = t.sandbox_name(request.config.metadata)
+    inflight: dict[str, asyncio.Task[str]] = app.parts.setdefault(INFLIGHT, {})
+    task = inflight.get(name)
+    if task is None:
+        holder = app.sandbox_names.holder(name)
+        if holder is not None and app.sandboxes.find(holder) is not None:
+            return cri.RunPodSandboxResponse(pod_sandbox_id=holder)   # a retry of a finished run
+        rec = new_record(app, request)
+        app.sandbox_names.reserve(name, rec.id)
+        task = app.spawn(build(app, rec), f"run-sandbox-{rec.id[:12]}")
+        inflight[name] = task
+        task.add_done_callback(lambda _: inflight.pop(name, None))
+    return cri.RunPodSandboxResponse(pod_sandbox_id=await asyncio.shield(task))
+
+
+async def build(app: App, rec: SandboxRecord) -> str:
+    async with AsyncExitStack() as undo:
+        undo.callback(app.sandbox_names.release, rec.name)
+        undo.callback(sandbox_files.remove, app, rec.id)
+        sandbox_files.create(app, rec)
+        net = None if rec.host_network else sandbox_network.current_network(app)
+        if net is not None:
+            await sandbox_network.create_netns(app, rec)
+            undo.callback(netns.remove, rec.netns_path)
+        await parallel_steps(app, rec, net, undo)
+        if net is not None:
+            await sandbox_pause.save_network_facts(app, rec)
+        if rec.exit_status is None:
+            app.sandboxes.set_state(rec, cri.SANDBOX_READY)
+        app.sandboxes.add(rec)
+        undo.pop_all()
+    return rec.id
+
+
+async def parallel_steps(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig | None, undo: AsyncExitStack) -> None:
+    """CNI ADD beside the pause container; each branch that succeeded is undone if the other failed."""
+    branches = [_pause_branch(app, rec)]
+    if net is not None:
+        branches.append(_network_branch(app, rec, net))
+    results = await asyncio.gather(*branches, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    for r in results:
+        if isinstance(r, AsyncExitStack):
+            await undo.enter_async_context(r)
+    if failures:
+        raise failures[0]
+
+
+async def _network_branch(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig) -> AsyncExitStack:
+    async with AsyncExitStack() as undo:
+        undo.push_async_callback(sandbox_network.teardown, app, rec)
+        await sandbox_network.add(app, rec, net)
+        return undo.pop_all()
+    raise AssertionError("unreachable")
+
+
+async def _pause_branch(app: App, rec: SandboxRecord) -> AsyncExitStack:
+    async with AsyncExitStack() as undo:
+        mounts = await sandbox_pause.create_container(app, rec)
+        undo.push_async_callback(sandbox_pause.delete_container, app, rec.id)
+        undo.push_async_callback(_quiet_stop, app, rec)
+        await sandbox_pause.start_task(app, rec, mounts)
+        return undo.pop_all()
+    raise AssertionError("unreachable")
+
+
+async def _quiet_stop(app: App, rec: SandboxRecord) -> None:
+    with contextlib.suppress(errors.CriError):
+        await sandbox_pause.stop_task(app, rec)

@@ -1,0 +1,41 @@
+"""StopPodSandbox: stop the pod's containers, then pause, then the network; idempotent.
+
+Unknown IDs succeed (the kubelet treats cleanup of a missing pod as done). Concurrent calls for one
+sandbox share one stop. The network part (CNI DEL, netns unpin) is remembered once it succeeded and
+retried by every later call until it does, so a plugin failing once does not leak an IP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from criproxy.app import App
+from criproxy.cri import rpc, sandbox_files, sandbox_network, sandbox_pause
+from criproxy.protos import cri
+from criproxy.state.sandbox import SandboxRecord
+
+
+@rpc("StopPodSandbox")
+async def stop_pod_sandbox(app: App, request: cri.StopPodSandboxRequest) -> cri.StopPodSandboxResponse:
+    rec = app.sandboxes.find(request.pod_sandbox_id)
+    if rec is not None:
+        await stop(app, rec)
+    return cri.StopPodSandboxResponse()
+
+
+async def stop(app: App, rec: SandboxRecord) -> None:
+    """Run (or join) the one stop of this sandbox; it survives the caller going away."""
+    if rec.stopping is None or rec.stopping.done():
+        rec.stopping = app.spawn(_stop(app, rec), f"stop-sandbox-{rec.id[:12]}")
+    await asyncio.shield(rec.stopping)
+
+
+async def _stop(app: App, rec: SandboxRecord) -> None:
+    for hook in list(app.on_sandbox_stop):
+        await hook(app, rec.id, 0)
+    if rec.ready or rec.pid:
+        await sandbox_pause.stop_task(app, rec)
+        rec.pid = 0
+    app.sandboxes.set_state(rec, cri.SANDBOX_NOTREADY)
+    sandbox_files.unmount_shm(rec)
+    await sandbox_network.teardown(app, rec)

@@ -1,0 +1,122 @@
+"""The pause container's OCI runtime spec, built from the PodSandboxConfig and the pause image.
+
+Pure: every input (paths of the pod's files, the netns, the clamp for oom_score_adj) is passed in,
+so the decisions are unit-tested without containerd. Mirrors what containerd's CRI plugin gives a
+sandbox: the image's entrypoint, the pod's hostname, the pod's own hosts/resolv.conf/hostname and
+/dev/shm, its namespaces (host network/pid/ipc or new ones), sysctls, cgroup parent, run-as user,
+a read-only root, the lowest CPU shares and oom_score_adj -998 (clamped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from criproxy.oci import spec as oci
+from criproxy.protos import cri
+from criproxy.state.sandbox import namespace_options
+
+SANDBOX_OOM_SCORE_ADJ = -998
+SANDBOX_CPU_SHARES = 2
+DEFAULT_ARGS = ["/pause"]
+
+
+@dataclass(frozen=True)
+class SandboxFiles:
+    """Host paths of the files every container of the pod shares."""
+
+    hostname: str
+    hosts: str
+    resolv_conf: str
+    shm: str
+
+
+def cgroups_path(parent: str, sandbox_id: str, systemd: bool) -> str:
+    """``<parent>/<id>`` for cgroupfs, ``<slice>:cri-containerd:<id>`` for systemd (runc's syntax)."""
+    if systemd:
+        return f"{parent or 'system.slice'}:cri-containerd:{sandbox_id}"
+    return f"{parent.rstrip('/')}/{sandbox_id}" if parent else ""
+
+
+def process_args(image_config: dict[str, Any]) -> list[str]:
+    """Entrypoint + Cmd of the pause image (``/pause`` if it names neither)."""
+    cfg = image_config.get("config") or {}
+    args = list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
+    return args or list(DEFAULT_ARGS)
+
+
+def sandbox_annotations(sandbox_id: str, config: cri.PodSandboxConfig, image: str) -> dict[str, str]:
+    """The annotations the shim and hooks read (the sandbox ID also groups a pod's shim)."""
+    meta = config.metadata
+    out = {"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": sandbox_id,
+           "io.kubernetes.cri.sandbox-name": meta.name, "io.kubernetes.cri.sandbox-namespace": meta.namespace,
+           "io.kubernetes.cri.sandbox-uid": meta.uid,
+           "io.kubernetes.cri.sandbox-log-directory": config.log_directory,
+           "io.kubernetes.cri.podsandbox.image-name": image}
+    res = config.linux.resources
+    if config.linux.HasField("resources"):
+        out.update({"io.kubernetes.cri.sandbox-cpu-period": str(res.cpu_period),
+                    "io.kubernetes.cri.sandbox-cpu-quota": str(res.cpu_quota),
+                    "io.kubernetes.cri.sandbox-cpu-shares": str(res.cpu_shares),
+                    "io.kubernetes.cri.sandbox-memory": str(res.memory_limit_in_bytes)})
+    return out
+
+
+def _namespaces(config: cri.PodSandboxConfig, netns: str) -> list[oci.Option]:
+    ns = namespace_options(config)
+    opts: list[oci.Option] = []
+    if ns.network == cri.NODE:
+        opts += [oci.without_namespace("network"), oci.without_namespace("uts")]
+    else:
+        opts.append(oci.with_namespace("network", netns))
+    if ns.pid == cri.NODE:
+        opts.append(oci.without_namespace("pid"))
+    if ns.ipc == cri.NODE:
+        opts.append(oci.without_namespace("ipc"))
+    return opts
+
+
+def _mounts(files: SandboxFiles) -> list[oci.Option]:
+    ro = ["rbind", "ro", "nosuid", "nodev", "noexec"]
+    return [oci.with_mount("/dev/shm", files.shm, ["rbind", "ro", "nosuid", "nodev", "noexec"]),
+            oci.with_mount("/etc/hostname", files.hostname, ro),
+            oci.with_mount("/etc/hosts", files.hosts, ro),
+            oci.with_mount("/etc/resolv.conf", files.resolv_conf, ro)]
+
+
+def _security(config: cri.PodSandboxConfig) -> oci.Option:
+    sc = config.linux.security_context
+
+    def opt(spec: oci.Spec) -> None:
+        user = spec["process"]["user"]
+        if sc.HasField("run_as_user"):
+            user["uid"] = sc.run_as_user.value
+        if sc.HasField("run_as_group"):
+            user["gid"] = sc.run_as_group.value
+        if sc.supplemental_groups:
+            user["additionalGids"] = list(sc.supplemental_groups)
+        spec["root"]["readonly"] = True  # pause never writes; kubelet asks for it on newer versions
+        spec["linux"]["resources"]["cpu"] = {"shares": SANDBOX_CPU_SHARES}
+        spec["process"]["noNewPrivileges"] = True
+    return opt
+
+
+def pause_spec(sandbox_id: str, config: cri.PodSandboxConfig, image_config: dict[str, Any], image: str,
+               netns: str, files: SandboxFiles, systemd_cgroup: bool, oom_score_adj: int) -> oci.Spec:
+    """The whole pause spec; ``oom_score_adj`` is already clamped by the caller."""
+    cfg = image_config.get("config") or {}
+    host_net = namespace_options(config).network == cri.NODE
+    return oci.build_spec(
+        oci.default_spec(),
+        oci.with_args(process_args(image_config)),
+        oci.with_env(list(cfg.get("Env") or [])),
+        oci.with_cwd(str(cfg.get("WorkingDir") or "")),
+        oci.with_hostname("" if host_net else config.hostname),
+        *_namespaces(config, netns),
+        *_mounts(files),
+        _security(config),
+        oci.with_sysctls(dict(config.linux.sysctls)),
+        oci.with_cgroups_path(cgroups_path(config.linux.cgroup_parent, sandbox_id, systemd_cgroup)),
+        oci.with_oom_score_adj(oom_score_adj),
+        oci.with_annotations(sandbox_annotations(sandbox_id, config, image)),
+    )
