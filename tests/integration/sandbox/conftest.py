@@ -60,7 +60,7 @@ class Pods:
             try:
                 self.stop(sid)
                 self.remove(sid)
-            except Exception:  # noqa: BLE001 - best effort; the test's own assertions matter
+            except Exception:  # best effort; the test's own assertions matter
                 pass
 
 
