@@ -8,6 +8,8 @@ CAP_SYS_RESOURCE) and pod netns pinned under its state dir so cleanup finds them
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import signal
 import subprocess
@@ -16,6 +18,8 @@ from pathlib import Path
 
 from .cni import CNI_BIN_DIR
 from .proc import Daemon, HarnessError, kill_trees, pids_with_cmdline, run, unmount_under, wait_until
+
+DEFAULT_RUNC_ROOT = "/run/containerd/runc"
 
 
 class Containerd:
@@ -128,10 +132,28 @@ state = "{self.state}"
                        for i, a in enumerate(argv)) or f"-address={addr}" in argv
         return pids_with_cmdline(ours)
 
+    def task_bundles(self) -> list[Path]:
+        """Bundle dirs of every task this containerd ever started and did not delete."""
+        return sorted(self.state.glob("io.containerd.runtime.v2.task/*/*"))
+
+    def force_delete_tasks(self) -> None:
+        """``runc delete --force`` each leftover task: kills it and frees its cgroups and runc state.
+
+        runc keeps state in a machine-wide root (``/run/containerd/runc/<ns>`` unless the task's
+        options say otherwise), so killing processes alone would leave entries there for ever.
+        """
+        for bundle in self.task_bundles():
+            root = f"{DEFAULT_RUNC_ROOT}/{bundle.parent.name}"
+            with contextlib.suppress(OSError, ValueError):
+                opts = json.loads((bundle / "options.json").read_text())
+                root = opts.get("root") or opts.get("Root") or root
+            run(["runc", "--root", root, "delete", "--force", bundle.name], check=False, timeout=30)
+
     def cleanup(self) -> None:
         """Stop containerd, kill its shims and their containers, unmount and delete its dirs."""
         errors: list[str] = []
-        steps: list[Callable[[], None]] = [self.stop, lambda: kill_trees(self.shim_pids()),
+        steps: list[Callable[[], None]] = [self.stop, self.force_delete_tasks,
+                                           lambda: kill_trees(self.shim_pids()),
                                            lambda: unmount_under([self.base])]
         for step in steps:
             try:

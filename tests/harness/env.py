@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import secrets
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from .client import CriClient
 from .cni import LOCK_DIR, Network, Slot, acquire_slot, cleanup_slot_network, write_conf_dir
-from .containerd import Containerd
+from .containerd import DEFAULT_RUNC_ROOT, Containerd
 from .criproxy import CriproxyProcess
 from .images import DEFAULT_CACHE, REPO_ROOT, ImageLayout, build_standard_images
 from .proc import FileLock, HarnessError, kill_trees, pids_with_cmdline, run, unmount_under
@@ -41,6 +42,19 @@ def _kill_users_of(base: Path) -> None:
     kill_trees(pids_with_cmdline(lambda argv: any(prefix in a or a == str(base) for a in argv)))
 
 
+def reap_orphan_runc_state(runc_root: Path = Path(DEFAULT_RUNC_ROOT)) -> None:
+    """``runc delete --force`` entries in the machine-wide runc root whose bundle was in a base dir
+    that no longer exists (a session that died or was torn down before its tasks were deleted)."""
+    for ns_root in runc_root.glob("*"):
+        out = run(["runc", "--root", str(ns_root), "list", "--format", "json"], check=False)
+        for c in json.loads(out or "null") or []:
+            bundle = Path(c.get("bundle", ""))
+            parts = bundle.parts
+            if (len(parts) > 2 and Path(*parts[:2]) == BASE_PARENT and parts[2].startswith(BASE_PREFIX)
+                    and not Path(*parts[:3]).exists()):
+                run(["runc", "--root", str(ns_root), "delete", "--force", c["id"]], check=False)
+
+
 def reap_stale_bases() -> list[Path]:
     """Clean up base dirs of sessions that died without tearing down (their lock is free)."""
     reaped = []
@@ -57,6 +71,7 @@ def reap_stale_bases() -> list[Path]:
             reaped.append(base)
         finally:
             lock.release(unlink=True)
+    reap_orphan_runc_state()
     return reaped
 
 
