@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -30,7 +31,7 @@ from criproxy import errors, lifecycle, trace
 from criproxy.app import App
 from criproxy.images import content, manifest, records, reference, unpack
 from criproxy.images.auth import Credentials, from_auth_config
-from criproxy.images.local import LocalImage, chain_ids, describe, resolve_local
+from criproxy.images.local import LocalImage, chain_ids, describe, read_blob, resolve_local
 from criproxy.images.registry import SESSION_KEY, Descriptor, Registry
 from criproxy.protos import descriptor_pb, leases_pb
 
@@ -131,9 +132,8 @@ async def _pull(app: App, ref: reference.Reference, creds: Credentials, progress
         src = dict([manifest.source_label(ref.domain, ref.path)])
         man_desc, man_doc = await _platform_manifest(app, reg, lease, root, body, src)
         man = manifest.parse_manifest(man_doc, man_desc.media_type)
-        config_body = await reg.small_blob(man.config)
+        config_body = await _config_shared(app, reg, lease, man.config, src)
         diff_ids = manifest.diff_ids(manifest.load(config_body, f"config {man.config.digest}"), len(man.layers))
-        await content.write(app, lease, "config", man.config, src, data=config_body)
         chains = chain_ids(diff_ids)
         progress.total, progress.layers_total = sum(x.size for x in man.layers), len(man.layers)
         await _layers(app, reg, lease, man.layers, diff_ids, chains, progress, src)
@@ -186,22 +186,38 @@ async def _layers(app: App, reg: Registry, lease: str, layers: tuple[Descriptor,
         await asyncio.gather(*fetches, return_exceptions=True)
 
 
+@asynccontextmanager
+async def _blob_turn(app: App, digest: str) -> AsyncIterator[None]:
+    """One fetch per blob at a time in this process: a second pull needing the same blob waits,
+    then finds it in containerd instead of downloading it again."""
+    locks: dict[str, asyncio.Lock] = app.parts.setdefault(BLOBS_KEY, {})
+    lock = locks.setdefault(digest, asyncio.Lock())
+    try:
+        async with lock:
+            yield
+    finally:
+        if not lock.locked() and locks.get(digest) is lock:
+            del locks[digest]
+
+
 async def _fetch_shared(app: App, reg: Registry, lease: str, layer: Descriptor, progress: content.Progress,
                         src: dict[str, str]) -> None:
-    """Write one layer blob; if another pull is fetching the same blob, wait for it instead."""
-    inflight: dict[str, asyncio.Future[None]] = app.parts.setdefault(BLOBS_KEY, {})
-    other = inflight.get(layer.digest)
-    if other is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(other)
-    mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    inflight.setdefault(layer.digest, mine)
-    try:
+    """Write one layer blob (downloaded only if containerd lacks it), one download per digest."""
+    async with _blob_turn(app, layer.digest):
         await content.write(app, lease, "layer", layer, src, source=lambda: reg.blob(layer), progress=progress)
-    finally:
-        if inflight.get(layer.digest) is mine:
-            del inflight[layer.digest]
-        mine.set_result(None)
+
+
+async def _config_shared(app: App, reg: Registry, lease: str, desc: Descriptor, src: dict[str, str]) -> bytes:
+    """The config bytes: from containerd when it has them (re-pull, concurrent pull), else the registry."""
+    async with _blob_turn(app, desc.digest):
+        try:
+            data = await read_blob(app, desc.digest)
+        except errors.NotFound:
+            data = b""
+        if len(data) != desc.size or "sha256:" + hashlib.sha256(data).hexdigest() != desc.digest:
+            data = await reg.small_blob(desc)
+        await content.write(app, lease, "config", desc, src, data=data)
+        return data
 
 
 async def _unpack_shared(app: App, lease: str, layer: Descriptor, diff_id: str, chain: str, parent: str) -> None:
