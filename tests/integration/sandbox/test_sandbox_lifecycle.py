@@ -41,3 +41,78 @@ def test_stop_remove_leave_nothing(pods: Pods, testenv: Environment, ctr: object
     assert sid not in ctr("tasks", "ls")  # type: ignore[operator]
     assert sid not in ctr("snapshots", "ls")  # type: ignore[operator]
     assert not sdir.exists()
+
+
+def _cgroup_dirs(name: str) -> list[Path]:
+    return [p for p in Path("/sys/fs/cgroup").glob(f"*/**/{name}") if p.is_dir()]
+
+
+def test_cgroup_parent_and_no_cgroup_left(pods: Pods) -> None:
+    cfg = pod_config("cg")
+    cfg.linux.cgroup_parent = f"/criproxy-test/pod{cfg.metadata.uid}"
+    sid = pods.run(cfg)
+    assert any(str(p).endswith(f"{cfg.linux.cgroup_parent}/{sid}") for p in _cgroup_dirs(sid))
+    pods.stop(sid)
+    pods.remove(sid)
+    assert _cgroup_dirs(sid) == []
+
+
+def test_unknown_ids(pods: Pods) -> None:
+    import grpc
+    import pytest
+
+    unknown = "f" * 64
+    pods.stop(unknown)
+    pods.remove(unknown)
+    with pytest.raises(grpc.RpcError) as e:
+        pods.status(unknown)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_list_filters_and_stream(pods: Pods) -> None:
+    a = pods.run(pod_config("lista"))
+    b_cfg = pod_config("listb")
+    b_cfg.labels["tier"] = "back"
+    b = pods.run(b_cfg)
+    pods.stop(a)
+    rt = pods.client.runtime
+
+    def ids(flt: cri.PodSandboxFilter | None = None) -> set[str]:
+        req = cri.ListPodSandboxRequest(filter=flt) if flt is not None else cri.ListPodSandboxRequest()
+        return {i.id for i in rt.ListPodSandbox(req).items}
+
+    assert {a, b} <= ids()
+    assert ids(cri.PodSandboxFilter(id=a)) == {a}
+    assert ids(cri.PodSandboxFilter(id=b[:10])) == {b}
+    ready = ids(cri.PodSandboxFilter(state=cri.PodSandboxStateValue(state=cri.SANDBOX_READY)))
+    assert b in ready and a not in ready
+    assert ids(cri.PodSandboxFilter(label_selector={"tier": "back"})) == {b}
+    items = {i.id: i for i in rt.ListPodSandbox(cri.ListPodSandboxRequest()).items}
+    assert items[a].state == cri.SANDBOX_NOTREADY and items[b].metadata.name == "listb"
+    streamed = [s.id for r in rt.StreamPodSandboxes(cri.StreamPodSandboxesRequest()) for s in r.pod_sandboxes]
+    assert {a, b} <= set(streamed)
+
+
+def test_invalid_config_changes_nothing(pods: Pods, ctr: object) -> None:
+    import grpc
+    import pytest
+
+    before = ctr("containers", "ls", "-q")  # type: ignore[operator]
+    bad = pod_config("bad")
+    bad.metadata.uid = ""
+    with pytest.raises(grpc.RpcError) as e:
+        pods.run(bad)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as e:
+        pods.run(pod_config("badhandler"), handler="no-such-handler")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "no-such-handler" in (e.value.details() or "")
+    assert ctr("containers", "ls", "-q") == before  # type: ignore[operator]
+
+
+def test_runc_handler_and_status_details(pods: Pods) -> None:
+    sid = pods.run(pod_config("handler"), handler="runc")
+    st = pods.status(sid).status
+    assert st.runtime_handler == "runc" and st.metadata.name == "handler"
+    assert st.labels["io.kubernetes.pod.name"] == "handler" and st.annotations["kubernetes.io/config.source"] == "api"
+    info = pods.info(sid)
+    assert info["runtimeType"] == "io.containerd.runc.v2" and info["cniResult"]
