@@ -96,7 +96,8 @@ def criproxy_proc(testenv: Environment) -> CriproxyProcess:
 
 
 @pytest.fixture
-def criproxy(criproxy_proc: CriproxyProcess) -> CriproxyProcess:
+def criproxy(testenv: Environment, criproxy_proc: CriproxyProcess) -> CriproxyProcess:
+    testenv.ensure_running()
     criproxy_proc.ensure_running()
     return criproxy_proc
 
@@ -109,12 +110,14 @@ def cri(criproxy: CriproxyProcess) -> Iterator[CriClient]:
 
 @pytest.fixture
 def builtin_cri(testenv: Environment) -> Iterator[CriClient]:
+    testenv.ensure_running()
     with testenv.builtin_cri() as client:
         yield client
 
 
 @pytest.fixture
 def ctr(testenv: Environment) -> Callable[..., str]:
+    testenv.ensure_running()
     return testenv.ctr
 
 

@@ -38,6 +38,7 @@ class CriproxyProcess:
         env = {**os.environ, "CRIPROXY_NETNS_DIR": str(self.netns_dir)}
         self.daemon = Daemon("criproxy", self.argv, self.log, cwd=REPO_ROOT, env=env)
         self.start_seconds = 0.0  # how long the last start took until Version answered
+        self.failed_starts = 0    # consecutive; ensure_running gives up fast after a few
 
     @property
     def pid(self) -> int | None:
@@ -51,6 +52,7 @@ class CriproxyProcess:
         for d in (self.root, self.state):
             d.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
+        self.failed_starts += 1
         self.daemon.start()
         try:
             wait_until(lambda: self._ready() or not self.alive(), timeout, "criproxy readiness", 0.1)
@@ -61,6 +63,7 @@ class CriproxyProcess:
             raise HarnessError(f"criproxy exited {self.daemon.exited_with()} during start-up\n"
                                f"--- criproxy log tail:\n{self.log_tail()}")
         self.start_seconds = time.monotonic() - started
+        self.failed_starts = 0
 
     def _ready(self) -> bool:
         if not self.socket.exists():
@@ -84,10 +87,14 @@ class CriproxyProcess:
         self.stop()
         self.start(timeout)
 
-    def ensure_running(self) -> None:
-        """Start again if a previous test stopped or killed it."""
-        if not self.alive():
-            self.start()
+    def ensure_running(self, max_failed_starts: int = 2) -> None:
+        """Start again if a previous test stopped or killed it (fail fast once starting keeps failing)."""
+        if self.alive():
+            return
+        if self.failed_starts >= max_failed_starts:
+            raise HarnessError(f"criproxy failed to start {self.failed_starts} times in a row; not retrying\n"
+                               f"--- criproxy log tail:\n{self.log_tail()}")
+        self.start()
 
     def log_tail(self, lines: int = 80) -> str:
         return self.daemon.log_tail(lines)

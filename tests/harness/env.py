@@ -183,6 +183,11 @@ class Environment:
         """``ctr -a <private socket> -n <namespace> ARGS…``; returns stdout."""
         return self.ctrd.ctr(*args, namespace=namespace, timeout=timeout, check=check)
 
+    def ensure_running(self) -> None:
+        """Start containerd again if an earlier test stopped or killed it and did not bring it back."""
+        if not self.ctrd.alive():
+            self.ctrd.start()
+
     def scratch_dir(self, prefix: str = "t") -> Path:
         """A fresh directory under the session base (pod log dirs, files to mount…), removed at the end."""
         parent = self.base / "scratch"
