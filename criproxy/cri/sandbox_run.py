@@ -86,11 +86,16 @@ async def build(app: App, rec: SandboxRecord) -> str:
     return rec.id
 
 
-async def parallel_steps(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig | None, undo: AsyncExitStack) -> None:
-    """CNI ADD beside the pause container; each branch that succeeded is undone if the other failed."""
+async def parallel_steps(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig | None,
+                         undo: AsyncExitStack) -> None:
+    """CNI ADD beside the pause container; each branch that succeeded is undone if the other failed.
+
+    A failing branch cleans up only its own work (ADD runs DEL itself) and never touches the netns,
+    which the other branch may still be using; the netns belongs to the outer undo stack.
+    """
     branches = [_pause_branch(app, rec)]
     if net is not None:
-        branches.append(_network_branch(app, rec, net))
+        branches.insert(0, _network_branch(app, rec, net))
     results = await asyncio.gather(*branches, return_exceptions=True)
     failures = [r for r in results if isinstance(r, BaseException)]
     for r in results:
@@ -101,11 +106,10 @@ async def parallel_steps(app: App, rec: SandboxRecord, net: cniconf.NetworkConfi
 
 
 async def _network_branch(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig) -> AsyncExitStack:
-    async with AsyncExitStack() as undo:
-        undo.push_async_callback(sandbox_network.teardown, app, rec)
-        await sandbox_network.add(app, rec, net)
-        return undo.pop_all()
-    raise AssertionError("unreachable")
+    await sandbox_network.add(app, rec, net)
+    undo = AsyncExitStack()
+    undo.push_async_callback(sandbox_network.teardown, app, rec)
+    return undo
 
 
 async def _pause_branch(app: App, rec: SandboxRecord) -> AsyncExitStack:

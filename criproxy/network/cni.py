@@ -86,6 +86,19 @@ def _plugin_error(plugin_type: str, command: str, rc: int | None, out: bytes, er
     return CniError(f"CNI plugin {plugin_type} failed ({command}, exit {rc}): {msg or 'no output'}")
 
 
+async def _talk(proc: asyncio.subprocess.Process, stdin: bytes) -> tuple[bytes, bytes]:
+    """Feed stdin and collect output; a plugin that exits without reading its config is still heard."""
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+        proc.stdin.write(stdin)
+        await proc.stdin.drain()
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+        proc.stdin.close()
+    out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+    await proc.wait()
+    return out, err
+
+
 async def exec_plugin(command: str, conf: dict[str, Any], att: Attachment, bin_dirs: list[Path]) -> dict[str, Any]:
     """Run one plugin; its parsed stdout (empty dict when it printed nothing, as DEL does)."""
     plugin_type = str(conf.get("type", ""))
@@ -97,7 +110,7 @@ async def exec_plugin(command: str, conf: dict[str, Any], att: Attachment, bin_d
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                                                 env=env)
     try:
-        out, err = await asyncio.wait_for(proc.communicate(json.dumps(conf).encode()), PLUGIN_TIMEOUT)
+        out, err = await asyncio.wait_for(_talk(proc, json.dumps(conf).encode()), PLUGIN_TIMEOUT)
     except (TimeoutError, asyncio.CancelledError) as e:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

@@ -1,0 +1,106 @@
+"""Failures roll back everything; retries with the same metadata and attempt get the same sandbox."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.harness import CriproxyFactory
+from tests.harness.criproxy import CriproxyProcess
+from tests.harness.env import Environment
+from tests.integration.sandbox.conftest import Pods, ipam_files, pod_config
+
+FAILING_PLUGIN = """#!/bin/sh
+# ADD fails after the plugins before it have set the pod up; DEL succeeds (as a real plugin would).
+if [ "$CNI_COMMAND" = "ADD" ]; then
+  echo '{"cniVersion":"1.0.0","code":999,"msg":"boom from the failing plugin","details":"on purpose"}'
+  exit 1
+fi
+exit 0
+"""
+
+
+def _veths(bridge: str) -> list[str]:
+    out = subprocess.run(["ip", "-j", "link", "show", "master", bridge], capture_output=True, text=True).stdout
+    return sorted(link["ifname"] for link in json.loads(out or "[]"))
+
+
+def _leftovers(proc: CriproxyProcess, testenv: Environment) -> dict[str, object]:
+    ns = proc.namespace
+    return {
+        "containers": testenv.ctr("containers", "ls", "-q", namespace=ns).split(),
+        "tasks": testenv.ctr("tasks", "ls", "-q", namespace=ns).split(),
+        "snapshots": [line.split()[0] for line in
+                      testenv.ctr("snapshots", "ls", namespace=ns).splitlines()[1:] if line.strip()],
+        "netns": sorted(p.name for p in proc.netns_dir.glob("cni-*")) if proc.netns_dir.exists() else [],
+        "sandbox_dirs": sorted(p.name for p in (proc.root / "sandboxes").glob("*"))
+        if (proc.root / "sandboxes").exists() else [],
+        "shm_dirs": sorted(p.name for p in (proc.state / "sandboxes").glob("*"))
+        if (proc.state / "sandboxes").exists() else [],
+    }
+
+
+@pytest.fixture
+def failing_cni(criproxy_factory: CriproxyFactory, testenv: Environment, tmp_path: Path) -> CriproxyProcess:
+    """A criproxy (own namespace) whose conflist is the session's with a failing plugin after bridge."""
+    bindir, confdir = tmp_path / "bin", tmp_path / "net.d"
+    bindir.mkdir()
+    confdir.mkdir()
+    plugin = bindir / "failing"
+    plugin.write_text(FAILING_PLUGIN)
+    plugin.chmod(0o755)
+    conf = json.loads(next(testenv.criproxy_cni_dir.glob("*.conflist")).read_text())
+    conf["plugins"].insert(1, {"type": "failing"})
+    (confdir / "10-failing.conflist").write_text(json.dumps(conf))
+    return criproxy_factory(extra_args=["--cni-conf-dir", str(confdir), "--cni-bin-dir", str(bindir),
+                                        "--cni-bin-dir", "/usr/lib/cni"], namespace="criproxy-fail")
+
+
+def test_cni_plugin_failing_half_way_leaves_nothing(failing_cni: CriproxyProcess, testenv: Environment) -> None:
+    bridge = testenv.criproxy_net.bridge
+    ips_before, veths_before = ipam_files(testenv.ipam_dir), _veths(bridge)
+    with failing_cni.client() as client:
+        pods = Pods(client)
+        client.image.PullImage(client.pb.PullImageRequest(image=client.pb.ImageSpec(image=testenv.pause_image)))
+        before = _leftovers(failing_cni, testenv)
+        cfg = pod_config("halfway")
+        with pytest.raises(grpc.RpcError) as e:
+            pods.run(cfg)
+        assert "boom from the failing plugin" in (e.value.details() or "")
+        assert _leftovers(failing_cni, testenv) == before
+        assert ipam_files(testenv.ipam_dir) == ips_before
+        assert _veths(bridge) == veths_before
+        assert list(client.runtime.ListPodSandbox(pods.client.pb.ListPodSandboxRequest()).items) == []
+        with pytest.raises(grpc.RpcError):   # the name is free again: the retry runs (and fails) anew
+            pods.run(cfg)
+
+
+def test_pause_failing_releases_network(pods: Pods, testenv: Environment, criproxy: CriproxyProcess) -> None:
+    c = pods.client
+    c.image.PullImage(c.pb.PullImageRequest(image=c.pb.ImageSpec(image=testenv.pause_image)))
+    ips_before = ipam_files(testenv.ipam_dir)
+    before = _leftovers(criproxy, testenv)
+    cfg = pod_config("badsysctl")
+    cfg.linux.sysctls["net.criproxy.no_such_sysctl"] = "1"   # runc refuses it at task create
+    with pytest.raises(grpc.RpcError):
+        pods.run(cfg)
+    assert ipam_files(testenv.ipam_dir) == ips_before
+    assert _leftovers(criproxy, testenv) == before
+
+
+def test_retry_with_same_metadata_gets_same_sandbox(pods: Pods) -> None:
+    cfg = pod_config("retry", attempt=1)
+    with ThreadPoolExecutor(4) as pool:
+        ids = list(pool.map(lambda _: pods.run(cfg), range(4)))
+    assert len(set(ids)) == 1
+    assert pods.run(cfg) == ids[0]                 # after the first finished, too
+    listed = [i.id for i in pods.client.runtime.ListPodSandbox(pods.client.pb.ListPodSandboxRequest()).items
+              if i.metadata.uid == cfg.metadata.uid]
+    assert listed == [ids[0]]
+    cfg.metadata.attempt = 2
+    assert pods.run(cfg) != ids[0]                 # a new attempt is a new sandbox
