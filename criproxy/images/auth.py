@@ -53,8 +53,10 @@ def from_auth_config(auth: Any) -> Credentials:
     user, password = auth.username, auth.password
     if auth.auth and not user:
         try:
-            user, _, password = base64.b64decode(auth.auth).decode().partition(":")
+            user, sep, password = base64.b64decode(auth.auth, validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
+            sep = ""
+        if not sep:
             raise errors.InvalidArgument("auth.auth is not base64 of 'user:password'") from None
     return Credentials(username=user, password=password, identity_token=auth.identity_token,
                        registry_token=auth.registry_token)

@@ -1,0 +1,97 @@
+"""Registry credentials: Basic (htpasswd registry) and Bearer (registry + token service on loopback)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from criproxy.protos import cri
+from tests.harness.client import CriClient
+from tests.harness.env import Environment
+from tests.harness.registry import Registry
+from tests.harness.registry_tools import TokenRegistry
+
+USER, PASSWORD = "alice", "s3cret-pw"
+
+
+@pytest.fixture(scope="module")
+def basic_registry(testenv: Environment) -> Iterator[Registry]:
+    reg = Registry(testenv.base / "reg-basic", auth=(USER, PASSWORD))
+    reg.start()
+    reg.push(testenv.images["busybox"], "private/busybox", "v1")
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="module")
+def token_registry(testenv: Environment) -> Iterator[TokenRegistry]:
+    reg = TokenRegistry(testenv.base / "reg-token", auth=(USER, PASSWORD))
+    reg.start()
+    reg.push(testenv.images["busybox"], "private/busybox", "v1")
+    yield reg
+    reg.stop()
+
+
+def _pull(client: CriClient, ref: str, auth: cri.AuthConfig | None = None) -> str:
+    req = cri.PullImageRequest(image=cri.ImageSpec(image=ref))
+    if auth is not None:
+        req.auth.CopyFrom(auth)
+    return str(client.image.PullImage(req).image_ref)
+
+
+def _fails(client: CriClient, ref: str, auth: cri.AuthConfig | None, code: grpc.StatusCode) -> str:
+    with pytest.raises(grpc.RpcError) as e:
+        _pull(client, ref, auth)
+    assert e.value.code() == code, e.value.details()
+    return str(e.value.details())
+
+
+def _remove(client: CriClient, ref: str) -> None:
+    client.image.RemoveImage(cri.RemoveImageRequest(image=cri.ImageSpec(image=ref)))
+
+
+def test_basic_auth_needs_credentials(cri: CriClient, basic_registry: Registry) -> None:
+    ref = basic_registry.ref("private/busybox", "v1")
+    msg = _fails(cri, ref, None, grpc.StatusCode.UNAUTHENTICATED)
+    assert "credentials" in msg
+    _fails(cri, ref, cri.pb.AuthConfig(username=USER, password="wrong"), grpc.StatusCode.UNAUTHENTICATED)
+
+
+def test_basic_auth_with_username_password(cri: CriClient, basic_registry: Registry) -> None:
+    ref = basic_registry.ref("private/busybox", "v1")
+    assert _pull(cri, ref, cri.pb.AuthConfig(username=USER, password=PASSWORD)).startswith("sha256:")
+    _remove(cri, ref)
+
+
+def test_basic_auth_with_encoded_auth(cri: CriClient, basic_registry: Registry) -> None:
+    ref = basic_registry.ref("private/busybox", "v1")
+    encoded = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    assert _pull(cri, ref, cri.pb.AuthConfig(auth=encoded)).startswith("sha256:")
+    _remove(cri, ref)
+
+
+def test_bearer_token_flow(cri: CriClient, token_registry: TokenRegistry) -> None:
+    ref = token_registry.ref("private/busybox", "v1")
+    before = token_registry.tokens.requests
+    assert _pull(cri, ref, cri.pb.AuthConfig(username=USER, password=PASSWORD)).startswith("sha256:")
+    # one token for the scope serves the manifest and every blob
+    assert token_registry.tokens.requests - before == 1
+    _remove(cri, ref)
+
+
+def test_bearer_without_or_with_bad_credentials_is_unauthenticated(
+        cri: CriClient, token_registry: TokenRegistry) -> None:
+    ref = token_registry.ref("private/busybox", "v1")
+    _fails(cri, ref, None, grpc.StatusCode.UNAUTHENTICATED)
+    msg = _fails(cri, ref, cri.pb.AuthConfig(username=USER, password="wrong"), grpc.StatusCode.UNAUTHENTICATED)
+    assert "token service" in msg
+
+
+def test_registry_token_is_sent_as_bearer(cri: CriClient, token_registry: TokenRegistry) -> None:
+    ref = token_registry.ref("private/busybox", "v1")
+    token = token_registry.tokens.sign([{"type": "repository", "name": "private/busybox", "actions": ["pull"]}])
+    assert _pull(cri, ref, cri.pb.AuthConfig(registry_token=token)).startswith("sha256:")
+    _remove(cri, ref)
