@@ -76,5 +76,5 @@ def test_docker_cert_layout_without_hosts_toml(tmp_path: Path) -> None:
 def test_bad_toml_is_invalid_argument(tmp_path: Path) -> None:
     (tmp_path / "quay.io").mkdir()
     (tmp_path / "quay.io" / "hosts.toml").write_text("server = \n")
-    with pytest.raises(errors.InvalidArgument, match="hosts.toml"):
+    with pytest.raises(errors.InvalidArgument, match=r"hosts\.toml"):
         hosts_for(tmp_path, "quay.io")

@@ -43,7 +43,7 @@ def test_pick_platform(want: Platform, digest: str) -> None:
 
 
 def test_pick_platform_names_what_is_offered() -> None:
-    with pytest.raises(errors.NotFound, match="linux/riscv64.*offers linux/s390x"):
+    with pytest.raises(errors.NotFound, match=r"linux/riscv64.*offers linux/s390x"):
         pick_platform({"manifests": [_entry(D[0], "s390x")]}, Platform("linux", "riscv64"))
 
 
