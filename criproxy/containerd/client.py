@@ -96,7 +96,8 @@ class _Method:
         started = time.perf_counter()
         err: BaseException | None = None
         try:
-            async for item in self.stream(request, timeout=timeout, lease=lease):  # type: ignore[attr-defined]
+            call: Any = self.stream(request, timeout=timeout, lease=lease)
+            async for item in call:
                 yield item
         except grpc.aio.AioRpcError as e:
             err = e
