@@ -145,3 +145,18 @@ def _pid_alive(pid: int) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
     return state != "Z"
+
+
+def test_stale_socket_file_is_replaced(criproxy_factory: object) -> None:
+    """A socket file left by a crashed criproxy (nobody listening) must not block a restart."""
+    import socket as pysocket
+
+    proc: CriproxyProcess = criproxy_factory(start=False)  # type: ignore[operator]
+    proc.socket.parent.mkdir(parents=True, exist_ok=True)
+    s = pysocket.socket(pysocket.AF_UNIX, pysocket.SOCK_STREAM)
+    s.bind(str(proc.socket))
+    s.close()  # the file stays, with no listener behind it
+    assert proc.socket.exists()
+    proc.start()
+    with proc.client() as client:
+        assert client.version().runtime_name == "criproxy"
