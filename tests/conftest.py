@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -33,6 +34,7 @@ from tests.harness.env import Environment
 
 TESTS_DIR = Path(__file__).resolve().parent
 _ENV: list[Environment] = []  # for the terminal summary and failure reports
+_TEST_START = pytest.StashKey[float]()
 
 
 def _sigterm_to_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -57,13 +59,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """On a failure with the environment up, attach the tails of the daemon logs to the report."""
+    if call.when == "setup":
+        item.stash[_TEST_START] = time.time()
     outcome = yield
     rep = outcome.get_result()
     if not rep.failed or not _ENV or "testenv" not in getattr(item, "fixturenames", ()):
         return
     env = _ENV[0]
-    for proc in env.criproxies:
-        rep.sections.append((f"criproxy log tail ({proc.log})", proc.log_tail(60)))
+    since = item.stash.get(_TEST_START, 0.0) - 1
+    for proc in env.criproxies:  # only instances that logged during this test
+        if proc.log.exists() and proc.log.stat().st_mtime >= since:
+            rep.sections.append((f"criproxy log tail ({proc.log})", proc.log_tail(60)))
     if env.containerd is not None:
         rep.sections.append((f"containerd log tail ({env.containerd.log})", env.containerd.daemon.log_tail(25)))
 
