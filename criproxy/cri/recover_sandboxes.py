@@ -1,0 +1,106 @@
+"""Rebuilding the sandbox cache at start-up, before the readiness gate opens.
+
+Assumptions this relies on (containerd's restart.go keeps a list like this one):
+- every sandbox criproxy made is a containerd container in criproxy's namespace labelled
+  ``io.cri-containerd.kind=sandbox``, whose ``io.cri-containerd.sandbox.metadata`` extension holds the
+  config, name, netns path and (once known) IP and CNI result;
+- ``<root>/sandboxes/<id>/network.json`` holds the network facts from before ADD, after ADD and after
+  DEL, so it is the authority on whether DEL still has to run, and fills in the IP when criproxy died
+  between ADD and the extension update;
+- the pause task's state decides READY (running) vs NOTREADY (exited, missing, or never started);
+- a sandbox directory with no container record is the leftover of a RunPodSandbox that died half way:
+  its network is torn down and its files removed in the background.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from criproxy import errors, lifecycle
+from criproxy.app import App
+from criproxy.cri import sandbox_files, sandbox_network, sandbox_pause
+from criproxy.cri.runtime_update_config import load_pod_cidr
+from criproxy.network import cni, netns, pod
+from criproxy.protos import containers_pb, cri, task_types, tasks_pb
+from criproxy.state.sandbox import SandboxRecord
+from criproxy.translate import sandbox as t
+
+log = logging.getLogger("criproxy.sandbox.recover")
+SANDBOX_FILTER = f'labels."{t.KIND_LABEL}"=={t.KIND_SANDBOX}'
+
+
+@lifecycle.on_start(20)
+async def recover_sandboxes(app: App) -> None:
+    app.pod_cidr = app.pod_cidr or load_pod_cidr(app)
+    containers = (await app.ctrd.containers.List(containers_pb.ListContainersRequest(filters=[SANDBOX_FILTER]))
+                  ).containers
+    tasks = {p.id: p for p in (await app.ctrd.tasks.List(tasks_pb.ListTasksRequest())).tasks}
+    for c in containers:
+        rec = record_of(c)
+        if rec is None:
+            continue
+        restore_network_facts(rec)
+        adopt(app, rec, tasks.get(rec.id))
+    known = {rec.id for rec in app.sandboxes.all()}
+    orphans = [d.name for d in (app.config.root / "sandboxes").glob("*") if d.name not in known]
+    if orphans:
+        app.spawn(clean_orphans(app, orphans), "sandbox-orphans")
+    log.info("recovered %d pod sandboxes (%d ready)", len(app.sandboxes),
+             sum(1 for r in app.sandboxes.all() if r.ready))
+
+
+def record_of(c: containers_pb.Container) -> SandboxRecord | None:
+    ext = c.extensions.get(t.METADATA_EXTENSION)
+    if ext is None:
+        log.warning("sandbox container %s has no metadata extension; leaving it alone", c.id)
+        return None
+    try:
+        return t.record_from_metadata(ext.value, c.created_at.ToNanoseconds())
+    except (ValueError, KeyError) as e:
+        log.warning("sandbox container %s: unreadable metadata (%s); leaving it alone", c.id, e)
+        return None
+
+
+def restore_network_facts(rec: SandboxRecord) -> None:
+    """network.json is newer than the extension when criproxy died mid-run or after DEL."""
+    st = pod.load(rec.dir) if rec.dir else None
+    if st is None:
+        return
+    rec.network_torn_down = st.torn_down
+    if st.result and not rec.cni_result:
+        rec.cni_result = st.result
+        ips = cni.pod_ips(st.result)
+        rec.ip, rec.additional_ips = (ips[0], ips[1:]) if ips else ("", [])
+
+
+def adopt(app: App, rec: SandboxRecord, task: task_types.Process | None) -> None:
+    if task is not None and task.status == task_types.RUNNING:
+        rec.pid = task.pid
+        rec.state = cri.SANDBOX_READY
+        sandbox_pause.watch(app, rec)
+    else:
+        rec.pid = task.pid if task is not None else 0
+        rec.state = cri.SANDBOX_NOTREADY
+    app.sandboxes.add(rec)
+    with contextlib.suppress(errors.AlreadyExists):
+        app.sandbox_names.reserve(rec.name, rec.id)
+
+
+async def clean_orphans(app: App, ids: list[str]) -> None:
+    """Undo RunPodSandbox calls that died before their container record existed."""
+    for sid in ids:
+        persistent, _ = sandbox_files.sandbox_dirs(app, sid)
+        st = pod.load(persistent)
+        try:
+            if st is not None and not st.torn_down:
+                rec = SandboxRecord(id=sid, name="", config=cri.PodSandboxConfig(), runtime_handler="",
+                                    created_at=0, netns_path=st.netns, dir=persistent)
+                await sandbox_network.teardown(app, rec)
+            elif st is not None:
+                netns.remove(st.netns)
+            await sandbox_pause.remove_snapshot(app, sid)
+            sandbox_files.remove(app, sid)
+            log.info("cleaned up half-created sandbox %s", sid)
+        except errors.CriError as e:
+            log.warning("cleaning up half-created sandbox %s: %s (will retry at next start)", sid, e)

@@ -1,0 +1,77 @@
+"""Recovery after SIGKILL of criproxy, pause-exit detection, and the runtime config the kubelet sends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from criproxy.protos import cri
+from tests.harness.criproxy import CriproxyProcess
+from tests.harness.env import Environment
+from tests.integration.sandbox.conftest import Pods, ipam_files, netns_addresses, ping, pod_config
+
+
+def _wait_state(pods: Pods, sid: str, state: int, timeout: float = 10.0) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if pods.status(sid).status.state == state:
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"sandbox {sid} did not reach state {state} in {timeout}s")
+
+
+def _kill_pause(pods: Pods, sid: str) -> None:
+    pid = int(pods.info(sid)["pid"])  # type: ignore[call-overload]
+    os.kill(pid, signal.SIGKILL)
+
+
+def test_pause_exit_makes_sandbox_notready(pods: Pods) -> None:
+    sid = pods.run(pod_config("dies"))
+    _kill_pause(pods, sid)
+    assert _wait_state(pods, sid, cri.SANDBOX_NOTREADY) < 5.0
+    pods.stop(sid)
+    pods.remove(sid)
+
+
+def test_recovery_after_sigkill_with_ten_pods(pods: Pods, criproxy: CriproxyProcess, testenv: Environment,
+                                              ctr: object) -> None:
+    ids = [pods.run(pod_config(f"r{i}")) for i in range(10)]
+    before = {i.id: (i.state, i.metadata.name) for i in
+              pods.client.runtime.ListPodSandbox(cri.ListPodSandboxRequest()).items if i.id in ids}
+    ips = {sid: pods.status(sid).status.network.ip for sid in ids}
+    netns = {sid: str(pods.info(sid)["netnsPath"]) for sid in ids}
+    pods.stop(ids[0])
+    before[ids[0]] = (cri.SANDBOX_NOTREADY, before[ids[0]][1])
+    criproxy.kill()
+    os.kill(_pid_from_ctr(ctr, ids[1]), signal.SIGKILL)              # dies while criproxy is down
+    before[ids[1]] = (cri.SANDBOX_NOTREADY, before[ids[1]][1])
+    criproxy.start()
+    pods.client.reconnect()
+    after = {i.id: (i.state, i.metadata.name) for i in
+             pods.client.runtime.ListPodSandbox(cri.ListPodSandboxRequest()).items if i.id in ids}
+    assert after == before
+    for sid in ids:
+        assert pods.status(sid).status.network.ip == ips[sid]
+    for sid in ids[2:]:
+        assert ips[sid] in netns_addresses(netns[sid])
+    assert ping(ips[ids[5]])
+    _kill_pause(pods, ids[2])                                          # watchers are back, too
+    _wait_state(pods, ids[2], cri.SANDBOX_NOTREADY)
+    assert pods.run(pod_config("r3-again")) not in ids                 # names and new runs still work
+    for sid in ids:
+        pods.stop(sid)
+        pods.remove(sid)
+    assert not any(ip in ipam_files(testenv.ipam_dir) for ip in ips.values())
+    assert not any(Path(p).exists() for p in netns.values())
+    listed = ctr("containers", "ls", "-q").split()  # type: ignore[operator]
+    assert not set(ids) & set(listed)
+
+
+def _pid_from_ctr(ctr: object, sid: str) -> int:
+    for line in ctr("tasks", "ls").splitlines()[1:]:  # type: ignore[operator]
+        fields = line.split()
+        if fields and fields[0] == sid:
+            return int(fields[1])
+    raise AssertionError(f"no task for {sid}")
