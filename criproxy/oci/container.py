@@ -279,7 +279,7 @@ def with_pod_namespaces(opts: cri.NamespaceOption, sandbox_pid: int, target_pid:
 
 # ---- security -------------------------------------------------------------------------------------
 
-def _cap_name(c: str) -> str:
+def cap_name(c: str) -> str:
     c = c.upper()
     return c if c.startswith("CAP_") else "CAP_" + c
 
@@ -287,8 +287,8 @@ def _cap_name(c: str) -> str:
 def capability_set(caps: cri.Capability, all_caps: list[str]) -> list[str]:
     """Default caps with add/drop applied; ALL in add means every host cap, ALL in drop means none,
     and the individual names still apply on top (add ALL, drop CHOWN = all but CHOWN)."""
-    add = [_cap_name(c) for c in caps.add_capabilities]
-    drop = [_cap_name(c) for c in caps.drop_capabilities]
+    add = [cap_name(c) for c in caps.add_capabilities]
+    drop = [cap_name(c) for c in caps.drop_capabilities]
     current = list(DEFAULT_CAPS)
     if "CAP_ALL" in add:
         current = list(all_caps)

@@ -76,6 +76,9 @@ class ContainerRecord:
     removing: bool = False
     starting: bool = False
     io: Any = None                          # criproxy.io.container.ContainerIO while the task lives
+    process: dict[str, Any] | None = None   # the OCI process of the spec (ExecSync builds on it)
+    exit_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    cached_item: Any = field(default=None, repr=False)   # cri.Container for ListContainers
 
     @property
     def state(self) -> int:
@@ -116,6 +119,8 @@ class ContainerStore:
         self._by_id: dict[str, ContainerRecord] = {}
         self.generation = 0
         self.status_dir = status_dir
+        # CreateContainer calls in flight, by CRI name: a kubelet retry awaits the first call's outcome.
+        self.creating: dict[str, asyncio.Future[str]] = {}
 
     # -- membership ---------------------------------------------------------------------------
     def add(self, rec: ContainerRecord) -> None:
@@ -169,10 +174,10 @@ class ContainerStore:
         if rec.status.finished_at:
             return False
         s = rec.status
-        s.finished_at, s.exit_code, s.pid = finished_at, exit_code, 0
+        # A quick process can exit before StartContainer has read the clock: never finish before start.
+        s.finished_at, s.exit_code, s.pid = max(finished_at, s.started_at), exit_code, 0
         if reason:
             s.reason, s.message = reason, message
-        rec.exited.set()
         self._changed(rec)
         return True
 
@@ -196,6 +201,7 @@ class ContainerStore:
 
     def _changed(self, rec: ContainerRecord) -> None:
         self.generation += 1
+        rec.cached_item = None
         self.persist(rec)
 
     def persist(self, rec: ContainerRecord) -> None:

@@ -1,0 +1,166 @@
+"""CreateContainer: a containerd container with a snapshot from the image and an OCI spec; no task yet.
+
+Order (containerd's Go client NewContainer, inside one lease): reserve the name → resolve the image
+locally → Snapshots.Prepare(key = container ID, parent = the image's chain ID) → build the spec →
+Containers.Create → record. A failure part way undoes what was made, in reverse. A kubelet retry
+with the same name gets the first call's outcome (awaited while in flight) instead of "reserved".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+
+from criproxy import errors
+from criproxy.app import App
+from criproxy.cri import rpc
+from criproxy.cri.container_spec import container_spec
+from criproxy.cri.container_task import publish
+from criproxy.images.local import LocalImage, resolve_local
+from criproxy.oci import container as oc
+from criproxy.protos import containers_pb, cri, mount_pb, snapshots_pb
+from criproxy.state.container import ContainerRecord
+from criproxy.state.sandbox import SandboxRecord
+from criproxy.translate import container as t
+
+RUNTIME_CACHE = "containers.sandbox_runtime"
+
+
+def _ready_sandbox(app: App, sandbox_id: str) -> SandboxRecord:
+    sb = app.sandboxes.get(sandbox_id)
+    if not sb.ready:
+        raise errors.FailedPrecondition(f"pod sandbox {sb.id} is not ready")
+    return sb
+
+
+def _validate(config: cri.ContainerConfig) -> None:
+    if not config.metadata.name:
+        raise errors.InvalidArgument("container config must include metadata.name")
+    if not config.image.image:
+        raise errors.InvalidArgument("container config must name an image")
+
+
+async def _retry_outcome(app: App, name: str, request: cri.CreateContainerRequest) -> str | None:
+    """The ID to answer a retried CreateContainer with, None for a new name; AlreadyExists for a
+    different container under a name that is taken."""
+    pending = app.containers.creating.get(name)
+    if pending is not None:
+        return await asyncio.shield(pending)
+    holder = app.container_names.holder(name)
+    if holder is None:
+        return None
+    rec = app.containers.find(holder)
+    if rec is not None and rec.sandbox_id == request.pod_sandbox_id and \
+            rec.config.SerializeToString(deterministic=True) == request.config.SerializeToString(deterministic=True):
+        return rec.id
+    raise errors.AlreadyExists(f"container name {name!r} is reserved for {holder}")
+
+
+async def _sandbox_runtime(app: App, sandbox_id: str) -> containers_pb.Container.Runtime:
+    """The sandbox container's runtime name and options: a pod's containers use the same."""
+    cache: dict[str, containers_pb.Container.Runtime] = app.parts.setdefault(RUNTIME_CACHE, {})
+    if sandbox_id not in cache:
+        c = (await app.ctrd.containers.Get(containers_pb.GetContainerRequest(id=sandbox_id))).container
+        cache[sandbox_id] = c.runtime
+    return cache[sandbox_id]
+
+
+def _log_path(sandbox: SandboxRecord, config: cri.ContainerConfig) -> str:
+    if not config.log_path or not sandbox.config.log_directory:
+        return ""
+    return os.path.join(sandbox.config.log_directory, config.log_path)
+
+
+def _record(cid: str, name: str, request: cri.CreateContainerRequest, sandbox: SandboxRecord,
+            image: LocalImage) -> ContainerRecord:
+    config = request.config
+    return ContainerRecord(
+        id=cid, name=name, sandbox_id=sandbox.id, config=config, created_at=time.time_ns(),
+        image_name=(image.repo_tags or [config.image.image])[0], image_id=image.id,
+        image_ref=(image.repo_digests or [image.id])[0], log_path=_log_path(sandbox, config),
+        sandbox_config=sandbox.config)
+
+
+def _containerd_container(app: App, rec: ContainerRecord, image: LocalImage, spec: dict[str, object],
+                          runtime: containers_pb.Container.Runtime) -> containers_pb.Container:
+    img_labels = (image.config.get("config") or {}).get("Labels") or {}
+    c = containers_pb.Container(id=rec.id, labels=t.containerd_labels(rec.config, img_labels, rec.sandbox_id),
+                                image=image.record_name, runtime=runtime, snapshotter=app.config.snapshotter,
+                                snapshot_key=rec.id)
+    c.spec.type_url = t.SPEC_TYPE_URL
+    c.spec.value = json.dumps(spec, separators=(",", ":")).encode()
+    ext = c.extensions[t.METADATA_EXTENSION]
+    ext.type_url, ext.value = t.METADATA_TYPE_URL, t.metadata_json(rec)
+    return c
+
+
+async def _remove_snapshot(app: App, key: str) -> None:
+    with contextlib.suppress(errors.NotFound):
+        await app.ctrd.snapshots.Remove(snapshots_pb.RemoveSnapshotRequest(snapshotter=app.config.snapshotter,
+                                                                           key=key))
+
+
+async def _prepare(app: App, cid: str, image: LocalImage, lease: str) -> list[mount_pb.Mount]:
+    try:
+        resp = await app.ctrd.snapshots.Prepare(snapshots_pb.PrepareSnapshotRequest(
+            snapshotter=app.config.snapshotter, key=cid, parent=image.chain_id), lease=lease)
+    except errors.NotFound:
+        raise errors.NotFound(f"image {image.record_name} is not unpacked for snapshotter "
+                              f"{app.config.snapshotter}; pull it again") from None
+    return list(resp.mounts)
+
+
+async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord, sandbox: SandboxRecord,
+                 image: LocalImage) -> None:
+    runtime = await _sandbox_runtime(app, sandbox.id)
+    async with app.ctrd.lease() as lease:
+        mounts = await _prepare(app, rec.id, image, lease.id)
+        undo.push_async_callback(_remove_snapshot, app, rec.id)
+        result = container_spec(app, rec.id, rec.config, sandbox, image, oc.read_user_files(mounts))
+        rec.uid, rec.gid, rec.groups = result.identity.uid, result.identity.gid, result.identity.groups
+        rec.stop_signal, rec.process = result.stop_signal, result.spec["process"]
+        await app.ctrd.containers.Create(containers_pb.CreateContainerRequest(
+            container=_containerd_container(app, rec, image, result.spec, runtime)), lease=lease.id)
+
+
+async def _create(app: App, request: cri.CreateContainerRequest, sandbox: SandboxRecord, name: str) -> str:
+    cid = os.urandom(32).hex()
+    async with contextlib.AsyncExitStack() as undo:
+        app.container_names.reserve(name, cid)
+        undo.callback(app.container_names.release, name)
+        image = await resolve_local(app, request.config.image.image)
+        rec = _record(cid, name, request, sandbox, image)
+        await _build(app, undo, rec, sandbox, image)
+        app.containers.add(rec)
+        app.containers.persist(rec)
+        undo.pop_all()
+    publish(app, rec, cri.CONTAINER_CREATED_EVENT)
+    return cid
+
+
+@rpc("CreateContainer")
+async def create_container(app: App, request: cri.CreateContainerRequest) -> cri.CreateContainerResponse:
+    _validate(request.config)
+    sandbox = _ready_sandbox(app, request.pod_sandbox_id)
+    name = t.container_name(request.config.metadata, sandbox.config.metadata)
+    earlier = await _retry_outcome(app, name, request)
+    if earlier is not None:
+        return cri.CreateContainerResponse(container_id=earlier)
+    fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    app.containers.creating[name] = fut
+    try:
+        cid = await _create(app, request, sandbox, name)
+        fut.set_result(cid)
+    except asyncio.CancelledError:
+        fut.cancel()
+        raise
+    except Exception as e:
+        fut.set_exception(e)
+        fut.exception()          # retrieved: no "never retrieved" warning when nobody retried
+        raise
+    finally:
+        app.containers.creating.pop(name, None)
+    return cri.CreateContainerResponse(container_id=cid)

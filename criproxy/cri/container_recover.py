@@ -1,0 +1,129 @@
+"""Container recovery at start-up, the relist that corrects drift, and the sandbox hooks.
+
+Recovery assumptions (written down as containerd's restart.go does):
+1. Every CRI container is a containerd container in our namespace labelled
+   ``io.cri-containerd.kind=container`` with the metadata extension; anything else is not ours.
+2. What happened after creation (started/finished times, exit code, reason) is in the status file
+   under ``<root>/containers/<id>.json``, written on each change; a missing file means CREATED.
+3. The task tells the rest: RUNNING → re-attach the log pump to the FIFOs (still in the state dir,
+   the shim still holds the writers) and wait again; STOPPED → handle the exit we missed; CREATED
+   (criproxy died inside StartContainer) → StartError; no task while the file says running → EXITED
+   with exit code 255 ("unknown").
+4. Sandboxes are recovered first (order 20); a container whose sandbox is gone is still listed, so
+   kubelet can remove it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from criproxy import errors, lifecycle
+from criproxy.app import App
+from criproxy.cri.container_remove import remove
+from criproxy.cri.container_task import fail_start, handle_exit, resync, stop, watch
+from criproxy.events.relay import relay_of
+from criproxy.io.container import ContainerIO, io_dir
+from criproxy.protos import containers_pb, cri, task_types, tasks_pb
+from criproxy.state.container import ContainerRecord, ContainerStatusData
+from criproxy.translate import container as t
+
+log = logging.getLogger("criproxy.container.recover")
+
+
+@lifecycle.on_start(10)
+async def wire_containers(app: App) -> None:
+    """Status files beside criproxy's root; stop/remove of a pod reaches its containers."""
+    app.containers.status_dir = app.config.root / "containers"
+    app.on_sandbox_stop.append(stop_pod_containers)
+    app.on_sandbox_remove.append(remove_pod_containers)
+    relay_of(app).on_relist(relist)
+
+
+async def stop_pod_containers(app: App, sandbox_id: str, timeout: int) -> None:
+    recs = [r for r in app.containers.for_sandbox(sandbox_id) if r.state == cri.CONTAINER_RUNNING]
+    await asyncio.gather(*(stop(app, r, float(timeout)) for r in recs))
+
+
+async def remove_pod_containers(app: App, sandbox_id: str) -> None:
+    await asyncio.gather(*(remove(app, r) for r in app.containers.for_sandbox(sandbox_id)))
+
+
+async def _list_ours(app: App) -> list[containers_pb.Container]:
+    flt = f'labels."{t.KIND_LABEL}"=={t.KIND_CONTAINER}'
+    return list((await app.ctrd.containers.List(containers_pb.ListContainersRequest(filters=[flt]))).containers)
+
+
+async def _tasks(app: App) -> dict[str, Any]:
+    return {p.container_id: p for p in (await app.ctrd.tasks.List(tasks_pb.ListTasksRequest())).tasks}
+
+
+def _load(app: App, c: containers_pb.Container) -> ContainerRecord | None:
+    ext = c.extensions.get(t.METADATA_EXTENSION)
+    if ext is None:
+        return None
+    try:
+        rec = t.record_from_metadata(ext.value, c.created_at.ToNanoseconds())
+        rec.process = json.loads(c.spec.value).get("process")
+    except (ValueError, KeyError) as e:
+        log.warning("container %s: unreadable metadata (%s); skipped", c.id, e)
+        return None
+    rec.status = app.containers.load_status(rec.id) or ContainerStatusData()
+    sb = app.sandboxes.find(rec.sandbox_id)
+    rec.sandbox_config = sb.config if sb is not None else None
+    return rec
+
+
+async def _revive(app: App, rec: ContainerRecord, task: Any) -> None:
+    """Bring one record in line with its task (see assumption 3)."""
+    s = rec.status
+    if task is None:
+        if s.started_at and not s.finished_at:
+            s.message = "task gone while criproxy was down (exit status unknown)"
+            app.containers.update_exited(rec, time.time_ns(), 255)
+        if s.finished_at:
+            rec.exited.set()
+        return
+    if task.status == task_types.CREATED and not s.finished_at:
+        await fail_start(app, rec, errors.Unknown("criproxy restarted while the container was starting"))
+    elif task.status == task_types.STOPPED or s.finished_at:
+        await handle_exit(app, rec, task.exit_status, task.exited_at.ToNanoseconds())
+    else:
+        if not s.started_at:
+            app.containers.update_started(rec, time.time_ns(), task.pid)
+        s.pid = task.pid
+        cio = ContainerIO(io_dir(app.config.state, rec.id), rec.id, rec.log_path, rec.config.tty, rec.config.stdin)
+        await cio.reattach()
+        rec.io = cio
+        watch(app, rec)
+
+
+@lifecycle.on_start(25)
+async def recover_containers(app: App) -> None:
+    containers, tasks = await _list_ours(app), await _tasks(app)
+    for c in containers:
+        rec = _load(app, c)
+        if rec is None:
+            continue
+        app.containers.add(rec)
+        app.container_names.reserve(rec.name, rec.id)
+        try:
+            await _revive(app, rec, tasks.get(rec.id))
+        except errors.CriError as e:
+            log.warning("container %s: recovery incomplete: %s", rec.id, e)
+    log.info("recovered %d containers", len(app.containers))
+
+
+async def relist(app: App) -> None:
+    """Correct drift: a container we think runs whose task is gone or stopped gets its exit handled."""
+    running = [r for r in app.containers.values() if r.state == cri.CONTAINER_RUNNING and not r.starting]
+    if not running:
+        return
+    tasks = await _tasks(app)
+    for rec in running:
+        task = tasks.get(rec.id)
+        if task is None or task.status == task_types.STOPPED:
+            await resync(app, rec)

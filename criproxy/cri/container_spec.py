@@ -1,0 +1,120 @@
+"""Compose a container's OCI spec from the CRI config, the image and the sandbox (not an RPC).
+
+Reads the few host facts the options need (devices, mount propagation, capability set, seccomp
+file) and lists the decisions in the order they override each other: defaults, process, user,
+namespaces, mounts, security (privileged last, because it clears confinement), resources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from criproxy import errors
+from criproxy.app import App
+from criproxy.images.local import LocalImage
+from criproxy.oci import container as oc
+from criproxy.oci.spec import (
+    Option,
+    Spec,
+    build_spec,
+    clamp_oom_score_adj,
+    default_spec,
+    with_annotations,
+    with_cgroups_path,
+    with_sysctls,
+)
+from criproxy.protos import cri
+from criproxy.state.sandbox import SandboxRecord, namespace_options
+from criproxy.translate import container as t
+
+
+@dataclass
+class SpecResult:
+    spec: Spec
+    identity: oc.Identity
+    stop_signal: str
+
+
+def stop_signal(config: cri.ContainerConfig, image_config: dict[str, Any]) -> str:
+    """The CRI field, else the image's STOPSIGNAL, else SIGTERM."""
+    return t.cri_signal_name(config.stop_signal) or str(image_config.get("StopSignal") or "") or "SIGTERM"
+
+
+def _hostname(sandbox: SandboxRecord) -> str:
+    import socket
+
+    if sandbox.host_network:
+        return socket.gethostname()
+    return sandbox.config.hostname or sandbox.config.metadata.name
+
+
+def _pod_files(sandbox: SandboxRecord) -> dict[str, str | None]:
+    def ok(p: Path | None) -> str | None:
+        return str(p) if p is not None and p.exists() else None
+    return {"/etc/hostname": ok(sandbox.hostname_path), "/etc/hosts": ok(sandbox.hosts_path),
+            "/etc/resolv.conf": ok(sandbox.resolv_conf_path), "/dev/shm": ok(sandbox.shm_path)}
+
+
+def _mounts(config: cri.ContainerConfig, sandbox: SandboxRecord) -> list[dict[str, Any]]:
+    sc = config.linux.security_context
+    out = []
+    for m in config.mounts:
+        host = oc.prepare_host_path(m)
+        oc.check_propagation(m, host)
+        out.append(oc.cri_mount(m, host))
+    taken = {m["destination"] for m in out}
+    return oc.pod_file_mounts(_pod_files(sandbox), taken, sc.readonly_rootfs) + out
+
+
+def _security(config: cri.ContainerConfig, sandbox: SandboxRecord) -> list[Option]:
+    sc = config.linux.security_context
+    all_caps = oc.host_capabilities()
+    if sc.privileged:
+        if not sandbox.config.linux.security_context.privileged:
+            raise errors.InvalidArgument("privileged container in a pod sandbox that is not privileged")
+        return [oc.with_privileged(all_caps, oc.host_devices()), oc.with_no_new_privs(sc.no_new_privs),
+                oc.with_rootfs_readonly(sc.readonly_rootfs)]
+    caps = oc.capability_set(sc.capabilities, all_caps)
+    ambient = [oc.cap_name(c) for c in sc.capabilities.add_ambient_capabilities]
+    return [oc.with_capabilities(caps, ambient), oc.with_paths(list(sc.masked_paths), list(sc.readonly_paths)),
+            oc.with_seccomp(oc.seccomp_profile(sc, caps)),
+            oc.with_apparmor(oc.apparmor_profile(sc, oc.apparmor_enabled())),
+            oc.with_no_new_privs(sc.no_new_privs), oc.with_rootfs_readonly(sc.readonly_rootfs)]
+
+
+def _target_pid(app: App, opts: cri.NamespaceOption) -> int:
+    if opts.pid != cri.TARGET:
+        return 0
+    target = app.containers.find(opts.target_id)
+    return target.status.pid if target is not None and target.running else 0
+
+
+def container_spec(app: App, container_id: str, config: cri.ContainerConfig, sandbox: SandboxRecord,
+                   image: LocalImage, files: oc.UserFiles) -> SpecResult:
+    img = image.config.get("config") or {}
+    sc = config.linux.security_context
+    ident = oc.resolve_identity(sc, str(img.get("User") or ""), files)
+    opts = sc.namespace_options
+    pod_opts = namespace_options(sandbox.config)
+    devices, rules = oc.cri_devices(config.devices)
+    resources = config.linux.resources
+    systemd = app.config.resolved_cgroup_driver() == "systemd"
+    spec = build_spec(
+        default_spec(),
+        oc.with_process(oc.process_args(config, img), config.working_dir or str(img.get("WorkingDir") or ""),
+                        config.tty, config.stdin),
+        oc.with_envs([f"HOSTNAME={_hostname(sandbox)}"], list(img.get("Env") or []), oc.config_env(config)),
+        oc.with_identity(ident),
+        oc.with_pod_namespaces(opts, sandbox.pid, _target_pid(app, opts)),
+        oc.with_container_mounts(_mounts(config, sandbox)),
+        *_security(config, sandbox),
+        oc.with_devices(devices, rules),
+        oc.with_resources(resources, clamp_oom_score_adj(int(resources.oom_score_adj)), oc.swap_supported()),
+        with_sysctls(oc.container_sysctls(dict(sandbox.config.linux.sysctls), pod_opts)),
+        with_cgroups_path(oc.cgroups_path(sandbox.config.linux.cgroup_parent, container_id, systemd)),
+        with_annotations(oc.container_annotations(container_id, sandbox.id, config, sandbox.config,
+                                                  config.image.image)),
+    )
+    return SpecResult(spec, ident, stop_signal(config, img))

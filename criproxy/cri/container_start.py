@@ -1,0 +1,37 @@
+"""StartContainer: FIFOs and the log pump, then Tasks.Create and Tasks.Start (containerd's order).
+
+A failure leaves the container EXITED with reason StartError and the error as message (what kubelet
+shows as the container's last state), and the call fails with the error.
+"""
+
+from __future__ import annotations
+
+from criproxy import errors
+from criproxy.app import App
+from criproxy.cri import rpc
+from criproxy.cri.container_task import fail_start, publish, start_task
+from criproxy.protos import cri
+
+_STATE: dict[int, str] = {cri.CONTAINER_RUNNING: "running", cri.CONTAINER_EXITED: "exited",
+                          cri.CONTAINER_UNKNOWN: "unknown"}
+
+
+@rpc("StartContainer")
+async def start_container(app: App, request: cri.StartContainerRequest) -> cri.StartContainerResponse:
+    rec = app.containers.get(request.container_id)
+    if rec.state != cri.CONTAINER_CREATED or rec.starting or rec.removing:
+        state = "being started" if rec.starting else "being removed" if rec.removing else _STATE[rec.state]
+        raise errors.FailedPrecondition(f"container {rec.id} is {state}, not created")
+    sandbox = app.sandboxes.get(rec.sandbox_id)
+    if not sandbox.ready:
+        raise errors.FailedPrecondition(f"pod sandbox {sandbox.id} of container {rec.id} is not ready")
+    rec.starting = True
+    try:
+        await start_task(app, rec)
+    except BaseException as e:
+        await fail_start(app, rec, e)
+        raise
+    finally:
+        rec.starting = False
+    publish(app, rec, cri.CONTAINER_STARTED_EVENT)
+    return cri.StartContainerResponse()

@@ -1,0 +1,27 @@
+"""ContainerStatus: from the cache; ``verbose`` adds the runtime spec read from containerd."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from criproxy import errors
+from criproxy.app import App
+from criproxy.cri import rpc
+from criproxy.protos import containers_pb, cri
+from criproxy.translate import container as t
+
+
+@rpc("ContainerStatus")
+async def container_status(app: App, request: cri.ContainerStatusRequest) -> cri.ContainerStatusResponse:
+    rec = app.containers.get(request.container_id)
+    resp = cri.ContainerStatusResponse(status=t.to_cri_status(rec))
+    if request.verbose:
+        spec: dict[str, Any] | None = None
+        try:
+            c = (await app.ctrd.containers.Get(containers_pb.GetContainerRequest(id=rec.id))).container
+            spec = json.loads(c.spec.value)
+        except errors.NotFound:
+            spec = None
+        resp.info.update(t.verbose_info(rec, spec))
+    return resp

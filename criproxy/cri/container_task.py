@@ -1,0 +1,180 @@
+"""A container's task: start it with FIFOs and the log pump, watch it, handle its exit, kill it.
+
+Shared by StartContainer, StopContainer, RemoveContainer, the event relay, relist and recovery, so
+"a container exited" is handled in exactly one place (``handle_exit``): record the exit once, let the
+log pump drain (bounded, so a background child holding stdout cannot wedge it), delete the task (as
+the CRI plugin does; the exit code lives on in criproxy's status file), then wake StopContainer and
+publish CONTAINER_STOPPED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import time
+
+from criproxy import errors
+from criproxy.app import App
+from criproxy.events.relay import relay_of
+from criproxy.io.container import ContainerIO, io_dir
+from criproxy.protos import cri, snapshots_pb, task_types, tasks_pb
+from criproxy.state.container import REASON_START_ERROR, ContainerRecord
+from criproxy.translate import container as t
+from criproxy.translate import sandbox as ts
+
+log = logging.getLogger("criproxy.container")
+DRAIN_SECONDS = 2.0
+START_ERROR_EXIT_CODE = 128
+
+
+def publish(app: App, rec: ContainerRecord, kind: int) -> None:
+    """A CRI container event with the pod's status and all its containers' statuses."""
+    relay = relay_of(app)
+    if not relay.subscribers:
+        return
+    sb = app.sandboxes.find(rec.sandbox_id)
+    pod = ts.to_cri_status(sb) if sb is not None else cri.PodSandboxStatus(id=rec.sandbox_id)
+    statuses = [t.to_cri_status(r) for r in app.containers.for_sandbox(rec.sandbox_id)]
+    relay.publish(cri.ContainerEventResponse(
+        container_id=rec.id, container_event_type=kind, created_at=time.time_ns(),  # type: ignore[arg-type]
+        pod_sandbox_status=pod, containers_statuses=statuses))
+
+
+def container_dir(app: App, container_id: str) -> str:
+    return str(app.config.state / "containers" / container_id)
+
+
+async def start_task(app: App, rec: ContainerRecord) -> None:
+    """FIFOs and pumps first (a reader must exist before Tasks.Create), then Create, Start, watch."""
+    cfg = rec.config
+    cio = ContainerIO(io_dir(app.config.state, rec.id), rec.id, rec.log_path, cfg.tty, cfg.stdin)
+    await cio.create()
+    rec.io = cio
+    mounts = (await app.ctrd.snapshots.Mounts(snapshots_pb.MountsRequest(
+        snapshotter=app.config.snapshotter, key=rec.id))).mounts
+    try:
+        await app.ctrd.tasks.Create(tasks_pb.CreateTaskRequest(
+            container_id=rec.id, rootfs=mounts, stdin=cio.stdin, stdout=cio.stdout, stderr=cio.stderr,
+            terminal=cfg.tty))
+    finally:
+        cio.release_holders()
+    resp = await app.ctrd.tasks.Start(tasks_pb.StartRequest(container_id=rec.id))
+    app.containers.update_started(rec, time.time_ns(), resp.pid)
+    watch(app, rec)
+
+
+async def fail_start(app: App, rec: ContainerRecord, err: BaseException) -> None:
+    """StartError: the container is EXITED with the error as message; the task and FIFOs go away."""
+    app.containers.update_exited(rec, time.time_ns(), START_ERROR_EXIT_CODE, REASON_START_ERROR, str(err))
+    with contextlib.suppress(errors.CriError):
+        await kill(app, rec, signal.SIGKILL, all_processes=True)
+    await delete_task(app, rec.id)
+    if rec.io is not None:
+        rec.io.remove()
+        rec.io = None
+    rec.exited.set()
+    publish(app, rec, cri.CONTAINER_STOPPED_EVENT)
+
+
+def watch(app: App, rec: ContainerRecord) -> None:
+    app.spawn(_wait(app, rec), f"container-wait-{rec.id[:12]}")
+
+
+async def _wait(app: App, rec: ContainerRecord) -> None:
+    """Tasks.Wait until the init process exits; survives containerd restarts by waiting again."""
+    delay = 0.2
+    while not rec.exited.is_set():
+        try:
+            resp = await app.ctrd.tasks.Wait(tasks_pb.WaitRequest(container_id=rec.id))
+            await handle_exit(app, rec, resp.exit_status, resp.exited_at.ToNanoseconds())
+            return
+        except errors.NotFound:
+            await resync(app, rec)
+            return
+        except errors.CriError as e:
+            log.debug("waiting for container %s: %s", rec.id, e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def handle_exit(app: App, rec: ContainerRecord, exit_code: int, exited_at: int) -> None:
+    """Handle an exit once, however many sources report it (Wait, the relay, relist)."""
+    if rec.exit_task is None:
+        rec.exit_task = asyncio.get_running_loop().create_task(_handle_exit(app, rec, exit_code, exited_at))
+    await asyncio.shield(rec.exit_task)
+
+
+async def _handle_exit(app: App, rec: ContainerRecord, exit_code: int, exited_at: int) -> None:
+    if exited_at <= 0:
+        exited_at = time.time_ns()
+    changed = app.containers.update_exited(rec, exited_at, exit_code)
+    if rec.io is not None:
+        if not await rec.io.wait_drained(DRAIN_SECONDS):
+            log.info("container %s exited but its output is still held open; closing the log pump", rec.id)
+        rec.io.close()
+        rec.io = None
+    await delete_task(app, rec.id)
+    rec.exited.set()
+    if changed:
+        publish(app, rec, cri.CONTAINER_STOPPED_EVENT)
+
+
+async def resync(app: App, rec: ContainerRecord) -> None:
+    """Compare a container we think is running with its task; handle an exit we missed."""
+    try:
+        proc = (await app.ctrd.tasks.Get(tasks_pb.GetRequest(container_id=rec.id))).process
+    except errors.NotFound:
+        rec.status.message = rec.status.message or "task disappeared (exit status unknown)"
+        await handle_exit(app, rec, 255, 0)
+        return
+    if proc.status == task_types.STOPPED:
+        await handle_exit(app, rec, proc.exit_status, proc.exited_at.ToNanoseconds())
+
+
+async def kill(app: App, rec: ContainerRecord, sig: int, all_processes: bool = False) -> bool:
+    """Signal the init process (or all); False when the task is already gone."""
+    try:
+        await app.ctrd.tasks.Kill(tasks_pb.KillRequest(container_id=rec.id, signal=sig, all=all_processes))
+        return True
+    except errors.NotFound:
+        return False
+
+
+async def delete_task(app: App, container_id: str) -> None:
+    with contextlib.suppress(errors.NotFound):
+        await app.ctrd.tasks.Delete(tasks_pb.DeleteTaskRequest(container_id=container_id))
+
+
+async def wait_exited(rec: ContainerRecord, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(rec.exited.wait(), timeout)
+        return True
+    except TimeoutError:
+        return False
+
+
+async def stop(app: App, rec: ContainerRecord, timeout: float) -> None:
+    """Stop signal, then SIGKILL (to every process) after ``timeout``, then wait for the exit."""
+    if rec.state == cri.CONTAINER_RUNNING and timeout > 0:
+        if await kill(app, rec, t.signal_number(rec.stop_signal)):
+            if await wait_exited(rec, timeout):
+                return
+        else:
+            await resync(app, rec)
+    if rec.state == cri.CONTAINER_RUNNING:
+        if not await kill(app, rec, signal.SIGKILL, all_processes=True):
+            await resync(app, rec)
+        if not await wait_exited(rec, 30.0):
+            await resync(app, rec)
+    if rec.exit_task is not None:
+        await asyncio.shield(rec.exit_task)
+
+
+def remove_files(app: App, rec: ContainerRecord) -> None:
+    if rec.io is not None:
+        rec.io.remove()
+        rec.io = None
+    shutil.rmtree(container_dir(app, rec.id), ignore_errors=True)

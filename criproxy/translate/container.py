@@ -1,0 +1,168 @@
+"""Pure conversions for containers: records ↔ CRI messages ↔ containerd labels and extensions.
+
+No I/O: shared by the RPC modules, the event relay and recovery, and unit-tested directly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from google.protobuf import json_format
+
+from criproxy.protos import cri
+from criproxy.state.container import ContainerRecord, exit_reason
+
+KIND_LABEL = "io.cri-containerd.kind"
+KIND_CONTAINER = "container"
+SANDBOX_ID_LABEL = "io.cri-containerd.sandbox-id"
+METADATA_EXTENSION = "io.cri-containerd.container.metadata"
+METADATA_TYPE_URL = "github.com/containerd/cri/pkg/store/container/Metadata"
+SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+CRIPROXY_KEY = "Criproxy"
+
+
+def container_name(meta: cri.ContainerMetadata, pod: cri.PodSandboxMetadata) -> str:
+    """The CRI name kubelet retries under: ``<ctr>_<pod>_<namespace>_<uid>_<attempt>``."""
+    return f"{meta.name}_{pod.name}_{pod.namespace}_{pod.uid}_{meta.attempt}"
+
+
+def containerd_labels(config: cri.ContainerConfig, image_labels: dict[str, str], sandbox_id: str) -> dict[str, str]:
+    """Image labels (minus containerd's own), the CRI labels over them, the kind and sandbox markers."""
+    labels = {k: v for k, v in image_labels.items()
+              if not k.startswith(("containerd.io/", "io.cri-containerd")) and len(k) + len(v) <= 4096}
+    labels.update(config.labels)
+    labels[KIND_LABEL] = KIND_CONTAINER
+    labels[SANDBOX_ID_LABEL] = sandbox_id
+    return labels
+
+
+def metadata_json(rec: ContainerRecord) -> bytes:
+    """The container metadata extension in containerd CRI's shape, plus what criproxy needs back."""
+    cfg = json_format.MessageToDict(rec.config, preserving_proto_field_name=True)
+    doc = {"Version": "v1", "Metadata": {
+        "ID": rec.id, "Name": rec.name, "SandboxID": rec.sandbox_id, "Config": cfg, "ImageRef": rec.image_id,
+        "LogPath": rec.log_path, "StopSignal": rec.stop_signal, "ProcessLabel": "",
+        CRIPROXY_KEY: {"CreatedAt": rec.created_at, "ImageName": rec.image_name, "ImageStatusRef": rec.image_ref,
+                       "User": [rec.uid, rec.gid, rec.groups]},
+    }}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def record_from_metadata(raw: bytes, created_at: int) -> ContainerRecord:
+    """Rebuild a record from the extension (status comes from the status file and the task)."""
+    meta = json.loads(raw)["Metadata"]
+    own: dict[str, Any] = meta.get(CRIPROXY_KEY) or {}
+    config = json_format.ParseDict(meta.get("Config") or {}, cri.ContainerConfig(), ignore_unknown_fields=True)
+    uid, gid, groups = own.get("User") or [0, 0, []]
+    return ContainerRecord(
+        id=meta["ID"], name=meta["Name"], sandbox_id=meta["SandboxID"], config=config,
+        created_at=int(own.get("CreatedAt") or created_at), image_name=own.get("ImageName") or config.image.image,
+        image_id=meta.get("ImageRef", ""), image_ref=own.get("ImageStatusRef") or meta.get("ImageRef", ""),
+        log_path=meta.get("LogPath", ""), stop_signal=meta.get("StopSignal") or "SIGTERM",
+        uid=int(uid), gid=int(gid), groups=[int(g) for g in groups])
+
+
+def to_cri_container(rec: ContainerRecord) -> cri.Container:
+    """The ListContainers entry."""
+    cfg = rec.config
+    return cri.Container(
+        id=rec.id, pod_sandbox_id=rec.sandbox_id, metadata=cfg.metadata, image=_image_spec(rec),
+        image_ref=rec.image_id, state=rec.state, created_at=rec.created_at,  # type: ignore[arg-type]
+        labels=cfg.labels, annotations=cfg.annotations, image_id=rec.image_id)
+
+
+def _image_spec(rec: ContainerRecord) -> cri.ImageSpec:
+    return cri.ImageSpec(image=rec.image_name, annotations=rec.config.image.annotations,
+                         user_specified_image=rec.config.image.user_specified_image or rec.config.image.image)
+
+
+def to_cri_status(rec: ContainerRecord) -> cri.ContainerStatus:
+    """The ContainerStatus kubelet sees: state, times, exit code and reason, image, mounts, user."""
+    cfg, s = rec.config, rec.status
+    state = rec.state
+    reason, message = "", ""
+    if state == cri.CONTAINER_EXITED:
+        reason, message = exit_reason(s), s.message
+    elif state == cri.CONTAINER_UNKNOWN:
+        reason, message = "Unknown", s.message
+    return cri.ContainerStatus(
+        id=rec.id, metadata=cfg.metadata, state=state, created_at=rec.created_at,  # type: ignore[arg-type]
+        started_at=s.started_at, finished_at=s.finished_at, exit_code=s.exit_code, image=_image_spec(rec),
+        image_ref=rec.image_ref, reason=reason, message=message, labels=cfg.labels, annotations=cfg.annotations,
+        mounts=cfg.mounts, log_path=rec.log_path, image_id=rec.image_id,
+        resources=cri.ContainerResources(linux=rec.resources),
+        user=cri.ContainerUser(linux=cri.LinuxContainerUser(uid=rec.uid, gid=rec.gid,
+                                                            supplemental_groups=rec.groups)))
+
+
+def matches(rec: ContainerRecord, flt: cri.ContainerFilter) -> bool:
+    """CRI filter semantics: ID prefix, state, sandbox ID prefix, every selector label equal."""
+    if flt.id and not rec.id.startswith(flt.id):
+        return False
+    if flt.HasField("state") and rec.state != flt.state.state:
+        return False
+    if flt.pod_sandbox_id and not rec.sandbox_id.startswith(flt.pod_sandbox_id):
+        return False
+    labels = rec.config.labels
+    return all(labels.get(k) == v for k, v in flt.label_selector.items())
+
+
+def stats_matches(rec: ContainerRecord, flt: cri.ContainerStatsFilter) -> bool:
+    if flt.id and not rec.id.startswith(flt.id):
+        return False
+    if flt.pod_sandbox_id and not rec.sandbox_id.startswith(flt.pod_sandbox_id):
+        return False
+    labels = rec.config.labels
+    return all(labels.get(k) == v for k, v in flt.label_selector.items())
+
+
+def verbose_info(rec: ContainerRecord, spec: dict[str, Any] | None) -> dict[str, str]:
+    """ContainerStatus(verbose) ``info``: one JSON document like containerd's, under key "info"."""
+    info = {"sandboxID": rec.sandbox_id, "pid": rec.status.pid, "removing": rec.removing,
+            "snapshotKey": rec.id, "runtimeSpec": spec,
+            "config": json_format.MessageToDict(rec.config, preserving_proto_field_name=True)}
+    return {"info": json.dumps(info)}
+
+
+SIGNALS = {
+    "SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGILL": 4, "SIGTRAP": 5, "SIGABRT": 6, "SIGIOT": 6, "SIGBUS": 7,
+    "SIGFPE": 8, "SIGKILL": 9, "SIGUSR1": 10, "SIGSEGV": 11, "SIGUSR2": 12, "SIGPIPE": 13, "SIGALRM": 14,
+    "SIGTERM": 15, "SIGSTKFLT": 16, "SIGCHLD": 17, "SIGCLD": 17, "SIGCONT": 18, "SIGSTOP": 19, "SIGTSTP": 20,
+    "SIGTTIN": 21, "SIGTTOU": 22, "SIGURG": 23, "SIGXCPU": 24, "SIGXFSZ": 25, "SIGVTALRM": 26, "SIGPROF": 27,
+    "SIGWINCH": 28, "SIGIO": 29, "SIGPOLL": 29, "SIGPWR": 30, "SIGSYS": 31, "SIGRTMIN": 34, "SIGRTMAX": 64,
+}
+
+
+def signal_number(name: str) -> int:
+    """A signal name (``SIGTERM``, ``TERM``, ``15``, ``SIGRTMIN+3``) as a number; SIGTERM if unknown."""
+    name = name.strip().upper()
+    if name.isdigit():
+        return int(name)
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    for base, sign in (("SIGRTMIN+", 1), ("SIGRTMAX-", -1)):
+        if name.startswith(base) and name[len(base):].isdigit():
+            return SIGNALS[base[:-1]] + sign * int(name[len(base):])
+    return SIGNALS.get(name, 15)
+
+
+def cri_signal_name(sig: int) -> str:
+    """The CRI Signal enum (``SIGNAL_SIGTERM``) as a name (``SIGTERM``); "" for runtime default."""
+    if not sig:
+        return ""
+    name = cri.Signal.Name(sig)
+    name = name.removeprefix("SIGNAL_")
+    name = name.replace("RTMINPLUS", "RTMIN+").replace("RTMAXMINUS", "RTMAX-")
+    return name
+
+
+def status_signal(name: str) -> int:
+    """A signal name as the CRI Signal enum value (for ContainerStatus.stop_signal)."""
+    key = "SIGNAL_" + name.replace("RTMIN+", "RTMINPLUS").replace("RTMAX-", "RTMAXMINUS")
+    try:
+        return int(cri.Signal.Value(key))
+    except ValueError:
+        return 0
