@@ -254,3 +254,34 @@ def index_layout(src: ImageLayout, dest: Path, tag: str = "multi") -> tuple[Imag
     (dest / "index.json").write_text(json.dumps(top))
     digests["index"] = idx["digest"]
     return ImageLayout(src.name, tag, dest), digests
+
+
+def with_random_layer(src: ImageLayout, dest: Path, size: int = 512 * 1024, tag: str = "unique") -> ImageLayout:
+    """Copy ``src`` with one more gzip layer of ``size`` random bytes: blobs no containerd namespace
+    has yet (containerd's shared content store would otherwise skip the download entirely)."""
+    import gzip
+    import io
+    import os
+    import tarfile
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(src.path, dest)
+    blobs = dest / "blobs" / "sha256"
+    man = json.loads((blobs / src.manifest_digest().split(":")[1]).read_bytes())
+    config = json.loads((blobs / man["config"]["digest"].split(":")[1]).read_bytes())
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("random.bin")
+        info.size, info.mtime = size, 1_700_000_000
+        tar.addfile(info, io.BytesIO(os.urandom(size)))
+    layer = _put_blob(dest, gzip.compress(raw.getvalue(), mtime=0))
+    config["rootfs"]["diff_ids"].append("sha256:" + hashlib.sha256(raw.getvalue()).hexdigest())
+    cfg = _put_blob(dest, json.dumps(config).encode())
+    man["config"] = {**man["config"], **cfg}
+    man["layers"].append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **layer})
+    m = _put_blob(dest, json.dumps(man).encode())
+    top = {"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", **m,
+                                                "annotations": {"org.opencontainers.image.ref.name": tag}}]}
+    (dest / "index.json").write_text(json.dumps(top))
+    return ImageLayout(src.name, tag, dest)

@@ -1,0 +1,139 @@
+"""What users feel: shared downloads, the progress timeout, interrupted pulls, multi-platform indexes."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+
+from criproxy.protos import cri
+from tests.harness.criproxy import CriproxyProcess
+from tests.harness.env import Environment
+from tests.harness.proc import run, wait_until
+from tests.harness.registry_tools import RegistryProxy, index_layout, with_random_layer
+
+from .conftest import leftovers, run_gc
+
+
+def _manifest_digest(layout: Path) -> str:
+    import json
+    return str(json.loads((layout / "index.json").read_text())["manifests"][0]["digest"])
+
+
+def _ns() -> str:
+    return f"img-{uuid.uuid4().hex[:8]}"
+
+
+def _pull(proc: CriproxyProcess, ref: str, timeout: float = 60) -> str:
+    with proc.client() as c:
+        req = cri.PullImageRequest(image=cri.ImageSpec(image=ref))
+        return str(c.image.PullImage(req, timeout=timeout).image_ref)
+
+
+def _fresh_ref(testenv: Environment, tmp_path: Path, proxy: RegistryProxy, name: str) -> str:
+    """A just-built image (one random layer) pushed under ``name``, referenced through the proxy."""
+    layout = with_random_layer(testenv.images["busybox"], tmp_path / "unique")
+    return testenv.registry.push(layout, name, "unique").replace(testenv.registry_host, proxy.host)
+
+
+def _nothing_left(testenv: Environment, ns: str) -> None:
+    run_gc(testenv, ns)
+    left = leftovers(testenv, ns)
+    assert left == {"content": [], "ingests": [], "snapshots": [], "leases": [], "images": []}, left
+
+
+def test_concurrent_pulls_fetch_each_blob_once(
+        testenv: Environment, tmp_path: Path, unique_name: Callable[[str], str], proxy: RegistryProxy,
+        criproxy_factory: Callable[..., CriproxyProcess]) -> None:
+    proc = criproxy_factory(namespace=_ns())  # empty namespace: every blob must really be fetched
+    ref = _fresh_ref(testenv, tmp_path, proxy, unique_name("conc"))
+    by_digest = f"{ref.rsplit(':', 1)[0]}@{_manifest_digest(tmp_path / 'unique')}"
+    proxy.stall()
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(_pull, proc, r) for r in (ref, ref, by_digest, ref)]
+        assert proxy.stalled.wait(30), "the first layer download never started"
+        time.sleep(0.5)  # let the other pulls reach the point where they wait for the shared download
+        proxy.release()
+        ids = {f.result() for f in futures}
+    assert len(ids) == 1
+    gets = proxy.blob_gets()
+    assert gets and all(n == 1 for n in gets.values()), gets
+
+
+def test_pull_without_progress_is_cancelled_and_leaves_nothing(
+        testenv: Environment, tmp_path: Path, unique_name: Callable[[str], str], proxy: RegistryProxy,
+        criproxy_factory: Callable[..., CriproxyProcess]) -> None:
+    ns = _ns()
+    proc = criproxy_factory(["--pull-progress-timeout", "1.5"], namespace=ns)
+    ref = _fresh_ref(testenv, tmp_path, proxy, unique_name("stall"))
+    proxy.stall()
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as e:
+        _pull(proc, ref)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "no bytes received" in (e.value.details() or "")
+    assert time.monotonic() - started < 15
+    proxy.release()
+    _nothing_left(testenv, ns)
+
+
+def test_pull_killed_half_way_leaves_nothing_after_gc(
+        testenv: Environment, tmp_path: Path, unique_name: Callable[[str], str], proxy: RegistryProxy,
+        criproxy_factory: Callable[..., CriproxyProcess]) -> None:
+    ns = _ns()
+    proc = criproxy_factory(namespace=ns)
+    ref = _fresh_ref(testenv, tmp_path, proxy, unique_name("stall"))
+    proxy.stall()
+    errors: list[BaseException] = []
+
+    def pull() -> None:
+        try:
+            _pull(proc, ref)
+        except grpc.RpcError as err:
+            errors.append(err)
+    t = threading.Thread(target=pull)
+    t.start()
+    assert proxy.stalled.wait(30)
+    wait_until(lambda: bool(leftovers(testenv, ns)["ingests"]), 10, "the layer ingest to show")
+    held = leftovers(testenv, ns)
+    assert held["leases"] and held["content"]  # manifest and config are in, under the pull's lease
+    proc.kill()
+    t.join(30)
+    assert errors
+    proxy.release()
+    proc.start()  # drops the lease the killed process left behind
+    _nothing_left(testenv, ns)
+
+
+def test_multi_platform_index_picks_linux_amd64(
+        testenv: Environment, tmp_path: Path, unique_name: Callable[[str], str],
+        criproxy_factory: Callable[..., CriproxyProcess]) -> None:
+    ns = _ns()
+    layout, digests = index_layout(testenv.images["busybox"], tmp_path / "multi")
+    ref = f"{testenv.registry_host}/{unique_name('multi')}:multi"
+    run(["skopeo", "--insecure-policy", "copy", "--quiet", "--all", "--dest-tls-verify=false", layout.oci_ref,
+         f"docker://{ref}"])
+    proc = criproxy_factory(namespace=ns)
+    image_id = _pull(proc, ref)
+    content = testenv.ctr("content", "ls", namespace=ns)
+    index_line = next(x for x in content.splitlines() if x.startswith(digests["index"]))
+    content = " ".join(x.split()[0] for x in content.splitlines()[1:])
+    for i in range(3):
+        assert f"containerd.io/gc.ref.content.m.{i}=" in index_line  # every platform is referenced …
+    assert digests["linux/amd64"] in content
+    assert digests["linux/arm64"] not in content  # … only this host's manifest is fetched
+    assert digests["linux/arm/v7"] not in content
+    records = testenv.ctr("images", "ls", namespace=ns)
+    assert f"{ref} " in records and digests["index"] in records
+    with proc.client() as c:
+        img = c.image.ImageStatus(cri.ImageStatusRequest(image=cri.ImageSpec(image=ref))).image
+    assert img.id == image_id
+    assert f"{ref.rsplit(':', 1)[0]}@{digests['index']}" in img.repo_digests
+    out = testenv.ctr("run", "--rm", ref, f"multi-{uuid.uuid4().hex[:8]}", "echo", "multi-ok", namespace=ns)
+    assert out.strip() == "multi-ok"
