@@ -1,0 +1,69 @@
+"""Runtime handlers from config and the pod CIDR from UpdateRuntimeConfig reaching CNI."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+
+from criproxy.protos import cri
+from tests.harness import CriproxyFactory
+from tests.harness.criproxy import CriproxyProcess
+from tests.harness.env import Environment
+from tests.integration.sandbox.conftest import Pods, pod_config
+
+CONFIG = """
+[runtime_handlers.runc]
+runtime_type = "io.containerd.runc.v2"
+
+[runtime_handlers.fast]
+runtime_type = "io.containerd.runc.v2"
+"""
+
+
+@pytest.fixture
+def configured(criproxy_factory: CriproxyFactory, testenv: Environment, tmp_path: Path) -> CriproxyProcess:
+    """criproxy with an extra handler and a conflist whose bridge takes ipRanges from the pod CIDR."""
+    confdir = tmp_path / "net.d"
+    confdir.mkdir()
+    conf = json.loads(next(testenv.criproxy_cni_dir.glob("*.conflist")).read_text())
+    conf["plugins"][0]["capabilities"] = {"ipRanges": True}
+    del conf["plugins"][0]["ipam"]["ranges"]      # host-local adds runtime ranges to configured ones
+    (confdir / "10-cidr.conflist").write_text(json.dumps(conf))
+    cfg = tmp_path / "criproxy.toml"
+    cfg.write_text(CONFIG)
+    return criproxy_factory(extra_args=["--config", str(cfg), "--cni-conf-dir", str(confdir)],
+                            namespace="criproxy-cfg")
+
+
+def _pod_cidr(testenv: Environment) -> str:
+    net = ipaddress.ip_network(testenv.criproxy_net.subnet)
+    return str(list(net.subnets(new_prefix=24))[77])
+
+
+def test_handlers_and_pod_cidr(configured: CriproxyProcess, testenv: Environment) -> None:
+    with configured.client() as client:
+        pods = Pods(client)
+        try:
+            status = client.runtime.Status(cri.StatusRequest())
+            assert {h.name for h in status.runtime_handlers} >= {"", "runc", "fast"}
+            cidr = _pod_cidr(testenv)
+            client.runtime.UpdateRuntimeConfig(cri.UpdateRuntimeConfigRequest(
+                runtime_config=cri.RuntimeConfig(network_config=cri.NetworkConfig(pod_cidr=cidr))))
+            sid = pods.run(pod_config("cidr"), handler="fast")
+            st = pods.status(sid).status
+            assert st.runtime_handler == "fast"
+            assert ipaddress.ip_address(st.network.ip) in ipaddress.ip_network(cidr)
+            with pytest.raises(grpc.RpcError) as e:
+                pods.run(pod_config("nope"), handler="nope")
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "nope" in (e.value.details() or "")
+            with pytest.raises(grpc.RpcError) as e:
+                client.runtime.UpdateRuntimeConfig(cri.UpdateRuntimeConfigRequest(
+                    runtime_config=cri.RuntimeConfig(network_config=cri.NetworkConfig(pod_cidr="not-a-cidr"))))
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        finally:
+            pods.cleanup()
+        assert (configured.root / "pod-cidr").read_text().strip() == cidr
