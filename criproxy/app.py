@@ -16,6 +16,7 @@ from typing import Any
 
 from criproxy.config import Config
 from criproxy.containerd import Containerd
+from criproxy.observability import Observer
 from criproxy.state.container import ContainerStore
 from criproxy.state.names import NameIndex
 from criproxy.state.sandbox import SandboxStore
@@ -31,6 +32,7 @@ class App:
     started_at: float = field(default_factory=time.time)
     containerd_version: str = ""
     pod_cidr: str = ""
+    observer: Observer = field(default_factory=Observer)
     sandboxes: SandboxStore = field(default_factory=SandboxStore)
     containers: ContainerStore = field(default_factory=ContainerStore)
     sandbox_names: NameIndex = field(default_factory=lambda: NameIndex("pod sandbox"))

@@ -67,7 +67,7 @@ class Config(BaseSettings):
     pause_image: str = "registry.k8s.io/pause:3.9"
     pull_progress_timeout: float = 60.0
     streaming_address: str = "127.0.0.1:0"
-    metrics_address: str = ""
+    debug_socket: Path | None = None  # metrics and traces over HTTP; default <state>/debug.sock
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     shutdown_grace: float = 10.0

@@ -29,6 +29,7 @@ from criproxy.config import Config
 from criproxy.containerd import Containerd
 from criproxy.containerd.managed import ManagedContainerd, socket_answers
 from criproxy.grpcapi.edge import generic_handlers
+from criproxy.observability import DebugServer
 
 log = logging.getLogger("criproxy.server")
 
@@ -104,6 +105,11 @@ async def serve(cfg: Config) -> None:
     os.chmod(cfg.listen, cfg.listen_mode)
     log.info("criproxy listening on %s (containerd %s at %s, namespace %s)", cfg.listen,
              app.containerd_version, ctrd.address, cfg.namespace)
+    app.observer.gauges.update({"sandboxes": lambda: len(app.sandboxes),
+                                "containers": lambda: len(app.containers)})
+    debug = DebugServer(app.observer, cfg.debug_socket or cfg.state / "debug.sock")
+    cfg.state.mkdir(parents=True, exist_ok=True)
+    await debug.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -117,6 +123,7 @@ async def serve(cfg: Config) -> None:
         log.info("stopping: letting in-flight calls finish (grace %.0fs)", cfg.shutdown_grace)
     finally:
         await server.stop(cfg.shutdown_grace)
+        await debug.stop()
         for step in lifecycle.stop_steps():
             try:
                 await step(app)

@@ -11,6 +11,7 @@ is served, and one without a handler answers UNIMPLEMENTED with its name.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -62,17 +63,22 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], name: str, err: Bas
 def _unary(app: App, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     debug = log.isEnabledFor(logging.DEBUG)
 
+    observe = app.observer.observe
+
     async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if not app.ready.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_READY)
         tr = trace.Trace(name)
         token = trace.current.set(tr)
+        code = "OK"
         try:
             return await fn(app, request)
         except Exception as err:
+            code = status_of(err).name if isinstance(err, errors.CriError) else "UNKNOWN"
             await _fail(context, name, err)
         finally:
             trace.current.reset(token)
+            observe(tr, code, time.perf_counter() - tr.started)
             if debug:
                 log.debug("trace %s", tr.render())
     return behavior
