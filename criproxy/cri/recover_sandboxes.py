@@ -21,6 +21,7 @@ from criproxy import errors, lifecycle
 from criproxy.app import App
 from criproxy.cri import sandbox_files, sandbox_network, sandbox_pause
 from criproxy.cri.runtime_update_config import load_pod_cidr
+from criproxy.events.relay import relay_of
 from criproxy.network import cni, netns, pod
 from criproxy.protos import containers_pb, cri, task_types, tasks_pb
 from criproxy.state.sandbox import SandboxRecord
@@ -33,6 +34,7 @@ SANDBOX_FILTER = f'labels."{t.KIND_LABEL}"=={t.KIND_SANDBOX}'
 @lifecycle.on_start(20)
 async def recover_sandboxes(app: App) -> None:
     app.pod_cidr = app.pod_cidr or load_pod_cidr(app)
+    relay_of(app).on_relist(relist_sandboxes)
     containers = (await app.ctrd.containers.List(containers_pb.ListContainersRequest(filters=[SANDBOX_FILTER]))
                   ).containers
     tasks = {p.id: p for p in (await app.ctrd.tasks.List(tasks_pb.ListTasksRequest())).tasks}
@@ -48,6 +50,19 @@ async def recover_sandboxes(app: App) -> None:
         app.spawn(clean_orphans(app, orphans), "sandbox-orphans")
     log.info("recovered %d pod sandboxes (%d ready)", len(app.sandboxes),
              sum(1 for r in app.sandboxes.all() if r.ready))
+
+
+async def relist_sandboxes(app: App) -> None:
+    """Correct what a missed exit left behind: a READY sandbox whose pause task no longer runs."""
+    ready = [rec for rec in app.sandboxes.all() if rec.ready and rec.stopping is None]
+    if not ready:
+        return
+    tasks = {p.id: p for p in (await app.ctrd.tasks.List(tasks_pb.ListTasksRequest())).tasks}
+    for rec in ready:
+        task = tasks.get(rec.id)
+        if rec.ready and (task is None or task.status == task_types.STOPPED):
+            log.info("pause task of sandbox %s is gone; marking it NOTREADY", rec.id)
+            app.sandboxes.set_state(rec, cri.SANDBOX_NOTREADY)
 
 
 def record_of(c: containers_pb.Container) -> SandboxRecord | None:
