@@ -1,0 +1,104 @@
+"""ExecSync: run a command in a running container and return its output and exit code (probes).
+
+The process is the container's own OCI process with ``args`` replaced (the CRI plugin's rule), its
+stdout/stderr drained from FIFOs into memory up to 16 MiB each (the rest is read and dropped, so the
+process never blocks on a full pipe). ``timeout`` seconds (0 = none) → the process is killed and the
+call fails DEADLINE_EXCEEDED, which kubelet reads as a probe timeout. After the exit, output is
+awaited only briefly: a background child that inherited stdout must not hold the call open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from typing import Any
+
+from criproxy import errors
+from criproxy.app import App
+from criproxy.cri import rpc
+from criproxy.io.container import ContainerIO
+from criproxy.protos import cri, tasks_pb
+from criproxy.state.container import ContainerRecord
+from criproxy.translate import container as t
+
+MAX_OUTPUT = 16 * 1024 * 1024
+# The reply itself must fit gRPC's 16 MiB message limit: framing and the exit code need a little room.
+REPLY_BUDGET = MAX_OUTPUT - 1024
+DRAIN_AFTER_EXIT = 1.0
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.out: dict[bytes, bytearray] = {b"stdout": bytearray(), b"stderr": bytearray()}
+
+    def __call__(self, stream: bytes, data: bytes) -> None:
+        buf = self.out[stream]
+        room = MAX_OUTPUT - len(buf)
+        if room > 0:
+            buf += data[:room]
+
+
+def _process(rec: ContainerRecord, cmd: list[str]) -> dict[str, Any]:
+    if rec.process is None:
+        raise errors.FailedPrecondition(f"container {rec.id} has no process spec")
+    proc = dict(rec.process)
+    proc["args"], proc["terminal"] = list(cmd), False
+    return proc
+
+
+async def _exec(app: App, rec: ContainerRecord, exec_id: str, cio: ContainerIO, cmd: list[str]) -> None:
+    req = tasks_pb.ExecProcessRequest(container_id=rec.id, exec_id=exec_id, stdout=cio.stdout, stderr=cio.stderr)
+    req.spec.type_url = t.PROCESS_TYPE_URL
+    req.spec.value = json.dumps(_process(rec, cmd), separators=(",", ":")).encode()
+    await app.ctrd.tasks.Exec(req)
+
+
+async def _run(app: App, rec: ContainerRecord, exec_id: str, cio: ContainerIO, cmd: list[str],
+               timeout: float | None) -> int:
+    await _exec(app, rec, exec_id, cio, cmd)
+    wait = asyncio.ensure_future(app.ctrd.tasks.Wait(tasks_pb.WaitRequest(container_id=rec.id, exec_id=exec_id)))
+    try:
+        try:
+            await app.ctrd.tasks.Start(tasks_pb.StartRequest(container_id=rec.id, exec_id=exec_id))
+        finally:
+            cio.release_holders()           # the shim opens its writers during exec Start
+        done, _ = await asyncio.wait([wait], timeout=timeout)
+        if not done:
+            with contextlib.suppress(errors.CriError):
+                await app.ctrd.tasks.Kill(tasks_pb.KillRequest(container_id=rec.id, exec_id=exec_id,
+                                                               signal=signal.SIGKILL))
+            await asyncio.wait([wait], timeout=5)      # reaped, so DeleteProcess can succeed
+            raise errors.DeadlineExceeded(f"command {cmd!r} timed out after {timeout:g}s")
+        resp = wait.result()
+    finally:
+        wait.cancel()
+    await cio.wait_drained(DRAIN_AFTER_EXIT)
+    return int(resp.exit_status)
+
+
+@rpc("ExecSync")
+async def exec_sync(app: App, request: cri.ExecSyncRequest) -> cri.ExecSyncResponse:
+    rec = app.containers.get(request.container_id)
+    if rec.state != cri.CONTAINER_RUNNING:
+        raise errors.FailedPrecondition(f"container {rec.id} is not running")
+    if not request.cmd:
+        raise errors.InvalidArgument("exec command is empty")
+    exec_id = os.urandom(16).hex()
+    directory = app.config.state / "containers" / rec.id / "exec" / exec_id
+    cio = ContainerIO(directory, exec_id, "", tty=False, stdin=False)
+    collect = _Collector()
+    cio.listeners.append(collect)
+    await cio.create()
+    try:
+        code = await _run(app, rec, exec_id, cio, list(request.cmd), float(request.timeout) or None)
+    finally:
+        with contextlib.suppress(errors.CriError):
+            await app.ctrd.tasks.DeleteProcess(tasks_pb.DeleteProcessRequest(container_id=rec.id, exec_id=exec_id))
+        cio.remove()
+    out, err = collect.out[b"stdout"], collect.out[b"stderr"]
+    err = err[:REPLY_BUDGET // 2] if len(out) + len(err) > REPLY_BUDGET and len(err) > REPLY_BUDGET // 2 else err
+    out = out[:REPLY_BUDGET - len(err)]
+    return cri.ExecSyncResponse(stdout=bytes(out), stderr=bytes(err), exit_code=code)
