@@ -10,10 +10,11 @@ message of ``CniError``. Nothing here knows about pods: ``sandbox_network`` buil
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 from criproxy.network.cniconf import NetworkConfig
 
 PLUGIN_TIMEOUT = 120.0
+# Plugins run in threads of their own so many pods starting at once never wait on the default pool.
+_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="cni")
 
 
 class CniError(Exception):
@@ -86,17 +89,12 @@ def _plugin_error(plugin_type: str, command: str, rc: int | None, out: bytes, er
     return CniError(f"CNI plugin {plugin_type} failed ({command}, exit {rc}): {msg or 'no output'}")
 
 
-async def _talk(proc: asyncio.subprocess.Process, stdin: bytes) -> tuple[bytes, bytes]:
-    """Feed stdin and collect output; a plugin that exits without reading its config is still heard."""
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
-        proc.stdin.write(stdin)
-        await proc.stdin.drain()
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
-        proc.stdin.close()
-    out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
-    await proc.wait()
-    return out, err
+def _run(argv: list[str], env: dict[str, str], stdin: bytes) -> subprocess.CompletedProcess[bytes]:
+    """Run a plugin to completion. ``close_fds=False`` lets CPython use posix_spawn (vfork): a plain
+    fork() in a process running grpc runs grpc's fork handlers in the child, which crash it (SIGSEGV
+    in an event_engine thread) before exec. criproxy's own descriptors are all close-on-exec."""
+    return subprocess.run(argv, input=stdin, capture_output=True, env=env, close_fds=False,
+                          timeout=PLUGIN_TIMEOUT, check=False)
 
 
 async def exec_plugin(command: str, conf: dict[str, Any], att: Attachment, bin_dirs: list[Path]) -> dict[str, Any]:
@@ -106,26 +104,21 @@ async def exec_plugin(command: str, conf: dict[str, Any], att: Attachment, bin_d
     env = {"CNI_COMMAND": command, "CNI_CONTAINERID": att.container_id, "CNI_NETNS": att.netns,
            "CNI_IFNAME": att.ifname, "CNI_ARGS": att.cni_args(), "CNI_PATH": ":".join(map(str, bin_dirs)),
            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
-    proc = await asyncio.create_subprocess_exec(str(binary), stdin=asyncio.subprocess.PIPE,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                                                env=env)
+    loop = asyncio.get_running_loop()
     try:
-        out, err = await asyncio.wait_for(_talk(proc, json.dumps(conf).encode()), PLUGIN_TIMEOUT)
-    except (TimeoutError, asyncio.CancelledError) as e:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        if isinstance(e, TimeoutError):
-            raise CniError(f"CNI plugin {plugin_type} ({command}) timed out after {PLUGIN_TIMEOUT:.0f}s") from None
-        raise
-    if proc.returncode != 0:
-        raise _plugin_error(plugin_type, command, proc.returncode, out, err)
-    if not out.strip():
+        res = await loop.run_in_executor(_POOL, _run, [str(binary)], env, json.dumps(conf).encode())
+    except subprocess.TimeoutExpired:
+        raise CniError(f"CNI plugin {plugin_type} ({command}) timed out after {PLUGIN_TIMEOUT:.0f}s") from None
+    except OSError as e:
+        raise CniError(f"CNI plugin {plugin_type} ({command}) could not be run: {e}") from None
+    if res.returncode != 0:
+        raise _plugin_error(plugin_type, command, res.returncode, res.stdout, res.stderr)
+    if not res.stdout.strip():
         return {}
     try:
-        result: dict[str, Any] = json.loads(out)
+        result: dict[str, Any] = json.loads(res.stdout)
     except ValueError:
-        raise CniError(f"CNI plugin {plugin_type} ({command}) printed invalid JSON: {out[:200]!r}") from None
+        raise CniError(f"CNI plugin {plugin_type} ({command}) printed invalid JSON: {res.stdout[:200]!r}") from None
     return result
 
 

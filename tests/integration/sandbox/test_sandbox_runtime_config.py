@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -25,18 +27,27 @@ runtime_type = "io.containerd.runc.v2"
 
 
 @pytest.fixture
-def configured(criproxy_factory: CriproxyFactory, testenv: Environment, tmp_path: Path) -> CriproxyProcess:
-    """criproxy with an extra handler and a conflist whose bridge takes ipRanges from the pod CIDR."""
+def configured(criproxy_factory: CriproxyFactory, testenv: Environment, tmp_path: Path
+               ) -> Iterator[CriproxyProcess]:
+    """criproxy with an extra handler and a conflist whose bridge takes ipRanges from the pod CIDR.
+
+    Its own bridge (the session bridge already carries the /16 gateway, and the bridge plugin refuses a
+    second gateway address) and IPAM dir; the bridge is deleted afterwards.
+    """
     confdir = tmp_path / "net.d"
     confdir.mkdir()
     conf = json.loads(next(testenv.criproxy_cni_dir.glob("*.conflist")).read_text())
+    bridge = conf["plugins"][0]["bridge"] = testenv.criproxy_net.bridge + "c"
     conf["plugins"][0]["capabilities"] = {"ipRanges": True}
-    del conf["plugins"][0]["ipam"]["ranges"]      # host-local adds runtime ranges to configured ones
+    conf["plugins"][0]["ipam"] = {"type": "host-local", "dataDir": str(tmp_path / "ipam")}
     (confdir / "10-cidr.conflist").write_text(json.dumps(conf))
     cfg = tmp_path / "criproxy.toml"
     cfg.write_text(CONFIG)
-    return criproxy_factory(extra_args=["--config", str(cfg), "--cni-conf-dir", str(confdir)],
-                            namespace="criproxy-cfg")
+    try:
+        yield criproxy_factory(extra_args=["--config", str(cfg), "--cni-conf-dir", str(confdir)],
+                               namespace="criproxy-cfg")
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
 
 
 def _pod_cidr(testenv: Environment) -> str:
