@@ -88,11 +88,9 @@ async def connect_containerd(cfg: Config) -> tuple[Containerd, ManagedContainerd
     raise StartupError(f"cannot reach containerd at {address}: {last}; {hint}")
 
 
-async def serve(cfg: Config) -> None:
-    lock = take_socket_lock(cfg.listen)
-    ctrd, managed = await connect_containerd(cfg)
-    app = App(config=cfg, ctrd=ctrd)
-    app.containerd_version = await ctrd.server_version(timeout=5)
+async def start_grpc(app: App) -> grpc.aio.Server:
+    """Bind the CRI socket with mode 0660; the umask makes it never world-reachable, even briefly."""
+    cfg = app.config
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
                                       ("grpc.max_send_message_length", 16 * 1024 * 1024)])
     server.add_generic_rpc_handlers(generic_handlers(app, cri.load_all()))
@@ -104,12 +102,39 @@ async def serve(cfg: Config) -> None:
         os.umask(old_umask)
     os.chmod(cfg.listen, cfg.listen_mode)
     log.info("criproxy listening on %s (containerd %s at %s, namespace %s)", cfg.listen,
-             app.containerd_version, ctrd.address, cfg.namespace)
+             app.containerd_version, app.ctrd.address, cfg.namespace)
+    return server
+
+
+async def start_debug(app: App) -> DebugServer:
     app.observer.gauges.update({"sandboxes": lambda: len(app.sandboxes),
                                 "containers": lambda: len(app.containers)})
-    debug = DebugServer(app.observer, cfg.debug_socket or cfg.state / "debug.sock")
-    cfg.state.mkdir(parents=True, exist_ok=True)
+    app.config.state.mkdir(parents=True, exist_ok=True)
+    debug = DebugServer(app.observer, app.config.debug_socket or app.config.state / "debug.sock")
     await debug.start()
+    return debug
+
+
+async def run_stop_steps(app: App) -> None:
+    """Stop steps in reverse order, then cancel what is left in the background; each failure is
+    logged and the rest still run, so one broken part cannot keep the others from cleaning up."""
+    for step in lifecycle.stop_steps():
+        try:
+            await step(app)
+        except Exception:
+            log.exception("stop step %s failed", step.__qualname__)
+    for task in list(app.background):
+        task.cancel()
+    await asyncio.gather(*app.background, return_exceptions=True)
+
+
+async def serve(cfg: Config) -> None:
+    lock = take_socket_lock(cfg.listen)
+    ctrd, managed = await connect_containerd(cfg)
+    app = App(config=cfg, ctrd=ctrd)
+    app.containerd_version = await ctrd.server_version(timeout=5)
+    server = await start_grpc(app)
+    debug = await start_debug(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -124,14 +149,7 @@ async def serve(cfg: Config) -> None:
     finally:
         await server.stop(cfg.shutdown_grace)
         await debug.stop()
-        for step in lifecycle.stop_steps():
-            try:
-                await step(app)
-            except Exception:
-                log.exception("stop step %s failed", step.__qualname__)
-        for task in list(app.background):
-            task.cancel()
-        await asyncio.gather(*app.background, return_exceptions=True)
+        await run_stop_steps(app)
         await ctrd.close()
         if managed is not None:
             await managed.stop()
