@@ -1,0 +1,234 @@
+"""The container config as the process sees it: args, env, workdir, user, mounts and propagation,
+capabilities, privileged, readonly rootfs, seccomp, limits and OOM — read from inside the container
+(/proc/self/status, mountinfo, cgroup files) and on the host."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from criproxy.protos import cri
+from tests.harness import Dir, ImageConfig, build_image, busybox_layers
+from tests.harness.client import CriClient
+from tests.harness.env import Environment
+from tests.harness.images import DEFAULT_PATH
+from tests.integration.containers.conftest import Pod, container_config, read_log, wait_for
+
+SLEEP = ["sleep", "1000"]
+
+
+@pytest.fixture(scope="module")
+def cfg_image(testenv: Environment, busybox: str) -> str:
+    """An image with entrypoint, cmd, env, user, workdir and stop signal of its own."""
+    layout = build_image("cfgimg", "v1", {"work": Dir(0o777)},
+                         ImageConfig(entrypoint=["/bin/sh", "-c"], cmd=["echo image-cmd"], user="app",
+                                     env=[DEFAULT_PATH, "FROM_IMAGE=1", "OVERRIDE=image"], workdir="/work",
+                                     stop_signal="SIGUSR1"), base=busybox_layers())
+    ref = testenv.push(layout)
+    with CriClient(testenv.criproxies[0].socket) as c:
+        c.image.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=ref)), timeout=120)
+    return ref
+
+
+def status_field(text: str, key: str) -> str:
+    return next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(key + ":"))
+
+
+def test_image_defaults_args_env_workdir_user(pod: Pod, cfg_image: str) -> None:
+    cid = pod.run(container_config(cfg_image))
+    pod.wait_exit(cid)
+    assert read_log(pod.log()) == [("stdout", "F", "image-cmd")]
+    cfg = container_config(cfg_image, name="d", args=["echo $FROM_IMAGE $OVERRIDE $HOSTNAME; pwd; id"],
+                           envs=[cri.KeyValue(key="OVERRIDE", value=b"config")])
+    cid = pod.run(cfg)
+    assert pod.wait_exit(cid).exit_code == 0
+    lines = [t for _s, _tag, t in read_log(pod.log("d"))]
+    assert lines[0] == "1 config pod" and lines[1] == "/work"
+    assert lines[2].startswith("uid=1000(app) gid=1000(app) groups=1000(app),2000(extra)")
+    st = pod.status(cid)
+    assert (st.user.linux.uid, st.user.linux.gid, list(st.user.linux.supplemental_groups)) == (1000, 1000,
+                                                                                               [1000, 2000])
+
+
+def test_command_overrides_entrypoint_and_workdir(pod: Pod, cfg_image: str) -> None:
+    cid = pod.run(container_config(cfg_image, command=["pwd"], working_dir="/etc"))
+    pod.wait_exit(cid)
+    assert read_log(pod.log()) == [("stdout", "F", "/etc")]
+
+
+def test_image_stop_signal_is_used(pod: Pod, cfg_image: str) -> None:
+    cid = pod.run(container_config(cfg_image, args=["trap 'exit 0' USR1; while true; do sleep 0.1; done"]))
+    pod.rt.StopContainer(cri.StopContainerRequest(container_id=cid, timeout=30), timeout=20)
+    assert pod.status(cid).reason == "Completed"
+
+
+@pytest.mark.parametrize(("sc", "expected"), [
+    (cri.LinuxContainerSecurityContext(run_as_user=cri.Int64Value(value=1000)), "uid=1000(app) gid=1000(app)"),
+    (cri.LinuxContainerSecurityContext(run_as_username="app", run_as_group=cri.Int64Value(value=2000),
+                                       supplemental_groups=[3000]),
+     "uid=1000(app) gid=2000(extra) groups=2000(extra),3000"),
+    (cri.LinuxContainerSecurityContext(run_as_user=cri.Int64Value(value=4321)), "uid=4321 gid=0(root)"),
+])
+def test_user(pod: Pod, sc: cri.LinuxContainerSecurityContext, expected: str) -> None:
+    cfg = container_config(pod.image, command=SLEEP)
+    cfg.linux.security_context.MergeFrom(sc)
+    cid = pod.run(cfg)
+    assert pod.sh(cid, "id").startswith(expected)
+
+
+def test_pod_files_and_hostname(pod: Pod) -> None:
+    cid = pod.run(command=SLEEP)
+    assert pod.sh(cid, "hostname").strip() == "pod"
+    assert pod.sh(cid, "cat /etc/hostname").strip() == "pod"
+    assert "localhost" in pod.sh(cid, "cat /etc/hosts")
+
+
+def test_readonly_rootfs(pod: Pod) -> None:
+    cfg = container_config(pod.image, command=SLEEP)
+    cfg.linux.security_context.readonly_rootfs = True
+    cid = pod.run(cfg)
+    resp = pod.exec(cid, "touch", "/x")
+    assert resp.exit_code != 0 and b"Read-only" in resp.stderr
+    assert pod.exec(cid, "touch", "/dev/shm/x").exit_code == 0
+
+
+def _caps(pod: Pod, cid: str) -> int:
+    return int(status_field(pod.sh(cid, "cat /proc/self/status"), "CapEff"), 16)
+
+
+def test_capabilities_add_drop(pod: Pod) -> None:
+    default = pod.run(container_config(pod.image, name="a", command=SLEEP))
+    cfg = container_config(pod.image, name="b", command=SLEEP)
+    cfg.linux.security_context.capabilities.add_capabilities.append("NET_ADMIN")
+    cfg.linux.security_context.capabilities.drop_capabilities.append("CHOWN")
+    changed = pod.run(cfg)
+    none = container_config(pod.image, name="c", command=SLEEP)
+    none.linux.security_context.capabilities.drop_capabilities.append("ALL")
+    dropped = pod.run(none)
+    net_admin, chown = 1 << 12, 1 << 0
+    assert _caps(pod, default) & chown and not _caps(pod, default) & net_admin
+    assert _caps(pod, changed) & net_admin and not _caps(pod, changed) & chown
+    assert _caps(pod, dropped) == 0
+    assert pod.exec(dropped, "chown", "1:1", "/tmp").exit_code != 0
+
+
+def test_no_new_privs_and_default_seccomp(pod: Pod) -> None:
+    cfg = container_config(pod.image, command=SLEEP)
+    cfg.linux.security_context.no_new_privs = True
+    cfg.linux.security_context.seccomp.profile_type = cri.SecurityProfile.RuntimeDefault
+    cid = pod.run(cfg)
+    status = pod.sh(cid, "cat /proc/self/status")
+    assert status_field(status, "NoNewPrivs") == "1" and status_field(status, "Seccomp") == "2"
+    assert pod.exec(cid, "unshare", "-n", "true").exit_code != 0
+    plain = pod.run(container_config(pod.image, name="u", command=SLEEP))
+    assert status_field(pod.sh(plain, "cat /proc/self/status"), "Seccomp") == "0"
+
+
+def test_privileged(make_pod: object) -> None:
+    pod = make_pod("priv")  # type: ignore[operator]
+    with pytest.raises(grpc.RpcError) as e:
+        cfg = container_config(pod.image, command=SLEEP)
+        cfg.linux.security_context.privileged = True
+        pod.create(cfg)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    ppod = make_pod("priv2", linux=cri.LinuxPodSandboxConfig(  # type: ignore[operator]
+        security_context=cri.LinuxSandboxSecurityContext(privileged=True)))
+    cfg = container_config(ppod.image, command=SLEEP)
+    cfg.linux.security_context.privileged = True
+    cid = ppod.run(cfg)
+    assert _caps(ppod, cid) & (1 << 21)                   # CAP_SYS_ADMIN
+    assert ppod.exec(cid, "sh", "-c", "mkdir -p /m && mount -t tmpfs t /m").exit_code == 0
+    assert " rw," in ppod.sh(cid, "grep ' /sys ' /proc/self/mountinfo") or \
+        "rw" in ppod.sh(cid, "grep ' /sys ' /proc/self/mountinfo").split()[5]
+    assert ppod.exec(cid, "ls", "/dev/loop-control").exit_code == 0 or \
+        int(ppod.sh(cid, "ls /dev | wc -l")) > 20
+
+
+def test_devices(pod: Pod) -> None:
+    cfg = container_config(pod.image, command=SLEEP,
+                           devices=[cri.Device(container_path="/dev/mynull", host_path="/dev/null", permissions="rwm")])
+    cid = pod.run(cfg)
+    assert pod.sh(cid, "echo x > /dev/mynull && ls -l /dev/mynull").startswith("c")
+
+
+@pytest.fixture
+def shared_dir(testenv: Environment) -> Iterator[Path]:
+    """A host directory that is its own shared mount (what bidirectional propagation needs)."""
+    d = testenv.scratch_dir("shared")
+    subprocess.run(["mount", "--bind", str(d), str(d)], check=True)
+    subprocess.run(["mount", "--make-shared", str(d)], check=True)
+    yield d
+    subprocess.run(["umount", "-R", "-l", str(d)], check=False)
+
+
+def _mount_cfg(pod: Pod, host: Path, prop: int, name: str, privileged: bool = False,
+               readonly: bool = False) -> cri.ContainerConfig:
+    cfg = container_config(pod.image, name=name, command=SLEEP, mounts=[cri.Mount(
+        container_path="/data", host_path=str(host), propagation=prop, readonly=readonly)])  # type: ignore[arg-type]
+    cfg.linux.security_context.privileged = privileged
+    return cfg
+
+
+def test_bind_mounts_and_propagation(make_pod: object, shared_dir: Path) -> None:
+    pod = make_pod("prop", linux=cri.LinuxPodSandboxConfig(  # type: ignore[operator]
+        security_context=cri.LinuxSandboxSecurityContext(privileged=True)))
+    (shared_dir / "hello").write_text("from host\n")
+    private = pod.run(_mount_cfg(pod, shared_dir, cri.PROPAGATION_PRIVATE, "p", readonly=True))
+    slave = pod.run(_mount_cfg(pod, shared_dir, cri.PROPAGATION_HOST_TO_CONTAINER, "s"))
+    shared = pod.run(_mount_cfg(pod, shared_dir, cri.PROPAGATION_BIDIRECTIONAL, "b", privileged=True))
+    assert pod.sh(private, "cat /data/hello") == "from host\n"
+    assert pod.exec(private, "touch", "/data/x").exit_code != 0           # readonly
+    # host → container: a mount made on the host after start shows in rslave and rshared, not private
+    sub = shared_dir / "fromhost"
+    sub.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "fromhost", str(sub)], check=True)
+    (sub / "f").write_text("x")
+    assert pod.exec(slave, "cat", "/data/fromhost/f").stdout == b"x"
+    assert pod.exec(shared, "cat", "/data/fromhost/f").stdout == b"x"
+    assert pod.exec(private, "cat", "/data/fromhost/f").exit_code != 0
+    # container → host: only the bidirectional mount propagates back
+    pod.sh(shared, "mkdir -p /data/fromctr && mount -t tmpfs fromctr /data/fromctr && echo y > /data/fromctr/g")
+    assert wait_for(lambda: (shared_dir / "fromctr" / "g").exists(), timeout=5, what="propagation to host")
+    opts = pod.sh(shared, "grep ' /data ' /proc/self/mountinfo")
+    assert "shared:" in opts
+
+
+def test_missing_host_path_is_created(pod: Pod, testenv: Environment) -> None:
+    host = testenv.scratch_dir("m") / "new" / "dir"
+    cid = pod.run(_mount_cfg(pod, host, cri.PROPAGATION_PRIVATE, "m"))
+    pod.sh(cid, "echo hi > /data/f")
+    assert (host / "f").read_text() == "hi\n"
+
+
+def test_rshared_needs_shared_host_mount(pod: Pod, testenv: Environment) -> None:
+    with pytest.raises(grpc.RpcError) as e:
+        pod.create(_mount_cfg(pod, testenv.scratch_dir("np"), cri.PROPAGATION_BIDIRECTIONAL, "x"))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_memory_and_cpu_limits(pod: Pod) -> None:
+    cfg = container_config(pod.image, command=SLEEP)
+    r = cfg.linux.resources
+    r.memory_limit_in_bytes, r.cpu_quota, r.cpu_period, r.cpu_shares = 64 << 20, 50000, 100000, 256
+    cid = pod.run(cfg)
+    if os.path.exists("/sys/fs/cgroup/memory"):
+        assert int(pod.sh(cid, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes")) == 64 << 20
+        assert int(pod.sh(cid, "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us")) == 50000
+        assert int(pod.sh(cid, "cat /sys/fs/cgroup/cpu/cpu.shares")) == 256
+    else:
+        assert int(pod.sh(cid, "cat /sys/fs/cgroup/memory.max")) == 64 << 20
+        assert pod.sh(cid, "cat /sys/fs/cgroup/cpu.max").split() == ["50000", "100000"]
+
+
+def test_memory_hog_is_oomkilled(pod: Pod) -> None:
+    cfg = container_config(pod.image, command=["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"])
+    cfg.linux.resources.memory_limit_in_bytes = 32 << 20
+    cfg.linux.resources.memory_swap_limit_in_bytes = 32 << 20
+    cid = pod.run(cfg)
+    st = pod.wait_exit(cid, timeout=30)
+    assert (st.exit_code, st.reason) == (137, "OOMKilled")
