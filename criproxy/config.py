@@ -66,7 +66,9 @@ class Config(BaseSettings):
     registry_config_path: Path = Field(default_factory=_default_registry_config_path)
     pause_image: str = "registry.k8s.io/pause:3.9"
     pull_progress_timeout: float = 60.0
-    streaming_address: str = "127.0.0.1:0"
+    streaming_address: str = "127.0.0.1:0"   # host:port of the exec/attach/port-forward server
+    streaming_token_ttl: float = 60.0          # seconds an Exec/Attach/PortForward URL stays valid
+    streaming_max_tokens: int = 1000           # URLs outstanding at once (kubelet's limit too)
     debug_socket: Path | None = None  # metrics and traces over HTTP; default <state>/debug.sock
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
