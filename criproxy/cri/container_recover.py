@@ -58,7 +58,8 @@ async def _list_ours(app: App) -> list[containers_pb.Container]:
 
 
 async def _tasks(app: App) -> dict[str, Any]:
-    return {p.container_id: p for p in (await app.ctrd.tasks.List(tasks_pb.ListTasksRequest())).tasks}
+    """Tasks by container ID (containerd 1.6 fills only ``id`` in Tasks.List, later ones both)."""
+    return {p.container_id or p.id: p for p in (await app.ctrd.tasks.List(tasks_pb.ListTasksRequest())).tasks}
 
 
 def _load(app: App, c: containers_pb.Container) -> ContainerRecord | None:
