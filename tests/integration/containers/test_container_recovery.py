@@ -3,10 +3,14 @@ exit codes, log pumps re-attach and keep writing, exits that happened while it w
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 
 from criproxy.protos import cri
 from tests.harness.criproxy import CriproxyProcess
+from tests.harness.env import Environment
 from tests.integration.containers.conftest import Pod, container_config, read_log, wait_for
 
 COUNTER = ["sh", "-c", "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.1; done"]
@@ -52,3 +56,15 @@ def test_restart_restores_containers_and_logging(pod: Pod, criproxy_proc: Cripro
     assert pod.status(running).state == cri.CONTAINER_EXITED
     pod.rt.StartContainer(cri.StartContainerRequest(container_id=created))
     assert pod.wait_exit(created).reason == "Completed"
+
+
+def test_containerd_restart_keeps_containers_and_sees_later_exits(pod: Pod, testenv: Environment) -> None:
+    cid = pod.run(container_config(pod.image, name="run", command=COUNTER))
+    testenv.ctrd.restart()
+    assert pod.status(cid).state == cri.CONTAINER_RUNNING
+    n = len(read_log(pod.log("run")))
+    wait_for(lambda: len(read_log(pod.log("run"))) > n + 3, what="logging across the containerd restart")
+    info = pod.rt.ContainerStatus(cri.ContainerStatusRequest(container_id=cid, verbose=True), timeout=30).info
+    os.kill(int(json.loads(info["info"])["pid"]), signal.SIGKILL)   # the exit must still be noticed
+    st = pod.wait_exit(cid, timeout=30)
+    assert (st.exit_code, st.reason) == (137, "Error")
