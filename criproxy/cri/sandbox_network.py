@@ -26,11 +26,13 @@ def current_network(app: App) -> cniconf.NetworkConfig:
         raise errors.FailedPrecondition(f"network not ready: {e}") from None
 
 
-async def create_netns(app: App, rec: SandboxRecord) -> None:
+async def create_netns(app: App, rec: SandboxRecord) -> str:
+    """Create and pin the netns at ``rec.netns_path`` (chosen beforehand), or at a fresh path."""
     try:
-        rec.netns_path = await netns.create(app.config.netns_dir)
+        rec.netns_path = await netns.create(app.config.netns_dir, rec.netns_path)
     except netns.NetnsError as e:
         raise errors.Internal(str(e)) from None
+    return rec.netns_path
 
 
 async def add(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig) -> None:

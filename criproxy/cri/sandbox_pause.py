@@ -1,8 +1,8 @@
 """The pause container and its task: create, start, watch, stop, delete.
 
 The pause image is resolved once and cached (``app.parts``); if its snapshot disappeared (image
-removed) the cache is dropped and the image ensured again. The container is created as containerd's
-Go client does (lease → Snapshots.Prepare → Containers.Create → lease deleted), labelled
+removed) the cache is dropped and the image ensured again. The container record is created before
+its snapshot (no lease needed, see ``prepare_snapshot``), labelled
 ``io.cri-containerd.kind=sandbox`` with the metadata extension recovery reads. A watcher per pause
 task (Tasks.Wait, started before Start) turns the sandbox NOTREADY the moment pause exits.
 """
@@ -42,14 +42,17 @@ async def pause_image(app: App, refresh: bool = False) -> LocalImage:
     return img
 
 
-async def prepare_snapshot(app: App, rec: SandboxRecord, lease: str) -> list[mount_pb.Mount]:
-    """The pause rootfs snapshot (key = sandbox ID); the image is re-ensured once if its chain is gone."""
+async def prepare_snapshot(app: App, rec: SandboxRecord) -> list[mount_pb.Mount]:
+    """The pause rootfs snapshot (key = sandbox ID); the image is re-ensured once if its chain is gone.
+
+    No lease: the container record, created first, already names this snapshot key, and containerd's
+    GC keeps every snapshot a container references (FACTS §1), so nothing is ever collectable.
+    """
     for attempt in (0, 1):
         img = await pause_image(app, refresh=attempt == 1)
-        rec.image = img.record_name
         try:
             resp = await app.ctrd.snapshots.Prepare(snapshots_pb.PrepareSnapshotRequest(
-                snapshotter=app.config.snapshotter, key=rec.id, parent=img.chain_id), lease=lease)
+                snapshotter=app.config.snapshotter, key=rec.id, parent=img.chain_id))
             return list(resp.mounts)
         except errors.NotFound:
             if attempt == 1:
@@ -76,17 +79,21 @@ def build_spec(app: App, rec: SandboxRecord, img: LocalImage) -> dict[str, objec
 
 
 async def create_container(app: App, rec: SandboxRecord) -> list[mount_pb.Mount]:
-    """Snapshot + container record under one lease; returns the rootfs mounts for Tasks.Create."""
-    async with app.ctrd.lease() as lease:
-        mounts = await prepare_snapshot(app, rec, lease.id)
-        spec = build_spec(app, rec, (await pause_image(app)))
-        try:
-            await app.ctrd.containers.Create(containers_pb.CreateContainerRequest(
-                container=container_record(app, rec, spec)), lease=lease.id)
-        except BaseException:
-            await remove_snapshot(app, rec.id)
-            raise
-    return mounts
+    """Container record, then its snapshot (two calls, no lease); returns the rootfs mounts.
+
+    The record comes first so the snapshot is GC-safe from the moment it exists; a failed Prepare
+    removes the record again.
+    """
+    img = await pause_image(app)
+    rec.image = img.record_name
+    await app.ctrd.containers.Create(containers_pb.CreateContainerRequest(
+        container=container_record(app, rec, build_spec(app, rec, img))))
+    try:
+        return await prepare_snapshot(app, rec)
+    except BaseException:
+        with contextlib.suppress(errors.CriError):
+            await delete_container(app, rec.id)
+        raise
 
 
 async def start_task(app: App, rec: SandboxRecord, mounts: list[mount_pb.Mount]) -> None:
@@ -144,9 +151,18 @@ async def delete_container(app: App, sandbox_id: str) -> None:
 
 
 async def save_network_facts(app: App, rec: SandboxRecord) -> None:
-    """Rewrite the metadata extension once the IP is known (CNI ran beside the task start)."""
+    """Rewrite the metadata extension once the IP is known (CNI ran beside the task start).
+
+    Run in the background after RunPodSandbox answered: network.json already holds the result on
+    disk, and recovery reads it when criproxy died before this update landed.
+    """
     c = containers_pb.Container(id=rec.id)
     ext = c.extensions[t.METADATA_EXTENSION]
     ext.type_url, ext.value = t.METADATA_TYPE_URL, t.metadata_json(rec)
-    await app.ctrd.containers.Update(containers_pb.UpdateContainerRequest(
-        container=c, update_mask={"paths": [f"extensions.{t.METADATA_EXTENSION}"]}))
+    try:
+        await app.ctrd.containers.Update(containers_pb.UpdateContainerRequest(
+            container=c, update_mask={"paths": [f"extensions.{t.METADATA_EXTENSION}"]}))
+    except errors.NotFound:
+        pass   # removed meanwhile
+    except errors.CriError as e:
+        log.warning("saving network facts of sandbox %s in containerd: %s (network.json has them)", rec.id, e)

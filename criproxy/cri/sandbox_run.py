@@ -73,29 +73,33 @@ async def build(app: App, rec: SandboxRecord) -> str:
         undo.callback(sandbox_files.remove, app, rec.id)
         sandbox_files.create(app, rec)
         net = None if rec.host_network else sandbox_network.current_network(app)
+        netns_ready: asyncio.Future[str] | None = None
         if net is not None:
-            await sandbox_network.create_netns(app, rec)
+            rec.netns_path = netns.new_path(app.config.netns_dir)
             undo.callback(netns.remove, rec.netns_path)
-        await parallel_steps(app, rec, net, undo)
-        if net is not None:
-            await sandbox_pause.save_network_facts(app, rec)
+            netns_ready = asyncio.ensure_future(sandbox_network.create_netns(app, rec))
+        await parallel_steps(app, rec, net, netns_ready, undo)
         if rec.exit_status is None:
             app.sandboxes.set_state(rec, cri.SANDBOX_READY)
         app.sandboxes.add(rec)
         undo.pop_all()
+    if net is not None:
+        app.spawn(sandbox_pause.save_network_facts(app, rec), f"sandbox-facts-{rec.id[:12]}")
     return rec.id
 
 
 async def parallel_steps(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig | None,
-                         undo: AsyncExitStack) -> None:
+                         netns_ready: asyncio.Future[str] | None, undo: AsyncExitStack) -> None:
     """CNI ADD beside the pause container; each branch that succeeded is undone if the other failed.
 
-    A failing branch cleans up only its own work (ADD runs DEL itself) and never touches the netns,
-    which the other branch may still be using; the netns belongs to the outer undo stack.
+    The netns path is known up front, so the container record and snapshot are made while the
+    namespace is still being created; only Tasks.Create and CNI ADD wait for it. A failing branch
+    cleans up only its own work (ADD runs DEL itself) and never touches the netns, which the other
+    branch may still be using; the netns belongs to the outer undo stack.
     """
-    branches = [_pause_branch(app, rec)]
-    if net is not None:
-        branches.insert(0, _network_branch(app, rec, net))
+    branches = [_pause_branch(app, rec, netns_ready)]
+    if net is not None and netns_ready is not None:
+        branches.insert(0, _network_branch(app, rec, net, netns_ready))
     results = await asyncio.gather(*branches, return_exceptions=True)
     failures = [r for r in results if isinstance(r, BaseException)]
     for r in results:
@@ -105,17 +109,21 @@ async def parallel_steps(app: App, rec: SandboxRecord, net: cniconf.NetworkConfi
         raise failures[0]
 
 
-async def _network_branch(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig) -> AsyncExitStack:
+async def _network_branch(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig,
+                          netns_ready: asyncio.Future[str]) -> AsyncExitStack:
+    await asyncio.shield(netns_ready)
     await sandbox_network.add(app, rec, net)
     undo = AsyncExitStack()
     undo.push_async_callback(sandbox_network.teardown, app, rec)
     return undo
 
 
-async def _pause_branch(app: App, rec: SandboxRecord) -> AsyncExitStack:
+async def _pause_branch(app: App, rec: SandboxRecord, netns_ready: asyncio.Future[str] | None) -> AsyncExitStack:
     async with AsyncExitStack() as undo:
         mounts = await sandbox_pause.create_container(app, rec)
         undo.push_async_callback(sandbox_pause.delete_container, app, rec.id)
+        if netns_ready is not None:
+            await asyncio.shield(netns_ready)
         undo.push_async_callback(_quiet_stop, app, rec)
         await sandbox_pause.start_task(app, rec, mounts)
         return undo.pop_all()

@@ -70,25 +70,30 @@ def ensure_shared_dir(netns_dir: Path) -> None:
     _shared_dirs.add(netns_dir)
 
 
-def _create_here(netns_dir: Path) -> str:
+def new_path(netns_dir: Path) -> str:
+    """A fresh pin path (``cni-<uuid>``), known before the namespace exists so callers can put it in
+    a spec while the namespace is still being made."""
+    return str(netns_dir / f"cni-{uuid.UUID(bytes=os.urandom(16))}")
+
+
+def _create_here(path: str) -> str:
     """Runs on a dedicated, throw-away thread: unshare moves *this thread* into the new namespace."""
-    ensure_shared_dir(netns_dir)
-    path = netns_dir / f"cni-{uuid.UUID(bytes=os.urandom(16))}"
+    ensure_shared_dir(Path(path).parent)
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444))
     try:
         _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
-        mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", str(path), None, MS_BIND)
+        mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", path, None, MS_BIND)
     except BaseException as e:
         with contextlib.suppress(OSError):
-            path.unlink()
+            os.unlink(path)
         raise NetnsError(f"creating network namespace {path}: {e}") from None
-    return str(path)
+    return path
 
 
-def _on_thread(netns_dir: Path, done: Callable[[str | None, BaseException | None], None]) -> None:
+def _on_thread(path: str, done: Callable[[str | None, BaseException | None], None]) -> None:
     def body() -> None:
         try:
-            res = _create_here(netns_dir)
+            res = _create_here(path)
         except BaseException as e:
             done(None, e)
         else:
@@ -96,7 +101,7 @@ def _on_thread(netns_dir: Path, done: Callable[[str | None, BaseException | None
     threading.Thread(target=body, name="netns-create", daemon=True).start()
 
 
-def create_sync(netns_dir: Path) -> str:
+def create_sync(netns_dir: Path, path: str = "") -> str:
     """Create and pin a fresh network namespace; returns its path (blocking)."""
     box: list[tuple[str | None, BaseException | None]] = []
     ev = threading.Event()
@@ -104,7 +109,7 @@ def create_sync(netns_dir: Path) -> str:
     def done(res: str | None, err: BaseException | None) -> None:
         box.append((res, err))
         ev.set()
-    _on_thread(netns_dir, done)
+    _on_thread(path or new_path(netns_dir), done)
     ev.wait()
     res, err = box[0]
     if err is not None:
@@ -112,8 +117,8 @@ def create_sync(netns_dir: Path) -> str:
     return res or ""
 
 
-async def create(netns_dir: Path) -> str:
-    """Create and pin a fresh network namespace without blocking the event loop."""
+async def create(netns_dir: Path, path: str = "") -> str:
+    """Create and pin a network namespace (at ``path`` if given) without blocking the event loop."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[str] = loop.create_future()
 
@@ -127,7 +132,7 @@ async def create(netns_dir: Path) -> str:
 
     def done(res: str | None, err: BaseException | None) -> None:
         loop.call_soon_threadsafe(settle, res, err)
-    _on_thread(netns_dir, done)
+    _on_thread(path or new_path(netns_dir), done)
     return await fut
 
 
