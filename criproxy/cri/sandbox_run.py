@@ -5,10 +5,12 @@ what exists, in reverse):
 
 1. validate the config and the runtime handler; reserve ``<pod>_<ns>_<uid>_<attempt>``;
 2. the pod's directories and files (hostname, hosts, resolv.conf, /dev/shm tmpfs);
-3. unless host network: a pinned netns;
-4. in parallel: (a) CNI ADD into the netns, (b) pause snapshot + container record + task start —
-   the pause process does not need the IP, so the two slowest steps (plugins, runc) overlap;
-5. the IP goes into the container's metadata extension; the record enters the cache READY.
+3. unless host network: choose the netns path and start creating the namespace;
+4. in parallel: (a) once the netns exists, CNI ADD into it; (b) container record, snapshot and —
+   once the netns exists — task create and start. The pause process does not need the IP, so the
+   two slowest steps (plugins, runc) overlap;
+5. the record enters the cache READY and the call answers; the IP is then written into the
+   container's metadata extension (network.json already holds it on disk).
 
 The work runs in its own task, not the caller's: when the kubelet times out and retries with the same
 name and attempt, the retry awaits the same task and gets the same sandbox ID (KUBELET.md).

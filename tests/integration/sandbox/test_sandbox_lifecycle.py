@@ -116,3 +116,25 @@ def test_runc_handler_and_status_details(pods: Pods) -> None:
     assert st.labels["io.kubernetes.pod.name"] == "handler" and st.annotations["kubernetes.io/config.source"] == "api"
     info = pods.info(sid)
     assert info["runtimeType"] == "io.containerd.runc.v2" and info["cniResult"]
+
+
+def test_stop_and_remove_take_the_pods_containers(pods: Pods, testenv: Environment, ctr: object,
+                                                  tmp_path: Path) -> None:
+    c = pods.client
+    c.image.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=testenv.busybox_image)), timeout=300)
+    cfg = pod_config("withctr")
+    cfg.log_directory = str(tmp_path)
+    sid = pods.run(cfg)
+    ccfg = cri.ContainerConfig(metadata=cri.ContainerMetadata(name="sleeper"),
+                               image=cri.ImageSpec(image=testenv.busybox_image),
+                               command=["sleep", "3600"], log_path="sleeper/0.log")
+    cid = c.runtime.CreateContainer(cri.CreateContainerRequest(pod_sandbox_id=sid, config=ccfg,
+                                                               sandbox_config=cfg)).container_id
+    c.runtime.StartContainer(cri.StartContainerRequest(container_id=cid))
+    pods.stop(sid)
+    st = c.runtime.ContainerStatus(cri.ContainerStatusRequest(container_id=cid)).status
+    assert st.state == cri.CONTAINER_EXITED
+    pods.remove(sid)
+    assert cid not in ctr("containers", "ls", "-q")  # type: ignore[operator]
+    assert not c.runtime.ListContainers(cri.ListContainersRequest(
+        filter=cri.ContainerFilter(pod_sandbox_id=sid))).containers
