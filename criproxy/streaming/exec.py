@@ -1,0 +1,165 @@
+"""A streamed exec: a new process in the container's task, wired to the client's streams.
+
+The process is the container's OCI process with ``args`` replaced (as ExecSync and the CRI plugin
+do), ``terminal`` set for a tty and ``TERM=xterm`` added when the image did not set TERM, so full-screen
+programs work. Steps: FIFOs → Tasks.Exec → Tasks.Wait (before Start, so a quick exit is not missed)
+→ Tasks.Start → copy streams until the process exits → let output drain briefly → final status →
+Tasks.DeleteProcess. A client that goes away kills the process: nothing is left running that nobody
+can see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from typing import Any
+
+from criproxy import errors
+from criproxy.app import App
+from criproxy.protos import cri, tasks_pb
+from criproxy.state.container import ContainerRecord
+from criproxy.streaming import protocol as p
+from criproxy.streaming.fifo import ExecIO
+from criproxy.streaming.streams import Streams
+from criproxy.translate import container as t
+
+log = logging.getLogger("criproxy.streaming")
+DRAIN_AFTER_EXIT = 2.0
+COPY_CHUNK = 32 * 1024
+
+
+def exec_process(rec: ContainerRecord, cmd: list[str], tty: bool) -> dict[str, Any]:
+    """The OCI process of an exec: the container's, with new args, terminal and (tty) TERM."""
+    if rec.process is None:
+        raise errors.FailedPrecondition(f"container {rec.id} has no process spec")
+    proc = dict(rec.process)
+    proc["args"], proc["terminal"] = list(cmd), tty
+    env = list(proc.get("env") or [])
+    if tty and not any(e.startswith("TERM=") for e in env):
+        env.append("TERM=xterm")
+    proc["env"] = env
+    proc.pop("consoleSize", None)
+    return proc
+
+
+def running_container(app: App, container_id: str) -> ContainerRecord:
+    rec = app.containers.get(container_id)
+    if rec.state != cri.CONTAINER_RUNNING:
+        raise errors.FailedPrecondition(f"container {rec.id} is not running")
+    return rec
+
+
+async def run_exec(app: App, req: cri.ExecRequest, streams: Streams) -> None:
+    """Serve one exec session to its end; the final status always reaches the client."""
+    try:
+        rec = running_container(app, req.container_id)
+        status = await _exec(app, rec, list(req.cmd), streams)
+    except errors.CriError as e:
+        status = p.status_internal(f"error executing command in container: {e}")
+    await streams.finish(status)
+
+
+async def _exec(app: App, rec: ContainerRecord, cmd: list[str], streams: Streams) -> dict[str, Any]:
+    o = streams.opts
+    exec_id = os.urandom(16).hex()
+    eio = ExecIO(app.config.state / "containers" / rec.id / "exec" / exec_id,
+                 o.stdin, o.stdout, o.stderr and not o.tty)
+    await eio.create()
+    try:
+        code = await _run(app, rec, exec_id, cmd, eio, streams)
+    finally:
+        with contextlib.suppress(errors.CriError):
+            await app.ctrd.tasks.DeleteProcess(tasks_pb.DeleteProcessRequest(container_id=rec.id, exec_id=exec_id))
+        eio.remove()
+    if code is None:
+        return p.status_internal("the client went away; the process was killed")
+    return p.status_success() if code == 0 else p.status_exit_code(cmd, code)
+
+
+async def _create(app: App, rec: ContainerRecord, exec_id: str, cmd: list[str], eio: ExecIO, tty: bool) -> None:
+    req = tasks_pb.ExecProcessRequest(container_id=rec.id, exec_id=exec_id, terminal=tty,
+                                      stdin=eio.paths.get("stdin", ""), stdout=eio.paths.get("stdout", ""),
+                                      stderr=eio.paths.get("stderr", ""))
+    req.spec.type_url = t.PROCESS_TYPE_URL
+    req.spec.value = json.dumps(exec_process(rec, cmd, tty), separators=(",", ":")).encode()
+    await app.ctrd.tasks.Exec(req)
+
+
+async def _run(app: App, rec: ContainerRecord, exec_id: str, cmd: list[str], eio: ExecIO,
+               streams: Streams) -> int | None:
+    """Exit code of the process, or None when the client left first (the process is killed)."""
+    await _create(app, rec, exec_id, cmd, eio, streams.opts.tty)
+    wait = asyncio.ensure_future(app.ctrd.tasks.Wait(tasks_pb.WaitRequest(container_id=rec.id, exec_id=exec_id)))
+    helpers: list[asyncio.Task[Any]] = []
+    try:
+        try:
+            await app.ctrd.tasks.Start(tasks_pb.StartRequest(container_id=rec.id, exec_id=exec_id))
+        finally:
+            eio.release_holders()
+        helpers = _helpers(app, rec.id, exec_id, eio, streams)
+        gone = asyncio.ensure_future(streams.gone.wait())
+        await asyncio.wait([wait, gone], return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        if not wait.done():
+            await _kill(app, rec.id, exec_id, wait)
+            return None
+        copies = [h for h in helpers if h.get_name() == "copy"]
+        if copies:
+            await asyncio.wait(copies, timeout=DRAIN_AFTER_EXIT)
+        return int(wait.result().exit_status)
+    finally:
+        wait.cancel()
+        for h in helpers:
+            h.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+
+
+def _helpers(app: App, container_id: str, exec_id: str, eio: ExecIO, streams: Streams) -> list[asyncio.Task[Any]]:
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(_copy_out(reader, p.STDOUT if name == "stdout" else p.STDERR, streams), name="copy")
+             for name, reader in eio.readers.items()]
+    if eio.stdin is not None:
+        tasks.append(loop.create_task(_copy_in(app, container_id, exec_id, eio, streams), name="stdin"))
+    if streams.opts.tty:
+        tasks.append(loop.create_task(resize_loop(app, container_id, exec_id, streams), name="resize"))
+    return tasks
+
+
+async def _copy_out(reader: asyncio.StreamReader, channel: int, streams: Streams) -> None:
+    while chunk := await reader.read(COPY_CHUNK):
+        await streams.write(channel, chunk)
+
+
+async def _copy_in(app: App, container_id: str, exec_id: str, eio: ExecIO, streams: Streams) -> None:
+    """Client stdin into the FIFO; at EOF close our end and CloseIO so the process reads EOF."""
+    assert eio.stdin is not None
+    try:
+        while (data := await streams.stdin.get()) is not None:
+            await eio.stdin.write(data)
+    except OSError as e:
+        log.debug("exec %s stdin: %s", exec_id, e)
+    eio.close_stdin()
+    with contextlib.suppress(errors.CriError):
+        await app.ctrd.tasks.CloseIO(tasks_pb.CloseIORequest(container_id=container_id, exec_id=exec_id, stdin=True))
+
+
+async def resize_loop(app: App, container_id: str, exec_id: str, streams: Streams) -> None:
+    """Apply terminal sizes as they come (exec_id "" resizes the container's own terminal)."""
+    while True:
+        width, height = await streams.resizes.get()
+        try:
+            await app.ctrd.tasks.ResizePty(tasks_pb.ResizePtyRequest(
+                container_id=container_id, exec_id=exec_id, width=width, height=height))
+        except errors.CriError as e:
+            log.debug("resize %s/%s to %dx%d: %s", container_id[:12], exec_id[:12], width, height, e)
+
+
+async def _kill(app: App, container_id: str, exec_id: str, wait: asyncio.Future[Any]) -> None:
+    with contextlib.suppress(errors.CriError):
+        await app.ctrd.tasks.Kill(tasks_pb.KillRequest(container_id=container_id, exec_id=exec_id,
+                                                       signal=signal.SIGKILL))
+    await asyncio.wait([wait], timeout=5)          # reaped, so DeleteProcess can succeed

@@ -1,0 +1,102 @@
+"""aiohttp handlers of the streaming server (imported only once the server starts serving).
+
+Every handler consumes its token first, so a URL works once whatever happens next, then picks the
+transport from the ``Upgrade`` header. The session runs in the handler's own task, which the server
+tracks so shutdown can end the sessions still open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from criproxy.protos import cri
+from criproxy.streaming import websocket
+from criproxy.streaming.attach import run_attach
+from criproxy.streaming.exec import run_exec
+from criproxy.streaming.portforward import serve_ws
+from criproxy.streaming.server import StreamingServer
+from criproxy.streaming.streams import Options, Streams
+from criproxy.streaming.tokens import Pending
+
+SERVER = web.AppKey("streaming_server", StreamingServer)
+Run = Callable[[Streams], Awaitable[None]]
+
+
+def _consume(request: web.Request, kind: str) -> tuple[StreamingServer, Pending]:
+    server = request.app[SERVER]
+    pending = server.tokens.consume(request.match_info["token"], kind)
+    if pending is None:
+        raise web.HTTPNotFound(text="404 page not found\n")
+    return server, pending
+
+
+def _transport(request: web.Request) -> str:
+    upgrade = request.headers.get("Upgrade", "").lower()
+    if upgrade == "websocket":
+        return "websocket"
+    if upgrade.startswith("spdy/"):
+        return "spdy"
+    raise web.HTTPBadRequest(text="streaming needs a WebSocket or SPDY/3.1 upgrade\n")
+
+
+async def _tracked(server: StreamingServer, coro: Awaitable[Any]) -> Any:
+    task = asyncio.current_task()
+    assert task is not None
+    server.sessions.add(task)
+    try:
+        return await coro
+    finally:
+        server.sessions.discard(task)
+
+
+async def _remote_command(request: web.Request, server: StreamingServer, opts: Options, run: Run) -> Any:
+    if _transport(request) == "spdy":
+        from criproxy.streaming import spdy
+
+        return await _tracked(server, spdy.serve_remote_command(request, opts, run))
+    return await _tracked(server, websocket.serve(request, opts, run))
+
+
+async def handle_exec(request: web.Request) -> Any:
+    server, pending = _consume(request, "exec")
+    req: cri.ExecRequest = pending.request
+    opts = Options(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, tty=req.tty)
+    return await _remote_command(request, server, opts, lambda s: run_exec(server.app, req, s))
+
+
+async def handle_attach(request: web.Request) -> Any:
+    server, pending = _consume(request, "attach")
+    req: cri.AttachRequest = pending.request
+    opts = Options(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, tty=req.tty)
+    return await _remote_command(request, server, opts, lambda s: run_attach(server.app, req, s))
+
+
+def query_ports(request: web.Request) -> list[int]:
+    """Ports a WebSocket client names in ``?port=`` (kubelet's V4 options) when the CRI request had none."""
+    ports = []
+    for value in request.query.getall("port", []):
+        for part in value.split(","):
+            if not part.strip().isdigit() or not 0 < int(part) < 65536:
+                raise web.HTTPBadRequest(text=f"invalid port {part!r}\n")
+            ports.append(int(part))
+    return ports
+
+
+async def handle_portforward(request: web.Request) -> Any:
+    server, pending = _consume(request, "portforward")
+    req: cri.PortForwardRequest = pending.request
+    if _transport(request) == "spdy":
+        from criproxy.streaming import spdy
+
+        return await _tracked(server, spdy.serve_port_forward(request, server.app, req.pod_sandbox_id))
+    ports = list(req.port) or query_ports(request)
+    if not ports:
+        raise web.HTTPBadRequest(text='query parameter "port" is required\n')
+    return await _tracked(server, serve_ws(request, server.app, req.pod_sandbox_id, ports))
+
+
+HANDLERS = {"exec": handle_exec, "attach": handle_attach, "portforward": handle_portforward}

@@ -1,0 +1,191 @@
+"""The Kubernetes remote-command and port-forward wire vocabulary, without any I/O.
+
+Remote command (exec, attach) multiplexes numbered streams over one connection: 0 stdin, 1 stdout,
+2 stderr, 3 error (the final status), 4 resize (a stream of ``{"Width": w, "Height": h}`` JSON
+objects). Protocol versions differ only in details a server must get right:
+
+- ``channel.k8s.io`` (v1, also what a client that names no protocol gets) and ``v2``/``v3``: the
+  error stream carries the failure message as plain text, nothing on success;
+- ``v4.channel.k8s.io``: the error stream carries a JSON ``metav1.Status``, the exit code of a failed
+  command in ``details.causes[reason=ExitCode].message`` (kubectl prints "command terminated with
+  exit code N" from it);
+- ``v5.channel.k8s.io`` (WebSocket only): the client may half-close a stream with a frame
+  ``[255, channel]``, which is how stdin reaches EOF over WebSocket.
+
+``base64.`` variants send text frames: the channel as an ASCII digit, the payload base64-encoded.
+Port-forward over WebSocket pairs a data and an error channel per port (2i, 2i+1); the first frame
+on each carries the port as uint16 little-endian.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
+CLOSE = 255
+
+# In the order kubelet prefers them; the client's own order decides (first it offers that we serve).
+WS_REMOTECOMMAND = ("v5.channel.k8s.io", "v5.base64.channel.k8s.io", "v4.channel.k8s.io",
+                    "v4.base64.channel.k8s.io", "channel.k8s.io", "base64.channel.k8s.io")
+WS_PORTFORWARD = ("v4.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io",
+                  "base64.channel.k8s.io", "portforward.k8s.io")
+SPDY_REMOTECOMMAND = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io",
+                      "channel.k8s.io")
+SPDY_PORTFORWARD = ("portforward.k8s.io",)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What a negotiated remote-command protocol implies for the server."""
+
+    name: str
+    version: int          # 1..5 ("channel.k8s.io" is 1)
+    base64: bool = False
+
+    @property
+    def json_status(self) -> bool:
+        return self.version >= 4
+
+    @property
+    def close_frames(self) -> bool:
+        return self.version >= 5
+
+
+def dialect(protocol: str | None) -> Dialect:
+    """The dialect of a negotiated protocol name ("" or None: the unversioned binary protocol)."""
+    name = protocol or ""
+    rest = name
+    version = 1
+    if rest[:1] == "v" and "." in rest and rest[1:rest.index(".")].isdigit():
+        version = int(rest[1:rest.index(".")])
+        rest = rest[rest.index(".") + 1:]
+    return Dialect(name, version, base64=rest.startswith("base64."))
+
+
+def choose(offered: list[str], supported: tuple[str, ...]) -> str | None:
+    """The client's first offered protocol that we serve (Go's wsstream and httpstream do the same);
+    "" when the client offered none; None when nothing matches."""
+    if not offered:
+        return ""
+    for proto in offered:
+        if proto in supported:
+            return proto
+    return None
+
+
+def split_header(value: str) -> list[str]:
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+# -- the final status on the error stream -------------------------------------------------------------
+def status_success() -> dict[str, Any]:
+    return {"metadata": {}, "status": "Success"}
+
+
+def status_exit_code(cmd: list[str], code: int) -> dict[str, Any]:
+    """A command that ran and exited non-zero (kubelet's NonZeroExitCode status)."""
+    return {"metadata": {}, "status": "Failure",
+            "message": f"command terminated with non-zero exit code: error executing command {_go_list(cmd)}, "
+                       f"exit code {code}",
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+
+
+def status_internal(message: str) -> dict[str, Any]:
+    """Anything else that went wrong (apierrors.NewInternalError)."""
+    return {"metadata": {}, "status": "Failure", "message": f"Internal error occurred: {message}",
+            "reason": "InternalError", "details": {"causes": [{"message": message}]}, "code": 500}
+
+
+def encode_status(status: dict[str, Any], d: Dialect) -> bytes | None:
+    """What goes on the error stream for this dialect; None when nothing should be sent."""
+    if d.json_status:
+        return json.dumps(status, separators=(",", ":")).encode()
+    if status.get("status") == "Success":
+        return None
+    return str(status.get("message", "")).encode()
+
+
+def exit_code_of(status: dict[str, Any]) -> int:
+    """The exit code a v4 status stands for (0 on success); the reverse of ``status_exit_code``."""
+    if status.get("status") == "Success":
+        return 0
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            return int(cause["message"])
+    return -1
+
+
+def _go_list(items: list[str]) -> str:
+    return "[" + " ".join(items) + "]"
+
+
+# -- resize events ------------------------------------------------------------------------------------
+class ResizeDecoder:
+    """Terminal sizes from a byte stream of concatenated JSON objects, however it was cut into frames."""
+
+    def __init__(self) -> None:
+        self._buf = ""
+        self._json = json.JSONDecoder()
+
+    def feed(self, data: bytes) -> list[tuple[int, int]]:
+        """Complete (width, height) pairs found so far; malformed objects are skipped."""
+        self._buf += data.decode("utf-8", "replace")
+        out: list[tuple[int, int]] = []
+        while True:
+            text = self._buf.lstrip()
+            if not text:
+                self._buf = ""
+                return out
+            try:
+                obj, end = self._json.raw_decode(text)
+            except json.JSONDecodeError:
+                if len(text) > 4096:         # garbage that will never parse: drop it
+                    self._buf = ""
+                else:
+                    self._buf = text
+                return out
+            self._buf = text[end:]
+            size = _size(obj)
+            if size is not None:
+                out.append(size)
+
+
+def _size(obj: Any) -> tuple[int, int] | None:
+    if not isinstance(obj, dict):
+        return None
+    w, h = obj.get("Width", obj.get("width")), obj.get("Height", obj.get("height"))
+    if not isinstance(w, int) or not isinstance(h, int) or not (0 <= w < 65536 and 0 <= h < 65536):
+        return None
+    return w, h
+
+
+# -- frames -------------------------------------------------------------------------------------------
+def encode_frame(channel: int, data: bytes, d: Dialect) -> bytes | str:
+    """One WebSocket message for a channel: binary ``[channel] + data`` or base64 text."""
+    if d.base64:
+        import base64
+
+        return chr(ord("0") + channel) + base64.b64encode(data).decode()
+    return bytes((channel,)) + data
+
+
+def decode_frame(message: bytes | str, d: Dialect) -> tuple[int, bytes] | None:
+    """(channel, payload) of a client message; None for an empty or undecodable one."""
+    if not message:
+        return None
+    if isinstance(message, str):
+        import base64
+        import binascii
+
+        try:
+            return ord(message[0]) - ord("0"), base64.b64decode(message[1:])
+        except (binascii.Error, ValueError):
+            return None
+    return message[0], bytes(message[1:])
+
+
+def port_prefix(port: int) -> bytes:
+    return int(port).to_bytes(2, "little")

@@ -1,0 +1,69 @@
+"""What exec and attach see of a client connection, whatever carries it (WebSocket or SPDY).
+
+A transport fills ``stdin`` (``None`` marks EOF) and ``resizes`` from what the client sends, sets
+``gone`` when the client disconnects, and implements ``write`` (stdout/stderr) and ``finish`` (the
+final status on the error stream, then close). The queues are bounded so a process that does not read
+its stdin stops the transport from reading the socket, which pushes back on the client through TCP
+instead of buffering without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+STDIN_QUEUE = 64
+
+
+@dataclass(frozen=True)
+class Options:
+    """Which streams the stored CRI request asked for."""
+
+    stdin: bool
+    stdout: bool
+    stderr: bool
+    tty: bool
+
+
+class Streams:
+    """Base of the transports; see the module docstring for the contract."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.stdin: asyncio.Queue[bytes | None] = asyncio.Queue(STDIN_QUEUE)
+        self.resizes: asyncio.Queue[tuple[int, int]] = asyncio.Queue(16)
+        self.gone = asyncio.Event()
+        self._stdin_done = False
+
+    async def write(self, channel: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def finish(self, status: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # -- helpers for transports ---------------------------------------------------------------------
+    async def feed_stdin(self, data: bytes) -> None:
+        if self.opts.stdin and not self._stdin_done and data:
+            await self.stdin.put(data)
+
+    def end_stdin(self) -> None:
+        """EOF on stdin (the client half-closed it or went away); idempotent, never blocks."""
+        if self._stdin_done:
+            return
+        self._stdin_done = True
+        try:
+            self.stdin.put_nowait(None)
+        except asyncio.QueueFull:
+            asyncio.get_running_loop().create_task(self.stdin.put(None))
+
+    def feed_resize(self, size: tuple[int, int]) -> None:
+        """Keep only the newest sizes when the process side lags: an old size is worthless."""
+        if self.resizes.full():
+            self.resizes.get_nowait()
+        self.resizes.put_nowait(size)
+
+    def lost(self) -> None:
+        """The client disconnected."""
+        self.gone.set()
+        self.end_stdin()
