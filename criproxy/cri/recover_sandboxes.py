@@ -90,13 +90,18 @@ def restore_network_facts(rec: SandboxRecord) -> None:
 
 
 def adopt(app: App, rec: SandboxRecord, task: task_types.Process | None) -> None:
-    if task is not None and task.status == task_types.RUNNING:
-        rec.pid = task.pid
+    """READY only when pause runs and (pod network) ADD finished: a run killed between Tasks.Start and
+    the end of ADD left a running pause in a half-configured network, which the kubelet must replace."""
+    running = task is not None and task.status == task_types.RUNNING
+    rec.pid = task.pid if task is not None else 0
+    network_done = rec.host_network or rec.cni_result is not None
+    if running and network_done:
         rec.state = cri.SANDBOX_READY
         sandbox_pause.watch(app, rec)
     else:
-        rec.pid = task.pid if task is not None else 0
         rec.state = cri.SANDBOX_NOTREADY
+        if running:
+            log.warning("sandbox %s: its RunPodSandbox never finished CNI ADD; NOTREADY", rec.id)
     app.sandboxes.add(rec)
     with contextlib.suppress(errors.AlreadyExists):
         app.sandbox_names.reserve(rec.name, rec.id)

@@ -35,12 +35,20 @@ async def create_netns(app: App, rec: SandboxRecord) -> str:
     return rec.netns_path
 
 
-async def add(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig) -> None:
-    """CNI ADD into the pod's netns; on failure DEL runs at once (ADD may have stopped half way)."""
+def plan(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig) -> pod.NetworkState:
+    """Write network.json (netns path, conflist, CNI inputs) before the netns even exists, so a crash
+    at any later point leaves enough for recovery to unpin it and run DEL."""
     assert rec.dir is not None
     att = pod.attachment(rec.id, rec.netns_path, rec.config, app.pod_cidr)
     st = pod.state_for(rec.netns_path, net.raw, att)
     pod.save(rec.dir, st)
+    return st
+
+
+async def add(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig, st: pod.NetworkState) -> None:
+    """CNI ADD into the pod's netns; on failure DEL runs at once (ADD may have stopped half way)."""
+    assert rec.dir is not None
+    att = st.to_attachment()
     try:
         st.result = await cni.add(net, att, app.config.cni_bin_dirs)
     except BaseException as e:

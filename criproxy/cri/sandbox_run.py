@@ -27,12 +27,13 @@ from contextlib import AsyncExitStack
 from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import rpc, sandbox_files, sandbox_network, sandbox_pause
-from criproxy.network import cniconf, netns
+from criproxy.network import cniconf, netns, pod
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import sandbox as t
 
 INFLIGHT = "sandbox.runs_in_flight"
+Planned = tuple[cniconf.NetworkConfig, pod.NetworkState]   # the network and its network.json record
 
 
 def validate(app: App, request: cri.RunPodSandboxRequest) -> None:
@@ -76,11 +77,13 @@ async def build(app: App, rec: SandboxRecord) -> str:
         sandbox_files.create(app, rec)
         net = None if rec.host_network else sandbox_network.current_network(app)
         netns_ready: asyncio.Future[str] | None = None
+        planned: Planned | None = None
         if net is not None:
             rec.netns_path = netns.new_path(app.config.netns_dir)
+            planned = (net, sandbox_network.plan(app, rec, net))
             undo.callback(netns.remove, rec.netns_path)
             netns_ready = asyncio.ensure_future(sandbox_network.create_netns(app, rec))
-        await parallel_steps(app, rec, net, netns_ready, undo)
+        await parallel_steps(app, rec, planned, netns_ready, undo)
         if rec.exit_status is None:
             app.sandboxes.set_state(rec, cri.SANDBOX_READY)
         app.sandboxes.add(rec)
@@ -90,7 +93,7 @@ async def build(app: App, rec: SandboxRecord) -> str:
     return rec.id
 
 
-async def parallel_steps(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig | None,
+async def parallel_steps(app: App, rec: SandboxRecord, net: Planned | None,
                          netns_ready: asyncio.Future[str] | None, undo: AsyncExitStack) -> None:
     """CNI ADD beside the pause container; each branch that succeeded is undone if the other failed.
 
@@ -111,10 +114,10 @@ async def parallel_steps(app: App, rec: SandboxRecord, net: cniconf.NetworkConfi
         raise failures[0]
 
 
-async def _network_branch(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig,
+async def _network_branch(app: App, rec: SandboxRecord, net: Planned,
                           netns_ready: asyncio.Future[str]) -> AsyncExitStack:
     await asyncio.shield(netns_ready)
-    await sandbox_network.add(app, rec, net)
+    await sandbox_network.add(app, rec, *net)
     undo = AsyncExitStack()
     undo.push_async_callback(sandbox_network.teardown, app, rec)
     return undo

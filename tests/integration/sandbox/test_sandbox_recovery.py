@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
+import pytest
+
 from criproxy.protos import cri
+from tests.harness import CriproxyFactory
 from tests.harness.criproxy import CriproxyProcess
 from tests.harness.env import Environment
 from tests.integration.sandbox.conftest import Pods, ipam_files, netns_addresses, ping, pod_config
+from tests.integration.sandbox.test_sandbox_failures import _leftovers
 
 
 def _wait_state(pods: Pods, sid: str, state: int, timeout: float = 10.0) -> float:
@@ -75,3 +83,38 @@ def _pid_from_ctr(ctr: object, sid: str) -> int:
         if fields and fields[0] == sid:
             return int(fields[1])
     raise AssertionError(f"no task for {sid}")
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.045, 0.07])
+def test_sigkill_during_run_leaves_nothing_unremovable(delay: float, criproxy_factory: CriproxyFactory,
+                                                       testenv: Environment) -> None:
+    """Killed at some point inside RunPodSandbox: after the restart the pod is either listed (and
+    stop+remove clean it up) or absent, with every partial leftover cleaned up in the background."""
+    proc = criproxy_factory(namespace="criproxy-crash")
+    with proc.client() as client:
+        client.image.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=testenv.pause_image)))
+        pods = Pods(client)
+        ips_before, base = ipam_files(testenv.ipam_dir), _leftovers(proc, testenv)
+        cfg = pod_config("crash")
+        with ThreadPoolExecutor(1) as pool:
+            fut = pool.submit(lambda: pods.run(cfg, timeout=30))
+            time.sleep(delay)
+            proc.kill()
+            with contextlib.suppress(grpc.RpcError):
+                fut.result()
+        proc.start()
+        client.reconnect()
+        for item in client.runtime.ListPodSandbox(cri.ListPodSandboxRequest()).items:
+            assert item.metadata.uid == cfg.metadata.uid
+            pods.stop(item.id)
+            pods.remove(item.id)
+        _wait_for(lambda: _leftovers(proc, testenv) == base and ipam_files(testenv.ipam_dir) == ips_before,
+                  f"leftovers cleaned: {_leftovers(proc, testenv)} vs {base}")
+
+
+def _wait_for(pred: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out: {what}")
+        time.sleep(0.1)
