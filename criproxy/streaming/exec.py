@@ -66,8 +66,7 @@ async def run_exec(app: App, req: cri.ExecRequest, streams: Streams) -> None:
 async def _exec(app: App, rec: ContainerRecord, cmd: list[str], streams: Streams) -> dict[str, Any]:
     o = streams.opts
     exec_id = os.urandom(16).hex()
-    eio = ExecIO(app.config.state / "containers" / rec.id / "exec" / exec_id,
-                 o.stdin, o.stdout, o.stderr and not o.tty)
+    eio = ExecIO(app.config.state / "containers" / rec.id / "exec" / exec_id, o.stdin, o.tty)
     await eio.create()
     try:
         code = await _run(app, rec, exec_id, cmd, eio, streams)
@@ -120,7 +119,9 @@ async def _run(app: App, rec: ContainerRecord, exec_id: str, cmd: list[str], eio
 
 def _helpers(app: App, container_id: str, exec_id: str, eio: ExecIO, streams: Streams) -> list[asyncio.Task[Any]]:
     loop = asyncio.get_running_loop()
-    tasks = [loop.create_task(_copy_out(reader, p.STDOUT if name == "stdout" else p.STDERR, streams), name="copy")
+    wanted = {"stdout": streams.opts.stdout, "stderr": streams.opts.stderr}
+    tasks = [loop.create_task(_copy_out(reader, p.STDOUT if name == "stdout" else p.STDERR, streams,
+                                        wanted[name]), name="copy")
              for name, reader in eio.readers.items()]
     if eio.stdin is not None:
         tasks.append(loop.create_task(_copy_in(app, container_id, exec_id, eio, streams), name="stdin"))
@@ -129,9 +130,10 @@ def _helpers(app: App, container_id: str, exec_id: str, eio: ExecIO, streams: St
     return tasks
 
 
-async def _copy_out(reader: asyncio.StreamReader, channel: int, streams: Streams) -> None:
+async def _copy_out(reader: asyncio.StreamReader, channel: int, streams: Streams, forward: bool) -> None:
     while chunk := await reader.read(COPY_CHUNK):
-        await streams.write(channel, chunk)
+        if forward:
+            await streams.write(channel, chunk)
 
 
 async def _copy_in(app: App, container_id: str, exec_id: str, eio: ExecIO, streams: Streams) -> None:

@@ -58,11 +58,16 @@ class FifoWriter:
 
 
 class ExecIO:
-    """The FIFOs of one exec process: only the streams the client asked for exist."""
+    """The FIFOs of one exec process.
 
-    def __init__(self, directory: Path, stdin: bool, stdout: bool, stderr: bool) -> None:
+    stdout always exists, and stderr unless there is a terminal: the runc shim either gets no stdio
+    at all or opens every output path it is given ("" fails), so output nobody asked for is read and
+    dropped by the caller rather than left out.
+    """
+
+    def __init__(self, directory: Path, stdin: bool, tty: bool) -> None:
         self.directory = directory
-        self.want = {"stdin": stdin, "stdout": stdout, "stderr": stderr}
+        self.want = {"stdin": stdin, "stdout": True, "stderr": not tty}
         self.paths: dict[str, str] = {}
         self.readers: dict[str, asyncio.StreamReader] = {}
         self.stdin: FifoWriter | None = None
