@@ -9,10 +9,14 @@ with the same name gets the first call's outcome (awaited while in flight) inste
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
 import time
+from typing import cast
+
+from google.protobuf import timestamp_pb2
 
 from criproxy import errors
 from criproxy.app import App
@@ -21,7 +25,7 @@ from criproxy.cri.container_spec import container_spec
 from criproxy.cri.container_task import publish
 from criproxy.images.local import LocalImage, resolve_local
 from criproxy.oci import container as oc
-from criproxy.protos import containers_pb, cri, mount_pb, snapshots_pb
+from criproxy.protos import containers_pb, cri, leases_pb, mount_pb, snapshots_pb
 from criproxy.state.container import ContainerRecord
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import container as t
@@ -113,30 +117,57 @@ async def _prepare(app: App, cid: str, image: LocalImage, lease: str) -> list[mo
     return list(resp.mounts)
 
 
+async def _new_lease(app: App) -> str:
+    """A lease like the Go client's default one (expires in 24 h if criproxy dies holding it)."""
+    lease_id = f"criproxy-{time.time_ns()}-{base64.urlsafe_b64encode(os.urandom(3)).decode()}"
+    expire = timestamp_pb2.Timestamp()
+    expire.FromSeconds(int(time.time()) + 24 * 3600)
+    await app.ctrd.leases.Create(leases_pb.CreateRequest(
+        id=lease_id, labels={"containerd.io/gc.expire": expire.ToJsonString()}))
+    return lease_id
+
+
+async def _drop_lease(app: App, lease_id: str) -> None:
+    with contextlib.suppress(errors.CriError):
+        await app.ctrd.leases.Delete(leases_pb.DeleteRequest(id=lease_id))
+
+
 async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord, sandbox: SandboxRecord,
-                 image: LocalImage) -> None:
+                 image: LocalImage, lease: str) -> None:
+    """Snapshot, spec and container record under ``lease``; the snapshot is undone on failure."""
+    mounts = await _prepare(app, rec.id, image, lease)
+    undo.push_async_callback(_remove_snapshot, app, rec.id)
+    rec.mounts = mounts
+    result = container_spec(app, rec.id, rec.config, sandbox, image, oc.read_user_files(mounts))
+    rec.uid, rec.gid, rec.groups = result.identity.uid, result.identity.gid, result.identity.groups
+    rec.stop_signal, rec.process = result.stop_signal, result.spec["process"]
     runtime = await _sandbox_runtime(app, sandbox.id)
-    async with app.ctrd.lease() as lease:
-        mounts = await _prepare(app, rec.id, image, lease.id)
-        undo.push_async_callback(_remove_snapshot, app, rec.id)
-        result = container_spec(app, rec.id, rec.config, sandbox, image, oc.read_user_files(mounts))
-        rec.uid, rec.gid, rec.groups = result.identity.uid, result.identity.gid, result.identity.groups
-        rec.stop_signal, rec.process = result.stop_signal, result.spec["process"]
-        await app.ctrd.containers.Create(containers_pb.CreateContainerRequest(
-            container=_containerd_container(app, rec, image, result.spec, runtime)), lease=lease.id)
+    await app.ctrd.containers.Create(containers_pb.CreateContainerRequest(
+        container=_containerd_container(app, rec, image, result.spec, runtime)), lease=lease)
 
 
 async def _create(app: App, request: cri.CreateContainerRequest, sandbox: SandboxRecord, name: str) -> str:
+    """Image lookup, lease and the sandbox's runtime are independent: fetched concurrently."""
     cid = os.urandom(32).hex()
     async with contextlib.AsyncExitStack() as undo:
         app.container_names.reserve(name, cid)
         undo.callback(app.container_names.release, name)
-        image = await resolve_local(app, request.config.image.image)
+        got = await asyncio.gather(resolve_local(app, request.config.image.image), _new_lease(app),
+                                   _sandbox_runtime(app, sandbox.id), return_exceptions=True)
+        lease_id = got[1] if isinstance(got[1], str) else None
+        if lease_id is not None:
+            # Deleting the lease is off the critical path: once the container exists it is not needed.
+            undo.callback(lambda: app.spawn(_drop_lease(app, lease_id), f"lease-{cid[:12]}"))
+        for item in got:
+            if isinstance(item, BaseException):
+                raise item
+        image, lease = cast(LocalImage, got[0]), cast(str, got[1])
         rec = _record(cid, name, request, sandbox, image)
-        await _build(app, undo, rec, sandbox, image)
+        await _build(app, undo, rec, sandbox, image, lease)
         app.containers.add(rec)
         app.containers.persist(rec)
         undo.pop_all()
+        app.spawn(_drop_lease(app, lease), f"lease-{cid[:12]}")
     publish(app, rec, cri.CONTAINER_CREATED_EVENT)
     return cid
 

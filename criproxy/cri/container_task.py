@@ -53,8 +53,10 @@ async def start_task(app: App, rec: ContainerRecord) -> None:
     cio = ContainerIO(io_dir(app.config.state, rec.id), rec.id, rec.log_path, cfg.tty, cfg.stdin)
     await cio.create()
     rec.io = cio
-    mounts = (await app.ctrd.snapshots.Mounts(snapshots_pb.MountsRequest(
-        snapshotter=app.config.snapshotter, key=rec.id))).mounts
+    mounts = rec.mounts
+    if mounts is None:
+        mounts = (await app.ctrd.snapshots.Mounts(snapshots_pb.MountsRequest(
+            snapshotter=app.config.snapshotter, key=rec.id))).mounts
     try:
         await app.ctrd.tasks.Create(tasks_pb.CreateTaskRequest(
             container_id=rec.id, rootfs=mounts, stdin=cio.stdin, stdout=cio.stdout, stderr=cio.stderr,

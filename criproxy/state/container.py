@@ -77,6 +77,7 @@ class ContainerRecord:
     starting: bool = False
     io: Any = None                          # criproxy.io.container.ContainerIO while the task lives
     process: dict[str, Any] | None = None   # the OCI process of the spec (ExecSync builds on it)
+    mounts: list[Any] | None = None         # rootfs mounts from Prepare (saves Snapshots.Mounts at start)
     exit_task: asyncio.Task[None] | None = field(default=None, repr=False)
     cached_item: Any = field(default=None, repr=False)   # cri.Container for ListContainers
 
