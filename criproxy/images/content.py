@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -26,7 +26,14 @@ from criproxy.containerd.client import map_error
 from criproxy.images.registry import Descriptor
 from criproxy.protos import content_pb
 
-CHUNK = 1024 * 1024
+# containerd's Go client sends 1 MiB and caps at 8 MiB. Over gRPC bigger messages cost containerd
+# less CPU per byte (measured here: ~100 MB/s at 1 MiB, ~120-150 at 4 MiB, ~180 at 8 MiB), while
+# criproxy's peak memory per stream is ~5 chunks (measured growth during a 1 GiB layer: 20 MiB at
+# 4 MiB, 40 MiB at 8 MiB). 4 MiB keeps a 1 GiB pull within the 32 MiB budget.
+CHUNK = 4 * 1024 * 1024
+# WRITE requests awaiting containerd's reply per stream (grpc.aio's write returns once queued).
+WINDOW = 2
+WRITE_CALL_KEY = "images.content_write"
 Source = Callable[[], AbstractAsyncContextManager[Any]]
 
 
@@ -94,6 +101,21 @@ async def write(app: App, lease: str, kind: str, desc: Descriptor, labels: dict[
         return wrote
 
 
+def _serialize(request: Any) -> bytes:
+    return request if isinstance(request, bytes) else bytes(request.SerializeToString())
+
+
+def _write_call(app: App) -> Any:
+    """Content.Write with a serializer that passes pre-encoded WRITE messages through untouched."""
+    fn = app.parts.get(WRITE_CALL_KEY)
+    if fn is None or fn[0] is not app.ctrd.channel:
+        fn = (app.ctrd.channel, app.ctrd.channel.stream_stream(
+            "/containerd.services.content.v1.Content/Write", request_serializer=_serialize,
+            response_deserializer=content_pb.WriteContentResponse.FromString))
+        app.parts[WRITE_CALL_KEY] = fn
+    return fn[1]
+
+
 class _Locked(Exception):
     """Another writer holds this ingest ref."""
 
@@ -101,7 +123,7 @@ class _Locked(Exception):
 async def _write_once(app: App, lease: str, ref: str, desc: Descriptor, labels: dict[str, str],
                       data: bytes | None, source: Source | None, progress: Progress | None) -> bool:
     started = time.perf_counter()
-    call: Any = app.ctrd.content.Write.stream(lease=lease)
+    call: Any = _write_call(app)(metadata=app.ctrd.metadata(lease))
     code = "OK"
     try:
         await call.write(content_pb.WriteContentRequest(action=content_pb.STAT, ref=ref, total=desc.size,
@@ -136,6 +158,7 @@ async def _send_and_commit(call: Any, desc: Descriptor, labels: dict[str, str], 
     Replies are read concurrently so the pipeline never waits a round trip per chunk; when the
     server ends the stream with an error the reader holds that error, which is the one to report.
     """
+    call = _Windowed(call)
     reader = asyncio.ensure_future(_read_all(call))
     try:
         if data or source is not None:
@@ -152,6 +175,33 @@ async def _send_and_commit(call: Any, desc: Descriptor, labels: dict[str, str], 
     await reader
 
 
+class _Windowed:
+    """A Content.Write call with at most WINDOW requests awaiting their reply.
+
+    grpc.aio's ``write`` returns once the message is queued, not sent, so without a window a fast
+    registry would queue chunks (and memory) faster than containerd takes them.
+    """
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._window = asyncio.Semaphore(WINDOW)
+
+    async def write(self, request: Any) -> None:
+        await self._window.acquire()
+        await self._call.write(request)
+
+    async def read(self) -> Any:
+        reply = await self._call.read()
+        self._window.release()
+        return reply
+
+    async def done_writing(self) -> None:
+        await self._call.done_writing()
+
+    def cancel(self) -> bool:
+        return bool(self._call.cancel())
+
+
 async def _read_all(call: Any) -> None:
     while await call.read() is not grpc.aio.EOF:
         pass
@@ -162,8 +212,7 @@ async def _send_data(call: Any, desc: Descriptor, data: bytes | None, source: So
     """Stream the bytes (from memory or the registry), checking digest and size as they pass."""
     if data:
         for off in range(0, len(data), CHUNK):
-            await call.write(content_pb.WriteContentRequest(action=content_pb.WRITE, offset=off,
-                                                            data=data[off:off + CHUNK]))
+            await call.write(encode_write(off, data[off:off + CHUNK]))
         sent, digest = len(data), "sha256:" + hashlib.sha256(data).hexdigest()
     else:
         assert source is not None
@@ -173,47 +222,72 @@ async def _send_data(call: Any, desc: Descriptor, data: bytes | None, source: So
                                         f"expected {desc.size} bytes")
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def encode_write(offset: int, data: bytes) -> bytes:
+    """A serialized ``WriteContentRequest{action: WRITE, offset, data}``, built without a message object.
+
+    Building the message and serializing it would copy each chunk twice more; this copies it once.
+    Fields: 1 action (varint, WRITE = 1), 5 offset (varint), 6 data (length-delimited).
+    """
+    return b"".join((b"\x08\x01\x28", _varint(offset), b"\x32", _varint(len(data)), data))
+
+
 async def _stream_from(call: Any, desc: Descriptor, source: Source,
                        progress: Progress | None) -> tuple[int, str]:
+    """Registry bytes → WRITE messages of CHUNK bytes, hashed on the way.
+
+    References to each chunk are dropped before the next read, so at most a few chunks are alive
+    at once (what keeps criproxy's memory flat during a 1 GiB pull).
+    """
     h = hashlib.sha256()
     off = 0
-    buf = bytearray()
     if progress:
         progress.active += 1
         progress.last = time.monotonic()
     try:
         async with source() as stream:
-            async for piece in _pieces(stream):
-                h.update(piece)
-                if progress:
-                    progress.got(len(piece))
-                buf += piece
-                if len(buf) >= CHUNK or off + len(buf) >= desc.size:
-                    await call.write(content_pb.WriteContentRequest(action=content_pb.WRITE, offset=off,
-                                                                    data=bytes(buf)))
-                    off += len(buf)
-                    buf.clear()
-                if off + len(buf) > desc.size:
+            while off < desc.size:
+                piece = await _read_piece(stream, min(CHUNK, desc.size - off), progress)
+                if not piece:
                     break
-            if buf:
-                await call.write(content_pb.WriteContentRequest(action=content_pb.WRITE, offset=off,
-                                                                data=bytes(buf)))
-                off += len(buf)
+                h.update(piece)
+                n = len(piece)
+                message = encode_write(off, piece)
+                del piece
+                await call.write(message)
+                del message
+                off += n
+            if off == desc.size and await _read_piece(stream, 1, progress):
+                off += 1  # the registry sent more than the descriptor says: fails the size check
     finally:
         if progress:
             progress.active -= 1
     return off, "sha256:" + h.hexdigest()
 
 
-async def _pieces(stream: Any) -> AsyncIterator[bytes]:
-    """Chunks from an aiohttp stream, with transfer failures turned into Unavailable."""
+async def _read_piece(stream: Any, n: int, progress: Progress | None) -> bytes:
+    """Up to ``n`` bytes (fewer only at the end of the body), progress counted as they arrive."""
     import aiohttp
 
-    while True:
-        try:
-            piece = await stream.read(CHUNK)
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            raise errors.Unavailable(f"blob transfer failed: {e}") from None
-        if not piece:
-            return
-        yield piece
+    parts: list[bytes] = []
+    got = 0
+    try:
+        while got < n:
+            part = await stream.read(n - got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+            if progress:
+                progress.got(len(part))
+    except (TimeoutError, aiohttp.ClientError, OSError) as e:
+        raise errors.Unavailable(f"blob transfer failed: {e}") from None
+    return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -42,6 +42,7 @@ PULLS_KEY = "images.pulls"
 BLOBS_KEY = "images.blobs"
 CHAINS_KEY = "images.chains"
 PROGRESS_LOG_EVERY = 5.0
+MAX_DOWNLOADS = 3  # layer downloads at once per pull, containerd's max_concurrent_downloads default
 
 
 async def ensure_image(app: App, ref: str) -> LocalImage:
@@ -171,8 +172,14 @@ async def _platform_manifest(app: App, reg: Registry, lease: str, root: Descript
 
 async def _layers(app: App, reg: Registry, lease: str, layers: tuple[Descriptor, ...], diff_ids: list[str],
                   chains: list[str], progress: content.Progress, src: dict[str, str]) -> None:
-    """Fetch all layers concurrently; unpack each in order as soon as it and its parent are ready."""
-    fetches = [asyncio.ensure_future(_fetch_shared(app, reg, lease, layer, progress, src)) for layer in layers]
+    """Fetch layers concurrently (at most MAX_DOWNLOADS at once, in order) and unpack each as soon
+    as it and its parent are ready, so applying layer i overlaps downloading layers i+1…"""
+    gate = asyncio.Semaphore(MAX_DOWNLOADS)
+
+    async def fetch(layer: Descriptor) -> None:
+        async with gate:
+            await _fetch_shared(app, reg, lease, layer, progress, src)
+    fetches = [asyncio.ensure_future(fetch(layer)) for layer in layers]
     try:
         parent = ""
         for i, layer in enumerate(layers):
