@@ -23,6 +23,7 @@ from typing import Any
 
 from criproxy import errors, lifecycle
 from criproxy.app import App
+from criproxy.cri.container_create import RUNTIME_CACHE
 from criproxy.cri.container_remove import remove
 from criproxy.cri.container_task import fail_start, handle_exit, resync, stop, watch
 from criproxy.events.relay import relay_of
@@ -49,6 +50,7 @@ async def stop_pod_containers(app: App, sandbox_id: str, timeout: int) -> None:
 
 
 async def remove_pod_containers(app: App, sandbox_id: str) -> None:
+    app.parts.get(RUNTIME_CACHE, {}).pop(sandbox_id, None)
     await asyncio.gather(*(remove(app, r) for r in app.containers.for_sandbox(sandbox_id)))
 
 

@@ -93,6 +93,7 @@ def to_cri_status(rec: ContainerRecord) -> cri.ContainerStatus:
         started_at=s.started_at, finished_at=s.finished_at, exit_code=s.exit_code, image=_image_spec(rec),
         image_ref=rec.image_ref, reason=reason, message=message, labels=cfg.labels, annotations=cfg.annotations,
         mounts=cfg.mounts, log_path=rec.log_path, image_id=rec.image_id,
+        stop_signal=status_signal(rec.stop_signal),  # type: ignore[arg-type]
         resources=cri.ContainerResources(linux=rec.resources),
         user=cri.ContainerUser(linux=cri.LinuxContainerUser(uid=rec.uid, gid=rec.gid,
                                                             supplemental_groups=rec.groups)))
