@@ -76,18 +76,19 @@ async def connect_local(netns_path: str, port: int,
     """Connect to ``localhost:port`` as seen inside the namespace (IPv4, then IPv6); the host's own
     namespace when ``netns_path`` is empty (host-network pods)."""
     loop = asyncio.get_running_loop()
-    last: OSError | None = None
+    first: OSError | None = None
     for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         sock = await socket_in_netns(netns_path, family) if netns_path else _plain(family)
         try:
             await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout)
         except (OSError, TimeoutError) as e:
             sock.close()
-            last = e if isinstance(e, OSError) else OSError(f"connect to {host}:{port} timed out")
+            why = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else "timed out"
+            first = first or OSError(f"dial tcp {host}:{port}: connect: {why.lower()}")
             continue
         return await asyncio.open_connection(sock=sock)
-    assert last is not None
-    raise last
+    assert first is not None
+    raise first
 
 
 def _plain(family: int) -> socket.socket:
