@@ -1,0 +1,118 @@
+"""Streaming pure logic: tokens, protocol dialects, status encoding, resize decoding, frames, addresses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from criproxy import errors
+from criproxy.streaming import protocol as p
+from criproxy.streaming.server import parse_address, url_host
+from criproxy.streaming.tokens import TokenCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_is_single_use_and_kind_bound() -> None:
+    cache = TokenCache(60, 10, Clock())
+    t = cache.put("exec", "req")
+    assert len(t) >= 20 and t != cache.put("exec", "req")
+    got = cache.consume(t, "exec")
+    assert got is not None and got.request == "req"
+    assert cache.consume(t, "exec") is None
+    t2 = cache.put("exec", "req")
+    assert cache.consume(t2, "attach") is None and cache.consume(t2, "exec") is None   # burnt by misuse
+
+
+def test_token_expires() -> None:
+    clock = Clock()
+    cache = TokenCache(60, 10, clock)
+    t = cache.put("portforward", "req")
+    clock.now += 60
+    assert cache.consume(t, "portforward") is None
+
+
+def test_limit_purges_expired_first_then_refuses() -> None:
+    clock = Clock()
+    cache = TokenCache(10, 2, clock)
+    cache.put("exec", 1)
+    clock.now += 5
+    cache.put("exec", 2)
+    with pytest.raises(errors.ResourceExhausted):
+        cache.put("exec", 3)
+    clock.now += 6                       # the first has expired, the second not
+    cache.put("exec", 3)
+    assert len(cache) == 2
+
+
+@pytest.mark.parametrize(("name", "version", "b64"), [
+    ("", 1, False), ("channel.k8s.io", 1, False), ("base64.channel.k8s.io", 1, True),
+    ("v4.channel.k8s.io", 4, False), ("v4.base64.channel.k8s.io", 4, True), ("v5.channel.k8s.io", 5, False),
+])
+def test_dialects(name: str, version: int, b64: bool) -> None:
+    d = p.dialect(name)
+    assert (d.version, d.base64, d.json_status, d.close_frames) == (version, b64, version >= 4, version >= 5)
+
+
+def test_choose_follows_client_order() -> None:
+    assert p.choose(["v5.channel.k8s.io", "v4.channel.k8s.io"], p.WS_REMOTECOMMAND) == "v5.channel.k8s.io"
+    assert p.choose(["x", "v4.channel.k8s.io"], p.WS_REMOTECOMMAND) == "v4.channel.k8s.io"
+    assert p.choose([], p.WS_REMOTECOMMAND) == ""
+    assert p.choose(["v5.channel.k8s.io"], p.WS_PORTFORWARD) is None
+
+
+def test_status_encoding_per_dialect() -> None:
+    v4, v1 = p.dialect("v4.channel.k8s.io"), p.dialect("channel.k8s.io")
+    ok = p.status_success()
+    assert p.encode_status(ok, v4) == b'{"metadata":{},"status":"Success"}'
+    assert p.encode_status(ok, v1) is None
+    failed = p.status_exit_code(["sh", "-c", "exit 3"], 3)
+    assert json.loads(p.encode_status(failed, v4) or b"")["details"] == \
+        {"causes": [{"reason": "ExitCode", "message": "3"}]}
+    assert p.encode_status(failed, v1) == \
+        b"command terminated with non-zero exit code: error executing command [sh -c exit 3], exit code 3"
+    assert p.exit_code_of(failed) == 3 and p.exit_code_of(ok) == 0
+    internal = p.status_internal("boom")
+    assert internal["code"] == 500 and internal["reason"] == "InternalError" and p.exit_code_of(internal) == -1
+
+
+def test_resize_decoder_handles_split_and_joined_objects() -> None:
+    d = p.ResizeDecoder()
+    assert d.feed(b'{"Width":80,') == []
+    assert d.feed(b'"Height":24}{"Width":100,"Height":30}') == [(80, 24), (100, 30)]
+    assert d.feed(b' {"Width":-1,"Height":5} {"nope":1} [1] {"Width":1,"Height":2}') == [(1, 2)]
+    assert d.feed(b"\n") == []
+
+
+@pytest.mark.parametrize("name", ["v5.channel.k8s.io", "v4.base64.channel.k8s.io"])
+def test_frames_round_trip(name: str) -> None:
+    d = p.dialect(name)
+    frame = p.encode_frame(p.STDOUT, b"\x00hi\xff", d)
+    assert isinstance(frame, str) == d.base64
+    assert p.decode_frame(frame, d) == (p.STDOUT, b"\x00hi\xff")
+    assert p.decode_frame(b"", d) is None
+    assert p.port_prefix(8080) == b"\x90\x1f"
+
+
+@pytest.mark.parametrize(("address", "parsed", "host"), [
+    ("127.0.0.1:0", ("127.0.0.1", 0), "127.0.0.1"),
+    ("[::1]:10010", ("::1", 10010), "[::1]"),
+    (":10010", ("0.0.0.0", 10010), "127.0.0.1"),
+    ("0.0.0.0:1", ("0.0.0.0", 1), "127.0.0.1"),
+])
+def test_addresses(address: str, parsed: tuple[str, int], host: str) -> None:
+    assert parse_address(address) == parsed
+    assert url_host(parsed[0]) == host
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "host:port", "1.2.3.4:70000"])
+def test_bad_addresses(address: str) -> None:
+    with pytest.raises(ValueError):
+        parse_address(address)
