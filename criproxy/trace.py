@@ -41,7 +41,8 @@ class Trace:
     def render(self) -> str:
         total = (time.perf_counter() - self.started) * 1000.0
         calls = ", ".join(f"{s.service}.{s.method}[{s.code} {s.ms:.1f}ms]" for s in self.steps)
-        return f"{self.rpc} {total:.1f}ms -> {calls or 'no containerd calls'}"
+        notes = f" | {'; '.join(self.notes)}" if self.notes else ""
+        return f"{self.rpc} {total:.1f}ms -> {calls or 'no containerd calls'}{notes}"
 
 
 current: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("criproxy_trace", default=None)
