@@ -19,7 +19,7 @@ import logging
 
 from criproxy import errors, lifecycle
 from criproxy.app import App
-from criproxy.cri import sandbox_files, sandbox_network, sandbox_pause
+from criproxy.cri import sandbox_events, sandbox_files, sandbox_network, sandbox_pause
 from criproxy.cri.runtime_update_config import load_pod_cidr
 from criproxy.events.relay import relay_of
 from criproxy.network import cni, netns, pod
@@ -62,7 +62,7 @@ async def relist_sandboxes(app: App) -> None:
         task = tasks.get(rec.id)
         if rec.ready and (task is None or task.status == task_types.STOPPED):
             log.info("pause task of sandbox %s is gone; marking it NOTREADY", rec.id)
-            app.sandboxes.set_state(rec, cri.SANDBOX_NOTREADY)
+            sandbox_events.mark_notready(app, rec)
 
 
 def record_of(c: containers_pb.Container) -> SandboxRecord | None:

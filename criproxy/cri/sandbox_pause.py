@@ -17,11 +17,11 @@ import signal
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri import sandbox_files
+from criproxy.cri import sandbox_events, sandbox_files
 from criproxy.images.local import LocalImage
 from criproxy.images.pull import ensure_image
 from criproxy.oci.spec import clamp_oom_score_adj
-from criproxy.protos import containers_pb, cri, mount_pb, snapshots_pb, tasks_pb
+from criproxy.protos import containers_pb, mount_pb, snapshots_pb, tasks_pb
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import sandbox as t
 from criproxy.translate.sandbox_spec import SANDBOX_OOM_SCORE_ADJ, pause_spec
@@ -124,7 +124,7 @@ async def _wait_exit(app: App, rec: SandboxRecord) -> None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
     rec.exit_status, rec.exited_at = exit_status, exited_at
-    app.sandboxes.set_state(rec, cri.SANDBOX_NOTREADY)
+    sandbox_events.mark_notready(app, rec)
 
 
 async def stop_task(app: App, rec: SandboxRecord) -> None:

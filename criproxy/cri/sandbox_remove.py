@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from criproxy.app import App
-from criproxy.cri import rpc, sandbox_files, sandbox_pause, sandbox_stop
+from criproxy.cri import rpc, sandbox_events, sandbox_files, sandbox_pause, sandbox_stop
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
 
@@ -32,3 +32,4 @@ async def _remove(app: App, rec: SandboxRecord) -> None:
     sandbox_files.remove(app, rec.id)
     app.sandboxes.remove(rec.id)
     app.sandbox_names.release(rec.name)
+    sandbox_events.publish(app, rec, cri.CONTAINER_DELETED_EVENT)

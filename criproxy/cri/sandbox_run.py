@@ -26,7 +26,7 @@ from contextlib import AsyncExitStack
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri import rpc, sandbox_files, sandbox_network, sandbox_pause
+from criproxy.cri import rpc, sandbox_events, sandbox_files, sandbox_network, sandbox_pause
 from criproxy.network import cniconf, netns, pod
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
@@ -88,6 +88,8 @@ async def build(app: App, rec: SandboxRecord) -> str:
             app.sandboxes.set_state(rec, cri.SANDBOX_READY)
         app.sandboxes.add(rec)
         undo.pop_all()
+    sandbox_events.publish(app, rec, cri.CONTAINER_CREATED_EVENT)
+    sandbox_events.publish(app, rec, cri.CONTAINER_STARTED_EVENT)
     if net is not None:
         app.spawn(sandbox_pause.save_network_facts(app, rec), f"sandbox-facts-{rec.id[:12]}")
     return rec.id

@@ -10,7 +10,7 @@ import json
 import time
 
 from criproxy.app import App
-from criproxy.cri import rpc
+from criproxy.cri import rpc, sandbox_events
 from criproxy.network import netns
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
@@ -32,7 +32,8 @@ def verbose_info(app: App, rec: SandboxRecord) -> dict[str, str]:
 @rpc("PodSandboxStatus")
 async def pod_sandbox_status(app: App, request: cri.PodSandboxStatusRequest) -> cri.PodSandboxStatusResponse:
     rec = app.sandboxes.get(request.pod_sandbox_id)
-    resp = cri.PodSandboxStatusResponse(status=t.to_cri_status(rec), timestamp=time.time_ns())
+    resp = cri.PodSandboxStatusResponse(status=t.to_cri_status(rec), timestamp=time.time_ns(),
+                                        containers_statuses=sandbox_events.container_statuses(app, rec.id))
     if request.verbose:
         resp.info.update(verbose_info(app, rec))
     return resp

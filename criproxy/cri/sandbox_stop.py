@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from criproxy.app import App
-from criproxy.cri import rpc, sandbox_files, sandbox_network, sandbox_pause
+from criproxy.cri import rpc, sandbox_events, sandbox_files, sandbox_network, sandbox_pause
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
 
@@ -36,6 +36,6 @@ async def _stop(app: App, rec: SandboxRecord) -> None:
     if rec.ready or rec.pid:
         await sandbox_pause.stop_task(app, rec)
         rec.pid = 0
-    app.sandboxes.set_state(rec, cri.SANDBOX_NOTREADY)
+    sandbox_events.mark_notready(app, rec)
     sandbox_files.unmount_shm(rec)
     await sandbox_network.teardown(app, rec)
