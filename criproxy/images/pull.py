@@ -133,11 +133,7 @@ async def _pull(app: App, ref: reference.Reference, creds: Credentials, progress
         src = dict([manifest.source_label(ref.domain, ref.path)])
         man_desc, man_doc = await _platform_manifest(app, reg, lease, root, body, src)
         man = manifest.parse_manifest(man_doc, man_desc.media_type)
-        config_body = await _config_shared(app, reg, lease, man.config, src)
-        diff_ids = manifest.diff_ids(manifest.load(config_body, f"config {man.config.digest}"), len(man.layers))
-        chains = chain_ids(diff_ids)
-        progress.total, progress.layers_total = sum(x.size for x in man.layers), len(man.layers)
-        await _layers(app, reg, lease, man.layers, diff_ids, chains, progress, src)
+        chains = await _content_and_snapshots(app, reg, lease, man, progress, src)
         if chains:
             await content.update_labels(app, man.config.digest,
                                         {f"containerd.io/gc.ref.snapshot.{app.config.snapshotter}": chains[-1]})
@@ -170,23 +166,29 @@ async def _platform_manifest(app: App, reg: Registry, lease: str, root: Descript
     return desc, man_doc
 
 
-async def _layers(app: App, reg: Registry, lease: str, layers: tuple[Descriptor, ...], diff_ids: list[str],
-                  chains: list[str], progress: content.Progress, src: dict[str, str]) -> None:
-    """Fetch layers concurrently (at most MAX_DOWNLOADS at once, in order) and unpack each as soon
-    as it and its parent are ready, so applying layer i overlaps downloading layers i+1…"""
+async def _content_and_snapshots(app: App, reg: Registry, lease: str, man: manifest.ImageManifest,
+                                 progress: content.Progress, src: dict[str, str]) -> list[str]:
+    """Download the config and the layers concurrently (at most MAX_DOWNLOADS layers at once, in
+    order), then unpack each layer as soon as it and its parent are in, so applying layer i overlaps
+    downloading layers i+1…; returns the chain IDs."""
+    progress.total, progress.layers_total = sum(x.size for x in man.layers), len(man.layers)
     gate = asyncio.Semaphore(MAX_DOWNLOADS)
 
     async def fetch(layer: Descriptor) -> None:
         async with gate:
             await _fetch_shared(app, reg, lease, layer, progress, src)
-    fetches = [asyncio.ensure_future(fetch(layer)) for layer in layers]
+    fetches = [asyncio.ensure_future(fetch(layer)) for layer in man.layers]
     try:
+        config_body = await _config_shared(app, reg, lease, man.config, src)
+        diff_ids = manifest.diff_ids(manifest.load(config_body, f"config {man.config.digest}"), len(man.layers))
+        chains = chain_ids(diff_ids)
         parent = ""
-        for i, layer in enumerate(layers):
+        for i, layer in enumerate(man.layers):
             await fetches[i]
             await _unpack_shared(app, lease, layer, diff_ids[i], chains[i], parent)
             parent = chains[i]
             progress.layers_done += 1
+        return chains
     finally:
         for f in fetches:
             f.cancel()
