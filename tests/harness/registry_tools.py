@@ -67,6 +67,15 @@ class TokenService:
                 self.end_headers()
                 self.wfile.write(json.dumps(body).encode())
 
+            def do_POST(self) -> None:  # OAuth2 refresh-token grant (AuthConfig.identity_token)
+                service.requests += 1
+                length = int(self.headers.get("Content-Length", "0"))
+                code, body = service.answer_form(parse_qs(self.rfile.read(length).decode()))
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(json.dumps(body).encode())
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -89,6 +98,18 @@ class TokenService:
                 kind, name, actions = scope.split(":", 2)
                 access.append({"type": kind, "name": name, "actions": actions.split(",")})
         return 200, {"token": self.sign(access), "expires_in": 300}
+
+    refresh_token = "criproxy-test-refresh-token"
+
+    def answer_form(self, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        """``grant_type=refresh_token`` with our refresh token → an access token for the scopes."""
+        if form.get("grant_type") != ["refresh_token"] or form.get("refresh_token") != [self.refresh_token]:
+            return 401, {"details": "bad refresh token"}
+        access = []
+        for scope in " ".join(form.get("scope", [])).split():
+            kind, name, actions = scope.split(":", 2)
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        return 200, {"access_token": self.sign(access), "expires_in": 300}
 
     def sign(self, access: list[dict[str, Any]]) -> str:
         now = int(time.time())
@@ -129,6 +150,37 @@ class TokenRegistry(Registry):
     def stop(self) -> None:
         super().stop()
         self.tokens.stop()
+
+
+class TlsRegistry(Registry):
+    """A registry serving https with a self-signed certificate for 127.0.0.1 (``ca`` is its PEM)."""
+
+    def __init__(self, base: Path) -> None:
+        super().__init__(base)
+        self.ca = base / "tls.pem"
+        self.key = base / "tls.key"
+
+    def _write_config(self) -> Path:
+        if not self.ca.exists():
+            self.base.mkdir(parents=True, exist_ok=True)
+            run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                 "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(self.key), "-out", str(self.ca)])
+        cfg = super()._write_config()
+        cfg.write_text(cfg.read_text() + f"  tls:\n    certificate: {self.ca}\n    key: {self.key}\n")
+        return cfg
+
+    def _answers(self) -> bool:
+        import ssl
+        import urllib.request
+
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        try:
+            with urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             urllib.request.HTTPSHandler(context=ctx)).open(
+                    f"https://{self.host}/v2/", timeout=1):
+                return True
+        except OSError:
+            return False
 
 
 class RegistryProxy:

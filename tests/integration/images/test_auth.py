@@ -95,3 +95,11 @@ def test_registry_token_is_sent_as_bearer(cri: CriClient, token_registry: TokenR
     token = token_registry.tokens.sign([{"type": "repository", "name": "private/busybox", "actions": ["pull"]}])
     assert _pull(cri, ref, cri.pb.AuthConfig(registry_token=token)).startswith("sha256:")
     _remove(cri, ref)
+
+
+def test_identity_token_is_exchanged_for_an_access_token(cri: CriClient, token_registry: TokenRegistry) -> None:
+    ref = token_registry.ref("private/busybox", "v1")
+    good = cri.pb.AuthConfig(identity_token=token_registry.tokens.refresh_token)
+    assert _pull(cri, ref, good).startswith("sha256:")
+    _remove(cri, ref)
+    _fails(cri, ref, cri.pb.AuthConfig(identity_token="not-the-token"), grpc.StatusCode.UNAUTHENTICATED)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -12,6 +12,7 @@ from criproxy.protos import cri
 from tests.harness.criproxy import CriproxyProcess
 from tests.harness.env import Environment
 from tests.harness.proc import free_port
+from tests.harness.registry_tools import TlsRegistry
 
 
 def _pull(proc: CriproxyProcess, ref: str) -> str:
@@ -64,3 +65,32 @@ def test_mirror_without_resolve_is_not_asked_for_tags(
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     digest = testenv.images["busybox"].manifest_digest()  # by digest the pull-only mirror serves it all
     assert _pull(proc, f"pullonly.example.test/{path.rsplit(':', 1)[0]}@{digest}").startswith("sha256:")
+
+
+@pytest.fixture(scope="module")
+def tls_registry(testenv: Environment) -> Iterator[TlsRegistry]:
+    reg = TlsRegistry(testenv.base / "reg-tls")
+    reg.start()
+    reg.push(testenv.images["busybox"], "secure/busybox", "v1")
+    yield reg
+    reg.stop()
+
+
+@pytest.mark.parametrize("setting", ["ca", "skip_verify"])
+def test_https_registry_with_ca_or_skip_verify(
+        tmp_path: Path, tls_registry: TlsRegistry, criproxy_factory: Callable[..., CriproxyProcess],
+        setting: str) -> None:
+    line = f'ca = "{tls_registry.ca}"' if setting == "ca" else "skip_verify = true"
+    cfg = _hosts(tmp_path, tls_registry.host, f'server = "https://{tls_registry.host}"\n{line}\n')
+    proc = criproxy_factory(["--registry-config-path", str(cfg)], namespace="imghosts")
+    assert _pull(proc, tls_registry.ref("secure/busybox", "v1")).startswith("sha256:")
+
+
+def test_https_registry_with_unknown_ca_is_unavailable(
+        tmp_path: Path, tls_registry: TlsRegistry, criproxy_factory: Callable[..., CriproxyProcess]) -> None:
+    cfg = _hosts(tmp_path, tls_registry.host, f'server = "https://{tls_registry.host}"\n')
+    proc = criproxy_factory(["--registry-config-path", str(cfg)], namespace="imghosts")
+    with pytest.raises(grpc.RpcError) as e:
+        _pull(proc, tls_registry.ref("secure/busybox", "v1"))
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "certificate" in (e.value.details() or "").lower()
