@@ -44,14 +44,26 @@ async def wire_containers(app: App) -> None:
     relay_of(app).on_relist(relist)
 
 
+POD_PARALLEL = 8     # one shim serves a whole pod: hundreds of concurrent runc calls into it time out
+
+
+async def _bounded(coros: list[Any]) -> None:
+    sem = asyncio.Semaphore(POD_PARALLEL)
+
+    async def one(c: Any) -> None:
+        async with sem:
+            await c
+    await asyncio.gather(*(one(c) for c in coros))
+
+
 async def stop_pod_containers(app: App, sandbox_id: str, timeout: int) -> None:
     recs = [r for r in app.containers.for_sandbox(sandbox_id) if r.state == cri.CONTAINER_RUNNING]
-    await asyncio.gather(*(stop(app, r, float(timeout)) for r in recs))
+    await _bounded([stop(app, r, float(timeout)) for r in recs])
 
 
 async def remove_pod_containers(app: App, sandbox_id: str) -> None:
     app.parts.get(RUNTIME_CACHE, {}).pop(sandbox_id, None)
-    await asyncio.gather(*(remove(app, r) for r in app.containers.for_sandbox(sandbox_id)))
+    await _bounded([remove(app, r) for r in app.containers.for_sandbox(sandbox_id)])
 
 
 async def _list_ours(app: App) -> list[containers_pb.Container]:
