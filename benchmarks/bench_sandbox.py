@@ -13,10 +13,12 @@ Targets (issue 4): RunPodSandbox p50 <= 1.0x; ListPodSandbox p50 <= 1.0x.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from benchmarks.common import dump, percentile, time_interleaved
 from criproxy.protos import cri
@@ -84,6 +86,15 @@ def remove_all(client: CriClient, ids: list[str]) -> None:
         client.runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sid))
 
 
+def remove_cgroup_parents() -> None:
+    """The kubelet owns pod-level cgroups; here the benchmark made them (via cgroup_parent), so it
+    removes the empty ones it left."""
+    for h in Path("/sys/fs/cgroup").iterdir():
+        for d in [*h.glob("criproxy-bench/pod*"), h / "criproxy-bench"]:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
 def row(name: str, ours: list[float], theirs: list[float]) -> dict[str, float]:
     r = {"criproxy_p50_ms": percentile(ours, 50), "builtin_p50_ms": percentile(theirs, 50),
          "criproxy_p95_ms": percentile(ours, 95), "builtin_p95_ms": percentile(theirs, 95)}
@@ -118,6 +129,7 @@ def main(pods: int = 50, listed: int = 200, list_calls: int = 500) -> None:
         dump(results)
     finally:
         env.close()
+        remove_cgroup_parents()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -43,18 +44,23 @@ def test_stop_remove_leave_nothing(pods: Pods, testenv: Environment, ctr: object
     assert not sdir.exists()
 
 
-def _cgroup_dirs(name: str) -> list[Path]:
-    return [p for p in Path("/sys/fs/cgroup").glob(f"*/**/{name}") if p.is_dir()]
+def _cgroup_dirs(parent: str, sid: str) -> list[Path]:
+    """The sandbox's cgroup in every mounted hierarchy (v1 controllers, name=systemd, unified)."""
+    return [h / parent.lstrip("/") / sid for h in Path("/sys/fs/cgroup").iterdir()
+            if (h / parent.lstrip("/") / sid).is_dir()]
 
 
 def test_cgroup_parent_and_no_cgroup_left(pods: Pods) -> None:
     cfg = pod_config("cg")
     cfg.linux.cgroup_parent = f"/criproxy-test/pod{cfg.metadata.uid}"
     sid = pods.run(cfg)
-    assert any(str(p).endswith(f"{cfg.linux.cgroup_parent}/{sid}") for p in _cgroup_dirs(sid))
+    assert any(p.parent.name == f"pod{cfg.metadata.uid}" for p in _cgroup_dirs(cfg.linux.cgroup_parent, sid))
     pods.stop(sid)
     pods.remove(sid)
-    assert _cgroup_dirs(sid) == []
+    assert _cgroup_dirs(cfg.linux.cgroup_parent, sid) == []
+    for h in Path("/sys/fs/cgroup").iterdir():   # the kubelet owns pod-level cgroups; here the test does
+        with contextlib.suppress(OSError):
+            (h / cfg.linux.cgroup_parent.lstrip("/")).rmdir()
 
 
 def test_unknown_ids(pods: Pods) -> None:
