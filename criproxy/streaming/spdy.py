@@ -1,15 +1,374 @@
-"""SPDY/3.1 transport (not yet): clients are told to use WebSocket."""
+"""Remote command and port-forward over SPDY/3.1, the transport older kubelets, crictl and kubectl use.
+
+The client upgrades with ``Upgrade: SPDY/3.1`` and lists the protocols it speaks in repeated
+``X-Stream-Protocol-Version`` headers; we answer 101 with the first of them we serve (the client's
+order, as Go's ``httpstream.Handshake``). Then the client opens one SPDY stream per purpose, named by
+its ``streamType`` header: ``error``, ``stdin``, ``stdout``, ``stderr``, ``resize`` for remote
+command; a ``data`` + ``error`` pair per forwarded connection (with ``port`` and ``requestID``
+headers) for port-forward. Every stream is answered with SYN_REPLY at once (the client waits for it
+before sending), and remote command starts when all the streams the stored request implies exist,
+as in kubelet (which gives the client 30 s).
+
+The connection is taken over from aiohttp after the 101: incoming bytes go to our own reader instead
+of aiohttp's HTTP parser (the way aiohttp's own WebSocket response does it), outgoing frames go
+through the response's writer.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from aiohttp import web
 
+from criproxy.app import App
+from criproxy.streaming import protocol as p
+from criproxy.streaming import spdyframes as f
+from criproxy.streaming.portforward import PortStream, forward_port
+from criproxy.streaming.streams import Options, Streams
 
-async def serve_remote_command(request: web.Request, *args: Any) -> Any:
-    raise web.HTTPBadRequest(text="SPDY is not supported yet; use a WebSocket client\n")
+log = logging.getLogger("criproxy.streaming")
+CHUNK = 32 * 1024
+STREAM_CREATION_TIMEOUT = 30.0
 
 
-async def serve_port_forward(request: web.Request, *args: Any) -> Any:
-    raise web.HTTPBadRequest(text="SPDY is not supported yet; use a WebSocket client\n")
+class SpdyStream:
+    """One stream the client opened: its headers, what it sent us, our way back."""
+
+    def __init__(self, conn: SpdyConnection, stream_id: int, headers: dict[str, str]) -> None:
+        self.conn, self.id, self.headers = conn, stream_id, headers
+        self.incoming: asyncio.Queue[bytes | None] = asyncio.Queue(64)
+        self.discard = False            # nobody reads this stream: drop what arrives
+        self.remote_closed = self.local_closed = False
+
+    @property
+    def type(self) -> str:
+        return self.headers.get("streamtype", "")
+
+    async def write(self, data: bytes) -> None:
+        for i in range(0, len(data), CHUNK):
+            if self.local_closed:
+                return
+            await self.conn.send(f.data_frame(self.id, data[i:i + CHUNK]))
+
+    async def close(self) -> None:
+        """FIN from our side (the client's reader sees EOF)."""
+        if not self.local_closed:
+            self.local_closed = True
+            await self.conn.send(f.data_frame(self.id, b"", fin=True))
+
+    async def received(self, data: bytes) -> None:
+        if data and not self.discard and not self.remote_closed:
+            await self.incoming.put(data)
+
+    def remote_end(self) -> None:
+        """EOF from the client; never blocks (a queued chunk nobody will read may be dropped)."""
+        if self.remote_closed:
+            return
+        self.remote_closed = True
+        while True:
+            try:
+                self.incoming.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                self.incoming.get_nowait()
+
+
+class _Feed:
+    """Stands in for aiohttp's parser after the upgrade: raw bytes into our StreamReader."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.reader.feed_data(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.reader.feed_eof()
+
+
+class SpdyConnection:
+    """The server side of one SPDY/3.1 connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, resp: web.StreamResponse) -> None:
+        self.reader, self.resp = reader, resp
+        self.codec = f.Codec()
+        self.streams: dict[int, SpdyStream] = {}
+        self.new_streams: asyncio.Queue[SpdyStream | None] = asyncio.Queue()
+        self.closed = asyncio.Event()
+        self.last_id = 0
+        self._goaway_sent = False
+
+    async def send(self, frame: bytes) -> None:
+        if self.closed.is_set():
+            return
+        try:
+            await self.resp.write(frame)
+        except (ConnectionError, RuntimeError):
+            self._lost()
+
+    async def serve(self) -> None:
+        """Read frames until the client closes the connection or breaks the protocol."""
+        try:
+            while True:
+                control, kind, flags, length = f.parse_head(await self.reader.readexactly(8))
+                payload = await self.reader.readexactly(length) if length else b""
+                if control:
+                    await self._control(self.codec.control(kind, flags, payload))
+                else:
+                    await self._data(kind, flags, payload)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except f.ProtocolError as e:
+            log.info("SPDY client broke the protocol: %s", e)
+            await self.send(f.goaway(self.last_id, 1))
+        finally:
+            self._lost()
+
+    async def _control(self, frame: f.Frame) -> None:
+        if frame.kind == f.SYN_STREAM:
+            await self._open(frame)
+        elif frame.kind == f.RST_STREAM:
+            stream = self.streams.pop(frame.stream_id, None)
+            if stream is not None:
+                stream.local_closed = True
+                stream.remote_end()
+        elif frame.kind == f.PING and frame.value % 2 == 1:      # client pings are odd: echo
+            await self.send(f.ping(frame.value))
+        elif frame.kind == f.HEADERS and frame.fin:
+            await self._data(frame.stream_id, f.FLAG_FIN, b"")
+
+    async def _open(self, frame: f.Frame) -> None:
+        if frame.stream_id % 2 == 0 or frame.stream_id <= self.last_id or self._goaway_sent:
+            await self.send(f.rst_stream(frame.stream_id, f.RST_PROTOCOL_ERROR if not self._goaway_sent
+                                         else f.RST_REFUSED_STREAM))
+            return
+        self.last_id = frame.stream_id
+        stream = SpdyStream(self, frame.stream_id, frame.headers)
+        self.streams[stream.id] = stream
+        await self.send(self.codec.syn_reply(stream.id))
+        if frame.fin:
+            stream.remote_end()
+        self.new_streams.put_nowait(stream)
+
+    async def _data(self, stream_id: int, flags: int, payload: bytes) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        await stream.received(payload)
+        if flags & f.FLAG_FIN:
+            stream.remote_end()
+
+    def _lost(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        for stream in self.streams.values():
+            stream.local_closed = True
+            stream.remote_end()
+        self.new_streams.put_nowait(None)
+
+    async def goaway(self) -> None:
+        """No more streams: tell the client, so it closes the connection once it has read everything."""
+        if not self._goaway_sent:
+            await self.send(f.goaway(self.last_id))
+            self._goaway_sent = True
+
+
+# -- upgrade ------------------------------------------------------------------------------------------
+def negotiate(request: web.Request, supported: tuple[str, ...]) -> str:
+    offered = [v for h in request.headers.getall("X-Stream-Protocol-Version", []) for v in p.split_header(h)]
+    chosen = p.choose(offered, supported)
+    if chosen is None:
+        raise web.HTTPForbidden(
+            text=f"unable to upgrade: unable to negotiate protocol: client supports {offered}, "
+                 f"server accepts {list(supported)}\n",
+            headers=[("X-Accepted-Stream-Protocol-Versions", s) for s in supported])
+    return chosen
+
+
+async def upgrade(request: web.Request, chosen: str) -> tuple[web.StreamResponse, SpdyConnection]:
+    """Answer 101 and take the connection over from aiohttp's HTTP parser."""
+    reader = asyncio.StreamReader(limit=256 * 1024)
+    if request.transport is not None:
+        reader.set_transport(request.transport)
+    handler = cast(Any, request.protocol)
+    handler.set_parser(_Feed(reader))
+    handler.keep_alive(False)
+    headers = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1"}
+    if chosen:
+        headers["X-Stream-Protocol-Version"] = chosen
+    resp = web.StreamResponse(status=101, headers=headers)
+    await resp.prepare(request)
+    return resp, SpdyConnection(reader, resp)
+
+
+async def _session(request: web.Request, supported: tuple[str, ...],
+                   body: Callable[[SpdyConnection, str], Awaitable[None]]) -> web.StreamResponse:
+    chosen = negotiate(request, supported)
+    resp, conn = await upgrade(request, chosen)
+    reader = asyncio.get_running_loop().create_task(conn.serve())
+    try:
+        await body(conn, chosen)
+        await conn.goaway()
+        with contextlib.suppress(asyncio.TimeoutError):     # let the client read and hang up first
+            await asyncio.wait_for(conn.closed.wait(), 5.0)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    return resp
+
+
+# -- remote command -----------------------------------------------------------------------------------
+class SpdyStreams(Streams):
+    """Streams over SPDY: one SPDY stream per channel."""
+
+    def __init__(self, conn: SpdyConnection, opts: Options, dialect: p.Dialect, by_type: dict[str, SpdyStream]):
+        super().__init__(opts)
+        self.conn, self.dialect, self.by_type = conn, dialect, by_type
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._watch()))
+        if "stdin" in self.by_type:
+            self._tasks.append(loop.create_task(self._stdin(self.by_type["stdin"])))
+        if "resize" in self.by_type:
+            self._tasks.append(loop.create_task(self._resize(self.by_type["resize"])))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        await self.conn.closed.wait()
+        self.lost()
+
+    async def _stdin(self, stream: SpdyStream) -> None:
+        while (data := await stream.incoming.get()) is not None:
+            await self.feed_stdin(data)
+        self.end_stdin()
+
+    async def _resize(self, stream: SpdyStream) -> None:
+        decoder = p.ResizeDecoder()
+        while (data := await stream.incoming.get()) is not None:
+            for size in decoder.feed(data):
+                self.feed_resize(size)
+
+    async def write(self, channel: int, data: bytes) -> None:
+        stream = self.by_type.get("stdout" if channel == p.STDOUT else "stderr")
+        if stream is not None:
+            await stream.write(data)
+
+    async def finish(self, status: dict[str, Any]) -> None:
+        for name in ("stdout", "stderr"):
+            if name in self.by_type:
+                await self.by_type[name].close()
+        err = self.by_type.get("error")
+        if err is not None:
+            data = p.encode_status(status, self.dialect)
+            if data is not None:
+                await err.write(data)
+            await err.close()
+
+
+def expected_streams(opts: Options, dialect: p.Dialect) -> set[str]:
+    """The stream types kubelet waits for: error always, the requested stdio, resize for a tty (v3+)."""
+    names = {"error"}
+    names |= {n for n, on in (("stdin", opts.stdin), ("stdout", opts.stdout), ("stderr", opts.stderr)) if on}
+    if opts.tty and dialect.version >= 3:
+        names.add("resize")
+    return names
+
+
+async def _collect(conn: SpdyConnection, wanted: set[str]) -> dict[str, SpdyStream]:
+    by_type: dict[str, SpdyStream] = {}
+    while not wanted <= by_type.keys():
+        stream = await conn.new_streams.get()
+        if stream is None:
+            raise ConnectionError("the client went away while creating streams")
+        if stream.type in wanted and stream.type not in by_type:
+            by_type[stream.type] = stream
+        else:
+            stream.discard = True
+    for name in ("error", "stdout", "stderr"):
+        if name in by_type:
+            by_type[name].discard = True        # the client does not write on these
+    return by_type
+
+
+async def serve_remote_command(request: web.Request, opts: Options,
+                               run: Callable[[Streams], Awaitable[None]]) -> web.StreamResponse:
+    async def body(conn: SpdyConnection, chosen: str) -> None:
+        dialect = p.dialect(chosen)
+        try:
+            by_type = await asyncio.wait_for(_collect(conn, expected_streams(opts, dialect)),
+                                             STREAM_CREATION_TIMEOUT)
+        except (TimeoutError, ConnectionError) as e:
+            log.info("SPDY remote command: streams not created: %s", e or "timed out")
+            return
+        streams = SpdyStreams(conn, opts, dialect, by_type)
+        streams.start()
+        try:
+            await run(streams)
+        finally:
+            await streams.stop()
+
+    return await _session(request, p.SPDY_REMOTECOMMAND, body)
+
+
+# -- port-forward -------------------------------------------------------------------------------------
+def request_id(stream: SpdyStream) -> str:
+    """The pair a stream belongs to; old clients send no requestID, so kubelet's fallback applies
+    (the error stream's own ID, the data stream's ID minus 2)."""
+    rid = stream.headers.get("requestid", "")
+    if rid:
+        return rid
+    return str(stream.id - 2 if stream.type == "data" else stream.id)
+
+
+async def serve_port_forward(request: web.Request, app: App, sandbox_id: str) -> web.StreamResponse:
+    async def body(conn: SpdyConnection, chosen: str) -> None:
+        pending: dict[str, dict[str, SpdyStream]] = {}
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while (stream := await conn.new_streams.get()) is not None:
+                if stream.type not in ("data", "error"):
+                    stream.discard = True
+                    await conn.send(f.rst_stream(stream.id, f.RST_PROTOCOL_ERROR))
+                    continue
+                pair = pending.setdefault(request_id(stream), {})
+                pair[stream.type] = stream
+                if len(pair) == 2:
+                    del pending[request_id(stream)]
+                    task = asyncio.get_running_loop().create_task(_forward_pair(app, sandbox_id, pair))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+        finally:
+            for t in list(tasks):
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    return await _session(request, p.SPDY_PORTFORWARD, body)
+
+
+async def _forward_pair(app: App, sandbox_id: str, pair: dict[str, SpdyStream]) -> None:
+    data, err = pair["data"], pair["error"]
+    err.discard = True
+    text = data.headers.get("port", "")
+    try:
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            await err.write(f"invalid port {text!r}".encode())
+            return
+        stream = PortStream(int(text), data.write, err.write)
+        stream.incoming = data.incoming
+        await forward_port(app, sandbox_id, stream)
+    finally:
+        await data.close()
+        await err.close()

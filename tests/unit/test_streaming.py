@@ -116,3 +116,41 @@ def test_addresses(address: str, parsed: tuple[str, int], host: str) -> None:
 def test_bad_addresses(address: str) -> None:
     with pytest.raises(ValueError):
         parse_address(address)
+
+
+# -- SPDY framing -------------------------------------------------------------------------------------
+def test_spdy_dictionary_is_the_canonical_one() -> None:
+    import zlib
+
+    from criproxy.streaming.spdyframes import DICTIONARY
+    # 1423 bytes, ending "enq=0." without a NUL, as Go's spdystream has it; the Adler-32 is the DICTID
+    # every SPDY/3 zlib stream carries, so a wrong byte anywhere would break every header block.
+    assert len(DICTIONARY) == 1423 and DICTIONARY.endswith(b",*,enq=0.")
+    assert zlib.adler32(DICTIONARY) == 0xE3C6A7C2
+
+
+def test_spdy_header_blocks_round_trip_across_frames() -> None:
+    from criproxy.streaming import spdyframes as f
+
+    client, server = f.Codec(), f.Codec()
+    for i in range(3):                                    # one zlib stream per direction, in order
+        frame = client.syn_stream(2 * i + 1, {"streamType": "stdout", "Port": str(8080 + i)}, fin=i == 2)
+        control, kind, flags, length = f.parse_head(frame[:8])
+        assert (control, kind, length) == (True, f.SYN_STREAM, len(frame) - 8)
+        parsed = server.control(kind, flags, frame[8:])
+        assert parsed.stream_id == 2 * i + 1 and parsed.fin == (i == 2)
+        assert parsed.headers == {"streamtype": "stdout", "port": str(8080 + i)}
+    reply = server.syn_reply(1)
+    assert client.control(f.SYN_REPLY, 0, reply[8:]).headers == {}
+
+
+def test_spdy_data_and_control_heads() -> None:
+    from criproxy.streaming import spdyframes as f
+
+    assert f.parse_head(f.data_frame(5, b"abc", fin=True)[:8]) == (False, 5, f.FLAG_FIN, 3)
+    assert f.parse_head(f.goaway(7)[:8]) == (True, f.GOAWAY, 0, 8)
+    with pytest.raises(f.ProtocolError):
+        f.parse_head(b"\x80\x02\x00\x01\x00\x00\x00\x00")      # SPDY/2
+    with pytest.raises(f.ProtocolError):
+        f.Codec().decode_headers(b"garbage")
+    assert f.parse_header_block(f.header_block({"A": "1\x002"})) == {"a": "1"}
