@@ -96,3 +96,30 @@ def test_host_port_answers(pods: Pods, tmp_path: Path) -> None:
     pods.stop(sid)
     rules = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True).stdout
     assert f"--dport {host_port}" not in rules
+
+
+def test_pause_spec_on_the_host(pods: Pods) -> None:
+    """/dev/shm size, sysctls, host PID/IPC, the pod's own namespaces, clamped oom_score_adj."""
+    cfg = pod_config("spec")
+    cfg.linux.sysctls["net.ipv4.ip_unprivileged_port_start"] = "0"
+    sid = pods.run(cfg)
+    pid = int(pods.info(sid)["pid"])  # type: ignore[call-overload]
+    shm = [line for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines() if " /dev/shm " in line]
+    assert shm and "size=65536k" in shm[0]
+    own_oom = Path("/proc/self/oom_score_adj").read_text().strip()
+    assert Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == own_oom   # -998 asked, clamped
+    sysctl = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+    inside = subprocess.run(["nsenter", "-t", str(pid), "--net", "cat", sysctl], capture_output=True,
+                            text=True).stdout.strip()
+    assert inside == "0"
+    for ns in ("pid", "ipc", "net", "uts"):
+        assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}")
+
+    host = pod_config("hostns")
+    opts = host.linux.security_context.namespace_options
+    opts.pid, opts.ipc = cri.NODE, cri.NODE
+    hid = pods.run(host)
+    hpid = int(pods.info(hid)["pid"])  # type: ignore[call-overload]
+    for ns in ("pid", "ipc"):
+        assert os.readlink(f"/proc/{hpid}/ns/{ns}") == os.readlink(f"/proc/self/ns/{ns}")
+    assert pods.status(hid).status.linux.namespaces.options.pid == cri.NODE
