@@ -40,6 +40,7 @@ def configured(criproxy_factory: CriproxyFactory, testenv: Environment, tmp_path
     bridge = conf["plugins"][0]["bridge"] = testenv.criproxy_net.bridge + "c"
     conf["plugins"][0]["capabilities"] = {"ipRanges": True}
     conf["plugins"][0]["ipam"] = {"type": "host-local", "dataDir": str(tmp_path / "ipam")}
+    conf["plugins"].append({"type": "bandwidth", "capabilities": {"bandwidth": True}})
     (confdir / "10-cidr.conflist").write_text(json.dumps(conf))
     cfg = tmp_path / "criproxy.toml"
     cfg.write_text(CONFIG)
@@ -68,6 +69,13 @@ def test_handlers_and_pod_cidr(configured: CriproxyProcess, testenv: Environment
             st = pods.status(sid).status
             assert st.runtime_handler == "fast"
             assert ipaddress.ip_address(st.network.ip) in ipaddress.ip_network(cidr)
+            shaped = pod_config("shaped")
+            shaped.annotations["kubernetes.io/ingress-bandwidth"] = "10M"
+            bid = pods.run(shaped)
+            host_veth = next(i["name"] for i in pods.info(bid)["cniResult"]["interfaces"]  # type: ignore[index]
+                             if i["name"].startswith("veth"))
+            qdisc = subprocess.run(["tc", "qdisc", "show", "dev", host_veth], capture_output=True, text=True).stdout
+            assert "tbf" in qdisc and "rate 10Mbit" in qdisc, qdisc
             with pytest.raises(grpc.RpcError) as e:
                 pods.run(pod_config("nope"), handler="nope")
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "nope" in (e.value.details() or "")
