@@ -31,7 +31,7 @@ from criproxy import errors, lifecycle, trace
 from criproxy.app import App
 from criproxy.images import content, manifest, records, reference, unpack
 from criproxy.images.auth import Credentials, from_auth_config
-from criproxy.images.local import LocalImage, chain_ids, describe, read_blob, resolve_local
+from criproxy.images.local import LocalImage, chain_ids, describe, read_blob, read_json, resolve_local
 from criproxy.images.registry import SESSION_KEY, Descriptor, Registry
 from criproxy.protos import descriptor_pb, leases_pb
 
@@ -46,11 +46,36 @@ MAX_DOWNLOADS = 3  # layer downloads at once per pull, containerd's max_concurre
 
 
 async def ensure_image(app: App, ref: str) -> LocalImage:
-    """The image named by ``ref``, pulled first (without credentials) when containerd lacks it."""
+    """The image named by ``ref``, pulled first (without credentials) when containerd lacks it, and
+    unpacked when its snapshots are missing (pulled by another tool without unpack, or collected)."""
     try:
-        return await resolve_local(app, ref)
+        image = await resolve_local(app, ref)
     except errors.NotFound:
         return await pull_image(app, ref)
+    await ensure_unpacked(app, image)
+    return image
+
+
+async def ensure_unpacked(app: App, image: LocalImage) -> None:
+    """Unpack a local image's layers from the content store if its top snapshot is missing.
+
+    What containerd's CRI does when a container's snapshot Prepare answers NOT_FOUND. The content
+    must be local (NotFound from Diff.Apply otherwise); nothing is fetched from a registry.
+    """
+    snapshotter = app.config.snapshotter
+    if not image.chain_id or await unpack.is_unpacked(app, snapshotter, image.chain_id):
+        return
+    doc = await read_json(app, image.manifest_digest)
+    layers = manifest.parse_manifest(doc, str(doc.get("mediaType", ""))).layers
+    diff_ids = manifest.diff_ids(image.config, len(layers))
+    chains = chain_ids(diff_ids)
+    async with pull_lease(app) as lease:
+        parent = ""
+        for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True):
+            await _unpack_shared(app, lease, layer, diff_id, chain, parent)
+            parent = chain
+        await content.update_labels(app, image.id, {f"containerd.io/gc.ref.snapshot.{snapshotter}": chains[-1]})
+    trace.note(f"unpacked {image.id} from local content ({len(layers)} layers)")
 
 
 def is_pinned(app: App, ref: reference.Reference) -> bool:
