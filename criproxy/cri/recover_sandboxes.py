@@ -35,6 +35,10 @@ SANDBOX_FILTER = f'labels."{t.KIND_LABEL}"=={t.KIND_SANDBOX}'
 async def recover_sandboxes(app: App) -> None:
     app.pod_cidr = app.pod_cidr or load_pod_cidr(app)
     relay_of(app).on_relist(relist_sandboxes)
+    try:   # once, here, rather than racing in the first concurrent netns creations
+        netns.ensure_shared_dir(app.config.netns_dir)
+    except (OSError, netns.NetnsError) as e:
+        log.warning("netns dir %s: %s", app.config.netns_dir, e)
     containers = (await app.ctrd.containers.List(containers_pb.ListContainersRequest(filters=[SANDBOX_FILTER]))
                   ).containers
     tasks = {p.id: p for p in (await app.ctrd.tasks.List(tasks_pb.ListTasksRequest())).tasks}

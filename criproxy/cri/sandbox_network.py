@@ -70,6 +70,7 @@ async def teardown(app: App, rec: SandboxRecord) -> None:
         return
     st = pod.load(rec.dir) if rec.dir else None
     if st is not None and st.torn_down:
+        netns.remove(rec.netns_path)
         rec.network_torn_down = True
         return
     if st is not None:
