@@ -119,14 +119,14 @@ class Registry:
     def _url(self, host: hosts.RegistryHost, kind: str, ref: str) -> str:
         return f"{host.base}/{self.ref.path}/{kind}/{ref}"
 
-    async def _authorize(self, host: hosts.RegistryHost, header: str) -> str:
-        """The Authorization value answering this host's 401 challenge."""
+    async def _authorize(self, host: hosts.RegistryHost, header: str, rejected: str = "") -> str:
+        """The Authorization value answering this host's 401 challenge (``rejected``: what we sent)."""
         challenges = auth.parse_challenges(header)
         bearer = next((c for c in challenges if c.scheme == "bearer" and c.params.get("realm")), None)
         if bearer is not None:
             if self.creds.registry_token:
                 raise errors.Unauthenticated(f"registry {host.host} refused the registry token")
-            return "Bearer " + await self._token(bearer.params)
+            return "Bearer " + await self._token(bearer.params, rejected.removeprefix("Bearer "))
         if any(c.scheme == "basic" for c in challenges):
             if not (self.creds.username or self.creds.password):
                 raise errors.Unauthenticated(f"registry {host.host} requires credentials (Basic auth) "
@@ -134,12 +134,13 @@ class Registry:
             return self.creds.basic()
         raise errors.Unauthenticated(f"registry {host.host} asked for authentication we do not speak: {header!r}")
 
-    async def _token(self, params: dict[str, str]) -> str:
-        """A Bearer token for our scope from the challenge's realm, cached until it expires."""
+    async def _token(self, params: dict[str, str], rejected: str = "") -> str:
+        """A Bearer token for our scope from the challenge's realm, cached until it expires (or until
+        the registry rejects it, e.g. after a registry restart with a new key)."""
         key = (params["realm"], params.get("service", ""), self.scope, self.creds.key())
         async with self._token_lock:
             cached = self.tokens.get(key)
-            if cached is not None:
+            if cached is not None and cached != rejected:
                 return cached
             token, ttl = await self._fetch_token(params["realm"], params.get("service", ""))
             self.tokens.put(key, token, ttl)
@@ -180,7 +181,7 @@ class Registry:
                 return resp
             challenge = resp.headers.get("WWW-Authenticate", "")
             resp.release()
-            self._authz[host.host] = await self._authorize(host, challenge)
+            self._authz[host.host] = await self._authorize(host, challenge, h.get("Authorization", ""))
         raise AssertionError("unreachable")
 
     @asynccontextmanager
