@@ -1,8 +1,8 @@
 """Pulling an image into containerd the way a containerd-native pull lands it (FACTS §2).
 
 Order: take a lease → resolve the reference → write the index (if any) and pick this host's
-manifest → write manifest and config → fetch every layer concurrently (bounded connections per
-registry) while unpacking them in order onto the chain-ID snapshot chain → label the config with
+manifest → write the manifest → download config and layers concurrently (at most MAX_DOWNLOADS
+layers at once, in order) while unpacking them in order onto the chain-ID snapshot chain → label the config with
 its snapshot → create the image records → drop the lease. Everything is written under the lease,
 so a pull that dies half way leaves only objects containerd's GC collects; leases left by a
 criproxy that was killed are deleted at the next start.
