@@ -1,8 +1,9 @@
 """Port-forward: bytes between a client stream and ``localhost:<port>`` inside the pod's network namespace.
 
 One forwarded connection per (client stream, port), as in kubelet and the CRI plugin: connect inside
-the pod's netns (``netns.connect_local``), copy both ways, and when either direction ends give the
-other one second to finish (a client's half-close, then the server's answer) before closing. An
+the pod's netns (``netns.connect_local``), copy both ways. When the pod's side ends, the connection
+is done; when the client's side ends first (its half-close), the pod gets EOF and up to a second to
+finish answering (the CRI plugin's grace) before everything is closed. An
 error (nothing listening, pod gone) goes to the port's error stream as text, which kubectl prints.
 
 The WebSocket flavour lives here too: per requested port a data channel (2i) and an error channel
@@ -80,9 +81,9 @@ async def _copy_both(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     out = loop.create_task(_pod_to_client(reader, stream))
     into = loop.create_task(_client_to_pod(writer, stream))
     try:
-        _done, pending = await asyncio.wait([out, into], return_when=asyncio.FIRST_COMPLETED)
-        if pending:
-            await asyncio.wait(pending, timeout=GRACE)
+        await asyncio.wait([out, into], return_when=asyncio.FIRST_COMPLETED)
+        if not out.done():                   # the client finished sending: give the pod time to answer
+            await asyncio.wait([out], timeout=GRACE)
     finally:
         for t in (out, into):
             t.cancel()

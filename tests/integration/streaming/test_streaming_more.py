@@ -1,0 +1,44 @@
+"""Streaming under load and across a criproxy restart."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.harness.criproxy import CriproxyProcess
+from tests.integration.containers.conftest import Pod
+from tests.integration.streaming import wsclient
+from tests.integration.streaming.test_attach import TICKER, attach_url
+from tests.integration.streaming.test_exec import SLEEPER, exec_url
+
+
+@pytest.fixture
+def running(pod: Pod) -> str:
+    return pod.run(command=SLEEPER)
+
+
+async def test_concurrent_execs_keep_their_own_streams(pod: Pod, running: str) -> None:
+    urls = [exec_url(pod, running, "sh", "-c", f"for i in 1 2 3; do echo {n}-$i; done; exit {n}") for n in range(12)]
+    results = await asyncio.gather(*(wsclient.run(u) for u in urls))
+    for n, res in enumerate(results):
+        assert res.stdout == f"{n}-1\n{n}-2\n{n}-3\n".encode() and res.exit_code == n
+
+
+async def test_large_output_arrives_whole(pod: Pod, running: str) -> None:
+    res = await wsclient.run(exec_url(pod, running, "sh", "-c", "head -c 20000000 /dev/zero"), timeout=60)
+    assert len(res.stdout) == 20_000_000 and res.exit_code == 0
+
+
+async def test_exec_and_attach_after_criproxy_restart(pod: Pod, criproxy: CriproxyProcess) -> None:
+    cid = pod.run(command=TICKER)
+    criproxy.restart()
+    pod.client.reconnect()
+    pod.rt = pod.client.runtime
+    res = await wsclient.run(exec_url(pod, cid, "echo", "back"))
+    assert res.stdout == b"back\n" and res.exit_code == 0
+    s = await wsclient.connect(attach_url(pod, cid))
+    try:
+        await s.read_until(wsclient.STDOUT, b"tick")
+    finally:
+        await s.close()
