@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import time
-from typing import cast
 
 from google.protobuf import timestamp_pb2
 
@@ -112,14 +111,21 @@ async def _prepare(app: App, cid: str, image: LocalImage, lease: str) -> list[mo
         resp = await app.ctrd.snapshots.Prepare(snapshots_pb.PrepareSnapshotRequest(
             snapshotter=app.config.snapshotter, key=cid, parent=image.chain_id), lease=lease)
     except errors.NotFound:
+        app.parts.get(IMAGE_CACHE, {}).clear()        # the image may have been removed meanwhile
         raise errors.NotFound(f"image {image.record_name} is not unpacked for snapshotter "
                               f"{app.config.snapshotter}; pull it again") from None
     return list(resp.mounts)
 
 
+LEASE_KEY = "containers.lease"
+LEASE_ROTATE_NS = 12 * 3600 * 1_000_000_000
+IMAGE_CACHE = "containers.images"
+IMAGE_TTL_NS = 30 * 1_000_000_000
+
+
 async def _new_lease(app: App) -> str:
-    """A lease like the Go client's default one (expires in 24 h if criproxy dies holding it)."""
-    lease_id = f"criproxy-{time.time_ns()}-{base64.urlsafe_b64encode(os.urandom(3)).decode()}"
+    """A lease expiring in 24 h (so a crashed criproxy's leftovers are collected), like the Go client's."""
+    lease_id = f"criproxy-create-{time.time_ns()}-{base64.urlsafe_b64encode(os.urandom(3)).decode()}"
     expire = timestamp_pb2.Timestamp()
     expire.FromSeconds(int(time.time()) + 24 * 3600)
     await app.ctrd.leases.Create(leases_pb.CreateRequest(
@@ -130,6 +136,45 @@ async def _new_lease(app: App) -> str:
 async def _drop_lease(app: App, lease_id: str) -> None:
     with contextlib.suppress(errors.CriError):
         await app.ctrd.leases.Delete(leases_pb.DeleteRequest(id=lease_id))
+
+
+async def _create_lease(app: App) -> str:
+    """The process's creation lease: made once and rotated every 12 h, so CreateContainer pays no
+    Leases.Create; each snapshot leaves it (DeleteResource, in the background) once its container
+    record protects it."""
+    held = app.parts.get(LEASE_KEY)
+    now = time.time_ns()
+    if held is None or now - held[1] > LEASE_ROTATE_NS:
+        lease_id = await _new_lease(app)
+        app.parts[LEASE_KEY] = (lease_id, now)
+        if held is not None:
+            app.spawn(_drop_lease_later(app, held[0]), "lease-rotate")
+        return lease_id
+    return str(held[0])
+
+
+async def _drop_lease_later(app: App, lease_id: str) -> None:
+    await asyncio.sleep(600)          # creates still running under the old lease finish first
+    await _drop_lease(app, lease_id)
+
+
+async def _release_snapshot(app: App, lease_id: str, key: str) -> None:
+    with contextlib.suppress(errors.CriError):
+        await app.ctrd.leases.DeleteResource(leases_pb.DeleteResourceRequest(
+            id=lease_id, resource=leases_pb.Resource(id=key, type=f"snapshots/{app.config.snapshotter}")))
+
+
+async def _image(app: App, ref: str) -> LocalImage:
+    """resolve_local, remembered for a few seconds per reference: a pod's containers (and kubelet's
+    restarts) ask for the same image in quick succession."""
+    cache: dict[str, tuple[int, LocalImage]] = app.parts.setdefault(IMAGE_CACHE, {})
+    hit = cache.get(ref)
+    now = time.time_ns()
+    if hit is not None and now - hit[0] < IMAGE_TTL_NS:
+        return hit[1]
+    image = await resolve_local(app, ref)
+    cache[ref] = (now, image)
+    return image
 
 
 async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord, sandbox: SandboxRecord,
@@ -146,28 +191,25 @@ async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord
         container=_containerd_container(app, rec, image, result.spec, runtime)), lease=lease)
 
 
+async def _gather(app: App, ref: str, sandbox_id: str) -> tuple[LocalImage, str]:
+    """Image, lease and the sandbox's runtime are independent: fetched concurrently."""
+    image, lease, _runtime = await asyncio.gather(_image(app, ref), _create_lease(app),
+                                                  _sandbox_runtime(app, sandbox_id))
+    return image, lease
+
+
 async def _create(app: App, request: cri.CreateContainerRequest, sandbox: SandboxRecord, name: str) -> str:
-    """Image lookup, lease and the sandbox's runtime are independent: fetched concurrently."""
     cid = os.urandom(32).hex()
     async with contextlib.AsyncExitStack() as undo:
         app.container_names.reserve(name, cid)
         undo.callback(app.container_names.release, name)
-        got = await asyncio.gather(resolve_local(app, request.config.image.image), _new_lease(app),
-                                   _sandbox_runtime(app, sandbox.id), return_exceptions=True)
-        lease_id = got[1] if isinstance(got[1], str) else None
-        if lease_id is not None:
-            # Deleting the lease is off the critical path: once the container exists it is not needed.
-            undo.callback(lambda: app.spawn(_drop_lease(app, lease_id), f"lease-{cid[:12]}"))
-        for item in got:
-            if isinstance(item, BaseException):
-                raise item
-        image, lease = cast(LocalImage, got[0]), cast(str, got[1])
+        image, lease = await _gather(app, request.config.image.image, sandbox.id)
         rec = _record(cid, name, request, sandbox, image)
         await _build(app, undo, rec, sandbox, image, lease)
         app.containers.add(rec)
         app.containers.persist(rec)
         undo.pop_all()
-        app.spawn(_drop_lease(app, lease), f"lease-{cid[:12]}")
+        app.spawn(_release_snapshot(app, lease, cid), f"lease-{cid[:12]}")
     publish(app, rec, cri.CONTAINER_CREATED_EVENT)
     return cid
 

@@ -25,7 +25,7 @@ from criproxy import errors, lifecycle
 from criproxy.app import App
 from criproxy.cri.container_create import RUNTIME_CACHE
 from criproxy.cri.container_remove import remove
-from criproxy.cri.container_task import fail_start, handle_exit, resync, stop, watch
+from criproxy.cri.container_task import delete_task_retrying, fail_start, handle_exit, resync, stop, watch
 from criproxy.events.relay import relay_of
 from criproxy.io.container import ContainerIO, io_dir
 from criproxy.protos import containers_pb, cri, task_types, tasks_pb
@@ -133,12 +133,15 @@ async def recover_containers(app: App) -> None:
 
 
 async def relist(app: App) -> None:
-    """Correct drift: a container we think runs whose task is gone or stopped gets its exit handled."""
-    running = [r for r in app.containers.values() if r.state == cri.CONTAINER_RUNNING and not r.starting]
-    if not running:
+    """Correct drift: a container we think runs whose task is gone or stopped gets its exit handled;
+    an exited container whose task is still there (a delete that failed) gets it deleted."""
+    recs = [r for r in app.containers.values() if not r.starting]
+    if not recs:
         return
     tasks = await _tasks(app)
-    for rec in running:
+    for rec in recs:
         task = tasks.get(rec.id)
-        if task is None or task.status == task_types.STOPPED:
+        if rec.state == cri.CONTAINER_RUNNING and (task is None or task.status == task_types.STOPPED):
             await resync(app, rec)
+        elif rec.state == cri.CONTAINER_EXITED and task is not None and rec.exited.is_set():
+            await delete_task_retrying(app, rec.id, attempts=1)

@@ -73,7 +73,7 @@ async def fail_start(app: App, rec: ContainerRecord, err: BaseException) -> None
     app.containers.update_exited(rec, time.time_ns(), START_ERROR_EXIT_CODE, REASON_START_ERROR, str(err))
     with contextlib.suppress(errors.CriError):
         await kill(app, rec, signal.SIGKILL, all_processes=True)
-    await delete_task(app, rec.id)
+    await delete_task_retrying(app, rec.id)
     if rec.io is not None:
         rec.io.remove()
         rec.io = None
@@ -118,7 +118,7 @@ async def _handle_exit(app: App, rec: ContainerRecord, exit_code: int, exited_at
             log.info("container %s exited but its output is still held open; closing the log pump", rec.id)
         rec.io.close()
         rec.io = None
-    await delete_task(app, rec.id)
+    await delete_task_retrying(app, rec.id)
     rec.exited.set()
     if changed:
         publish(app, rec, cri.CONTAINER_STOPPED_EVENT)
@@ -148,6 +148,21 @@ async def kill(app: App, rec: ContainerRecord, sig: int, all_processes: bool = F
 async def delete_task(app: App, container_id: str) -> None:
     with contextlib.suppress(errors.NotFound):
         await app.ctrd.tasks.Delete(tasks_pb.DeleteTaskRequest(container_id=container_id))
+
+
+async def delete_task_retrying(app: App, container_id: str, attempts: int = 4) -> None:
+    """Delete an exited task, retrying with backoff; what still fails is left for the relist."""
+    delay = 0.2
+    for attempt in range(attempts):
+        try:
+            await delete_task(app, container_id)
+            return
+        except errors.CriError as e:
+            if attempt == attempts - 1:
+                log.warning("deleting the exited task of %s failed (%s); the relist retries", container_id, e)
+                return
+            await asyncio.sleep(delay)
+            delay *= 2
 
 
 async def wait_exited(rec: ContainerRecord, timeout: float) -> bool:
