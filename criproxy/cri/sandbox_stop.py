@@ -1,4 +1,4 @@
-"""StopPodSandbox: stop the pod's containers, then pause, then the network; idempotent.
+"""StopPodSandbox: stop the pod's containers, then pause and the network (in parallel); idempotent.
 
 Unknown IDs succeed (the kubelet treats cleanup of a missing pod as done). Concurrent calls for one
 sandbox share one stop. The network part (CNI DEL, netns unpin) is remembered once it succeeded and
@@ -31,11 +31,20 @@ async def stop(app: App, rec: SandboxRecord) -> None:
 
 
 async def _stop(app: App, rec: SandboxRecord) -> None:
+    """Containers first (hooks); then pause and the network side by side — with every container
+    gone nothing uses the pod's network, and neither step needs the other."""
     for hook in list(app.on_sandbox_stop):
         await hook(app, rec.id, 0)
+    results = await asyncio.gather(_stop_pause(app, rec), sandbox_network.teardown(app, rec),
+                                   return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+
+
+async def _stop_pause(app: App, rec: SandboxRecord) -> None:
     if rec.ready or rec.pid:
         await sandbox_pause.stop_task(app, rec)
         rec.pid = 0
     sandbox_events.mark_notready(app, rec)
     sandbox_files.unmount_shm(rec)
-    await sandbox_network.teardown(app, rec)
