@@ -36,7 +36,8 @@ def merged(old: cri.LinuxContainerResources, new: cri.LinuxContainerResources) -
 async def _write_spec(app: App, rec: ContainerRecord, resources: cri.LinuxContainerResources) -> dict[str, Any]:
     c = (await app.ctrd.containers.Get(containers_pb.GetContainerRequest(id=rec.id))).container
     spec = json.loads(c.spec.value)
-    spec["linux"].setdefault("resources", {}).update(oc.linux_resources(resources, oc.swap_supported()))
+    wanted = oc.linux_resources(resources, oc.swap_supported(), oc.hugetlb_supported())
+    spec["linux"].setdefault("resources", {}).update(wanted)
     c.spec.value = json.dumps(spec, separators=(",", ":")).encode()
     await app.ctrd.containers.Update(containers_pb.UpdateContainerRequest(
         container=c, update_mask=field_mask_pb2.FieldMask(paths=["spec"])))

@@ -394,7 +394,8 @@ def with_apparmor(profile: str) -> Option:
 
 # ---- resources and devices ------------------------------------------------------------------------
 
-def linux_resources(r: cri.LinuxContainerResources, swap_supported: bool = True) -> dict[str, Any]:
+def linux_resources(r: cri.LinuxContainerResources, swap_supported: bool = True,
+                    hugetlb_supported: bool = True) -> dict[str, Any]:
     """CRI LinuxContainerResources as OCI ``linux.resources`` (zero means "not set")."""
     out: dict[str, Any] = {}
     cpu = {k: v for k, v in (("shares", r.cpu_shares), ("quota", r.cpu_quota), ("period", r.cpu_period),
@@ -408,16 +409,17 @@ def linux_resources(r: cri.LinuxContainerResources, swap_supported: bool = True)
         mem["swap"] = r.memory_swap_limit_in_bytes
     if mem:
         out["memory"] = mem
-    if r.hugepage_limits:
+    if r.hugepage_limits and hugetlb_supported:
         out["hugepageLimits"] = [{"pageSize": h.page_size, "limit": h.limit} for h in r.hugepage_limits]
     if r.unified:
         out["unified"] = dict(r.unified)
     return out
 
 
-def with_resources(r: cri.LinuxContainerResources, oom_score_adj: int, swap_supported: bool = True) -> Option:
+def with_resources(r: cri.LinuxContainerResources, oom_score_adj: int, swap_supported: bool = True,
+                   hugetlb_supported: bool = True) -> Option:
     def opt(spec: Spec) -> None:
-        spec["linux"]["resources"].update(linux_resources(r, swap_supported))
+        spec["linux"]["resources"].update(linux_resources(r, swap_supported, hugetlb_supported))
         spec["process"]["oomScoreAdj"] = oom_score_adj
     return opt
 
@@ -602,6 +604,17 @@ def swap_supported() -> bool:
     """cgroup v1 needs swap accounting (memsw files) for a swap limit; v2 has memory.swap.max."""
     return (Path("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
             or Path("/sys/fs/cgroup/cgroup.controllers").exists())
+
+
+def hugetlb_supported() -> bool:
+    """Whether the hugetlb controller exists: kubelet sends hugepage limits (often 0) for every page
+    size, and runc fails on them without the controller (containerd tolerates its absence too)."""
+    if Path("/sys/fs/cgroup/hugetlb").is_dir():
+        return True
+    try:
+        return "hugetlb" in Path("/sys/fs/cgroup/cgroup.controllers").read_text().split()
+    except OSError:
+        return False
 
 
 def read_user_files(mounts: list[Any]) -> UserFiles:

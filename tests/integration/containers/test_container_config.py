@@ -215,6 +215,9 @@ def test_memory_and_cpu_limits(pod: Pod) -> None:
     cfg = container_config(pod.image, command=SLEEP)
     r = cfg.linux.resources
     r.memory_limit_in_bytes, r.cpu_quota, r.cpu_period, r.cpu_shares = 64 << 20, 50000, 100000, 256
+    # what kubelet sends for every page size even when no hugepages are asked for (no hugetlb here)
+    r.hugepage_limits.append(cri.HugepageLimit(page_size="2MB", limit=0))
+    r.oom_score_adj = -998                                       # clamped: root here lacks CAP_SYS_RESOURCE
     cid = pod.run(cfg)
     if os.path.exists("/sys/fs/cgroup/memory"):
         assert int(pod.sh(cid, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes")) == 64 << 20
