@@ -34,8 +34,16 @@ async def new_url(app: App, kind: str, request: Any) -> str:
 
 @on_start(50)
 async def _bind(app: App) -> None:
-    """Bind the listening socket now, so a bad or taken streaming_address stops start-up loudly."""
-    streaming_of(app).bind()
+    """Bind the listening socket now, so a bad or taken streaming_address stops start-up with one line."""
+    from criproxy.server import StartupError
+
+    server = streaming_of(app)
+    try:
+        server.bind()
+    except (ValueError, OSError) as e:
+        raise StartupError(f"cannot serve streaming on {app.config.streaming_address!r}: {e}") from None
+    app.observer.gauges.update({"streaming_tokens": lambda: len(server.tokens),
+                                "streaming_sessions": lambda: len(server.sessions)})
 
 
 @on_stop(50)

@@ -100,21 +100,32 @@ async def _run(app: App, rec: ContainerRecord, exec_id: str, cmd: list[str], eio
         finally:
             eio.release_holders()
         helpers = _helpers(app, rec.id, exec_id, eio, streams)
-        gone = asyncio.ensure_future(streams.gone.wait())
-        await asyncio.wait([wait, gone], return_when=asyncio.FIRST_COMPLETED)
-        gone.cancel()
+        return await _until_exit(app, rec.id, exec_id, wait, helpers, streams)
+    except asyncio.CancelledError:          # criproxy is stopping: leave no process behind
         if not wait.done():
-            await _kill(app, rec.id, exec_id, wait)
-            return None
-        copies = [h for h in helpers if h.get_name() == "copy"]
-        if copies:
-            await asyncio.wait(copies, timeout=DRAIN_AFTER_EXIT)
-        return int(wait.result().exit_status)
+            await asyncio.shield(_kill(app, rec.id, exec_id, wait))
+        raise
     finally:
         wait.cancel()
         for h in helpers:
             h.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
+
+
+async def _until_exit(app: App, container_id: str, exec_id: str, wait: asyncio.Future[Any],
+                      helpers: list[asyncio.Task[Any]], streams: Streams) -> int | None:
+    gone = asyncio.ensure_future(streams.gone.wait())
+    try:
+        await asyncio.wait([wait, gone], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not wait.done():
+        await _kill(app, container_id, exec_id, wait)
+        return None
+    copies = [h for h in helpers if h.get_name() == "copy"]
+    if copies:
+        await asyncio.wait(copies, timeout=DRAIN_AFTER_EXIT)
+    return int(wait.result().exit_status)
 
 
 def _helpers(app: App, container_id: str, exec_id: str, eio: ExecIO, streams: Streams) -> list[asyncio.Task[Any]]:

@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
+from tests.harness import CriproxyFactory
 from tests.harness.criproxy import CriproxyProcess
+from tests.harness.proc import HarnessError
 from tests.integration.containers.conftest import Pod
 from tests.integration.streaming import wsclient
 from tests.integration.streaming.test_attach import TICKER, attach_url
@@ -42,3 +44,25 @@ async def test_exec_and_attach_after_criproxy_restart(pod: Pod, criproxy: Cripro
         await s.read_until(wsclient.STDOUT, b"tick")
     finally:
         await s.close()
+
+
+async def test_stopping_criproxy_kills_running_exec_processes(pod: Pod, running: str,
+                                                              criproxy: CriproxyProcess) -> None:
+    s = await wsclient.connect(exec_url(pod, running, "sh", "-c", "echo started; exec sleep 3112"))
+    try:
+        await s.read_until(wsclient.STDOUT, b"started")
+        criproxy.stop()
+        await s.read_all(timeout=10)                 # the server closed the session
+    finally:
+        await s.close()
+    criproxy.start()
+    pod.client.reconnect()
+    pod.rt = pod.client.runtime
+    assert "sleep 3112" not in pod.sh(running, "ps -o args")
+
+
+def test_bad_streaming_address_stops_start_up(criproxy_factory: CriproxyFactory) -> None:
+    proc = criproxy_factory(["--streaming-address", "127.0.0.1:notaport"], namespace="stream-bad", start=False)
+    with pytest.raises(HarnessError):
+        proc.start(timeout=20)
+    assert "cannot serve streaming on '127.0.0.1:notaport'" in proc.log_tail(20)
