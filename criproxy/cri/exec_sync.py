@@ -79,6 +79,15 @@ async def _run(app: App, rec: ContainerRecord, exec_id: str, cio: ContainerIO, c
     return int(resp.exit_status)
 
 
+async def _cleanup(app: App, container_id: str, exec_id: str, cio: ContainerIO) -> None:
+    try:
+        with contextlib.suppress(errors.CriError):
+            await app.ctrd.tasks.DeleteProcess(tasks_pb.DeleteProcessRequest(container_id=container_id,
+                                                                             exec_id=exec_id))
+    finally:
+        cio.remove()
+
+
 @rpc("ExecSync")
 async def exec_sync(app: App, request: cri.ExecSyncRequest) -> cri.ExecSyncResponse:
     rec = app.containers.get(request.container_id)
@@ -95,9 +104,8 @@ async def exec_sync(app: App, request: cri.ExecSyncRequest) -> cri.ExecSyncRespo
     try:
         code = await _run(app, rec, exec_id, cio, list(request.cmd), float(request.timeout) or None)
     finally:
-        with contextlib.suppress(errors.CriError):
-            await app.ctrd.tasks.DeleteProcess(tasks_pb.DeleteProcessRequest(container_id=rec.id, exec_id=exec_id))
-        cio.remove()
+        # The answer does not wait for the clean-up (a probe's latency is kubelet's to measure).
+        app.spawn(_cleanup(app, rec.id, exec_id, cio), f"exec-cleanup-{exec_id[:8]}")
     out, err = collect.out[b"stdout"], collect.out[b"stderr"]
     err = err[:REPLY_BUDGET // 2] if len(out) + len(err) > REPLY_BUDGET and len(err) > REPLY_BUDGET // 2 else err
     out = out[:REPLY_BUDGET - len(err)]
