@@ -1,6 +1,6 @@
 """ListPodSandbox and StreamPodSandboxes: answered from the cache, cheaply.
 
-The kubelet lists every second, so the unfiltered answer is kept as one prebuilt response until the
+The kubelet lists every second, so the unfiltered answer is kept as one serialized response until the
 store's generation changes (a sandbox added, removed or changing state); per-record list items are
 cached the same way. Filtered lists reuse the cached items.
 """
@@ -19,13 +19,13 @@ CACHE = "sandbox.list_cache"
 STREAM_CHUNK = 500
 
 
-def _items(app: App) -> tuple[list[tuple[SandboxRecord, cri.PodSandbox]], cri.ListPodSandboxResponse]:
-    """(record, item) pairs and the full response, rebuilt only when the store changed."""
+def _items(app: App) -> tuple[list[tuple[SandboxRecord, cri.PodSandbox]], bytes]:
+    """(record, item) pairs and the full response, serialized, rebuilt only when the store changed."""
     cached = app.parts.get(CACHE)
     if cached is not None and cached[0] == app.sandboxes.generation:
         return cached[1], cached[2]
     pairs = [(rec, t.to_cri_item(rec)) for rec in app.sandboxes.all()]
-    full = cri.ListPodSandboxResponse(items=[item for _, item in pairs])
+    full = cri.ListPodSandboxResponse(items=[item for _, item in pairs]).SerializeToString()
     app.parts[CACHE] = (app.sandboxes.generation, pairs, full)
     return pairs, full
 
@@ -38,9 +38,9 @@ def _filtered(app: App, flt: cri.PodSandboxFilter | None) -> list[cri.PodSandbox
 
 
 @rpc("ListPodSandbox")
-async def list_pod_sandbox(app: App, request: cri.ListPodSandboxRequest) -> cri.ListPodSandboxResponse:
+async def list_pod_sandbox(app: App, request: cri.ListPodSandboxRequest) -> cri.ListPodSandboxResponse | bytes:
     if not request.HasField("filter"):
-        return _items(app)[1]
+        return _items(app)[1]      # already serialized: the edge sends bytes as they are
     return cri.ListPodSandboxResponse(items=_filtered(app, request.filter))
 
 

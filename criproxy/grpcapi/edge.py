@@ -109,12 +109,22 @@ def _unimplemented(full: str, streaming: bool) -> Callable[..., Any]:
     return stream if streaming else unary
 
 
+def _serializer(resp_cls: Any) -> Callable[[Any], bytes]:
+    """Serialize a response message; a handler may instead return bytes it serialized (and cached)
+    itself, which hot list RPCs do to skip re-serializing an unchanged answer every second."""
+    ser = resp_cls.SerializeToString
+
+    def serialize(msg: Any) -> bytes:
+        return msg if msg.__class__ is bytes else ser(msg)
+    return serialize
+
+
 def _method_handler(app: App, svc: ServiceDescriptor, m: MethodDescriptor,
                     handlers: dict[str, Callable[..., Any]]) -> grpc.RpcMethodHandler[Any, Any]:
     req_cls = getattr(cri, m.input_type.name)
     resp_cls = getattr(cri, m.output_type.name)
     fn = handlers.get(m.name)
-    kw = {"request_deserializer": req_cls.FromString, "response_serializer": resp_cls.SerializeToString}
+    kw = {"request_deserializer": req_cls.FromString, "response_serializer": _serializer(resp_cls)}
     if m.server_streaming:
         beh = _server_stream(app, m.name, fn) if fn else _unimplemented(f"{svc.full_name}/{m.name}", True)
         return grpc.unary_stream_rpc_method_handler(beh, **kw)
