@@ -141,8 +141,8 @@ async def _write_once(app: App, lease: str, ref: str, desc: Descriptor, labels: 
         if e.code() == grpc.StatusCode.UNAVAILABLE and "locked" in (e.details() or ""):
             raise _Locked() from None
         raise map_error("Content", "Write", e) from None
-    except BaseException:
-        code = "CANCELLED"
+    except BaseException as e:
+        code = "CANCELLED" if isinstance(e, asyncio.CancelledError) else type(e).__name__
         call.cancel()
         raise
     finally:
@@ -167,7 +167,7 @@ async def _send_and_commit(call: Any, desc: Descriptor, labels: dict[str, str], 
                                                         offset=desc.size, expected=desc.digest, labels=labels))
         await call.done_writing()
     except BaseException:
-        if reader.done() and isinstance(reader.exception(), grpc.aio.AioRpcError):
+        if reader.done() and not reader.cancelled() and isinstance(reader.exception(), grpc.aio.AioRpcError):
             raise reader.exception() from None  # type: ignore[misc]
         call.cancel()
         await asyncio.gather(reader, return_exceptions=True)
