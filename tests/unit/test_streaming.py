@@ -154,3 +154,35 @@ def test_spdy_data_and_control_heads() -> None:
     with pytest.raises(f.ProtocolError):
         f.Codec().decode_headers(b"garbage")
     assert f.parse_header_block(f.header_block({"A": "1\x002"})) == {"a": "1"}
+
+
+# -- the exec process ---------------------------------------------------------------------------------
+def _record(process: dict[str, object] | None) -> object:
+    from criproxy.protos import cri
+    from criproxy.state.container import ContainerRecord
+
+    return ContainerRecord(id="c1", name="n", sandbox_id="s", config=cri.ContainerConfig(), created_at=0,
+                           image_name="", image_id="", image_ref="", process=process)  # type: ignore[arg-type]
+
+
+def test_exec_process_replaces_args_and_sets_term_for_tty() -> None:
+    from criproxy.streaming.exec import exec_process
+
+    base = {"args": ["sleep", "1"], "env": ["PATH=/bin"], "cwd": "/w", "user": {"uid": 5, "gid": 6},
+            "terminal": False, "consoleSize": {"height": 1, "width": 1}}
+    rec = _record(base)
+    plain = exec_process(rec, ["ls", "-l"], tty=False)  # type: ignore[arg-type]
+    assert plain["args"] == ["ls", "-l"] and plain["terminal"] is False and plain["env"] == ["PATH=/bin"]
+    assert plain["user"] == {"uid": 5, "gid": 6} and plain["cwd"] == "/w" and "consoleSize" not in plain
+    tty = exec_process(rec, ["sh"], tty=True)  # type: ignore[arg-type]
+    assert tty["terminal"] is True and tty["env"] == ["PATH=/bin", "TERM=xterm"]
+    assert base["args"] == ["sleep", "1"] and base["env"] == ["PATH=/bin"]      # the record is untouched
+    own = exec_process(_record({**base, "env": ["TERM=vt100"]}), ["sh"], tty=True)  # type: ignore[arg-type]
+    assert own["env"] == ["TERM=vt100"]
+
+
+def test_exec_process_needs_a_spec() -> None:
+    from criproxy.streaming.exec import exec_process
+
+    with pytest.raises(errors.FailedPrecondition):
+        exec_process(_record(None), ["ls"], tty=False)  # type: ignore[arg-type]
