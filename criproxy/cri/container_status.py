@@ -1,4 +1,5 @@
-"""ContainerStatus: from the cache; ``verbose`` adds the runtime spec read from containerd."""
+"""ContainerStatus: from the cache (the answer itself is kept until the record changes); ``verbose``
+adds the runtime spec read from containerd."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from criproxy.translate import container as t
 @rpc("ContainerStatus")
 async def container_status(app: App, request: cri.ContainerStatusRequest) -> cri.ContainerStatusResponse:
     rec = app.containers.get(request.container_id)
+    if not request.verbose:
+        cached = rec.cached_status
+        if cached is None:
+            cached = rec.cached_status = cri.ContainerStatusResponse(status=t.to_cri_status(rec))
+        assert isinstance(cached, cri.ContainerStatusResponse)
+        return cached
     resp = cri.ContainerStatusResponse(status=t.to_cri_status(rec))
     if request.verbose:
         spec: dict[str, Any] | None = None

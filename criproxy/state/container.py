@@ -80,6 +80,7 @@ class ContainerRecord:
     mounts: list[Any] | None = None         # rootfs mounts from Prepare (saves Snapshots.Mounts at start)
     exit_task: asyncio.Task[None] | None = field(default=None, repr=False)
     cached_item: Any = field(default=None, repr=False)   # cri.Container for ListContainers
+    cached_status: Any = field(default=None, repr=False)  # cri.ContainerStatusResponse (not verbose)
 
     @property
     def state(self) -> int:
@@ -202,7 +203,7 @@ class ContainerStore:
 
     def _changed(self, rec: ContainerRecord) -> None:
         self.generation += 1
-        rec.cached_item = None
+        rec.cached_item = rec.cached_status = None
         self.persist(rec)
 
     def persist(self, rec: ContainerRecord) -> None:
