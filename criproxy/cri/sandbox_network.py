@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 from criproxy import errors, trace
 from criproxy.app import App
@@ -64,29 +65,36 @@ async def add(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig, st: pod.
     trace.note(f"CNI ADD {net.name}: {ips}")
 
 
+DelInputs = tuple[cniconf.NetworkConfig, cni.Attachment, dict[str, Any] | None]
+
+
+def _del_inputs(app: App, rec: SandboxRecord, st: pod.NetworkState | None) -> DelInputs | None:
+    """What DEL runs with: the conflist and inputs ADD used (network.json), else today's network;
+    None when there is neither (then only the netns can be cleaned up)."""
+    if st is not None:
+        net = cniconf.parse_dict(st.conflist, source=str(rec.dir))
+        return net, st.to_attachment(), st.result or rec.cni_result
+    try:
+        net = current_network(app)
+    except errors.FailedPrecondition as e:
+        log.warning("sandbox %s: no network.json and %s; only unpinning its netns", rec.id, e)
+        return None
+    return net, pod.attachment(rec.id, rec.netns_path, rec.config, app.pod_cidr), rec.cni_result
+
+
 async def teardown(app: App, rec: SandboxRecord) -> None:
     """CNI DEL (with the conflist and result ADD used) then unpin the netns; remembered once done."""
     if rec.network_torn_down or rec.host_network:
         return
     st = pod.load(rec.dir) if rec.dir else None
-    if st is not None and st.torn_down:
-        netns.remove(rec.netns_path)
-        rec.network_torn_down = True
-        return
-    if st is not None:
-        net = cniconf.parse_dict(st.conflist, source=str(rec.dir))
-        att = st.to_attachment()
-        result = st.result or rec.cni_result
-    else:
-        net = current_network(app)
-        att = pod.attachment(rec.id, rec.netns_path, rec.config, app.pod_cidr)
-        result = rec.cni_result
-    try:
-        await cni.delete(net, att, app.config.cni_bin_dirs, result)
-    except cni.CniError as e:
-        raise errors.Unknown(f"failed to tear down pod network of {rec.id}: {e}") from None
+    inputs = None if st is not None and st.torn_down else _del_inputs(app, rec, st)
+    if inputs is not None:
+        try:
+            await cni.delete(inputs[0], inputs[1], app.config.cni_bin_dirs, inputs[2])
+        except cni.CniError as e:
+            raise errors.Unknown(f"failed to tear down pod network of {rec.id}: {e}") from None
     netns.remove(rec.netns_path)
     rec.network_torn_down = True
-    if st is not None and rec.dir is not None and rec.dir.exists():
+    if st is not None and not st.torn_down and rec.dir is not None and rec.dir.exists():
         st.torn_down = True
         pod.save(rec.dir, st)

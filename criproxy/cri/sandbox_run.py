@@ -39,8 +39,8 @@ Planned = tuple[cniconf.NetworkConfig, pod.NetworkState]   # the network and its
 def validate(app: App, request: cri.RunPodSandboxRequest) -> None:
     meta = request.config.metadata
     missing = [f for f in ("name", "uid", "namespace") if not getattr(meta, f)]
-    if not request.HasField("config") or missing:
-        raise errors.InvalidArgument(f"pod sandbox config metadata is missing {', '.join(missing or ['all'])}")
+    if missing:
+        raise errors.InvalidArgument(f"pod sandbox config metadata is missing {', '.join(missing)}")
     t.handler_config(app.config, request.runtime_handler)
 
 
