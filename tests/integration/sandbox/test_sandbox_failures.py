@@ -104,3 +104,52 @@ def test_retry_with_same_metadata_gets_same_sandbox(pods: Pods) -> None:
     assert listed == [ids[0]]
     cfg.metadata.attempt = 2
     assert pods.run(cfg) != ids[0]                 # a new attempt is a new sandbox
+
+
+FLAKY_DEL_PLUGIN = """#!/bin/sh
+# Passes prevResult through on ADD; DEL fails while the marker file exists. Every call is logged.
+echo "$CNI_COMMAND" >> "{log}"
+if [ "$CNI_COMMAND" = "DEL" ] && [ -e "{marker}" ]; then
+  echo '{{"cniVersion":"1.0.0","code":11,"msg":"DEL refused for now"}}'
+  exit 1
+fi
+if [ "$CNI_COMMAND" = "ADD" ]; then
+  python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["prevResult"]))'
+  exit 0
+fi
+cat > /dev/null
+exit 0
+"""
+
+
+def test_cni_del_retried_until_it_succeeds(criproxy_factory: CriproxyFactory, testenv: Environment,
+                                           tmp_path: Path) -> None:
+    bindir, confdir, marker, log = tmp_path / "bin", tmp_path / "net.d", tmp_path / "refuse", tmp_path / "calls"
+    bindir.mkdir()
+    confdir.mkdir()
+    plugin = bindir / "flakydel"
+    plugin.write_text(FLAKY_DEL_PLUGIN.format(log=log, marker=marker))
+    plugin.chmod(0o755)
+    conf = json.loads(next(testenv.criproxy_cni_dir.glob("*.conflist")).read_text())
+    conf["plugins"].insert(1, {"type": "flakydel"})
+    (confdir / "10-flaky.conflist").write_text(json.dumps(conf))
+    proc = criproxy_factory(extra_args=["--cni-conf-dir", str(confdir), "--cni-bin-dir", str(bindir),
+                                        "--cni-bin-dir", "/usr/lib/cni"], namespace="criproxy-flaky")
+    with proc.client() as client:
+        pods = Pods(client)
+        sid = pods.run(pod_config("flaky"))
+        ip = pods.status(sid).status.network.ip
+        marker.touch()
+        with pytest.raises(grpc.RpcError) as e:
+            pods.stop(sid)
+        assert "DEL refused for now" in (e.value.details() or "")
+        assert pods.status(sid).status.state == 1    # NOTREADY: pause is gone, only DEL is owed
+        with pytest.raises(grpc.RpcError):
+            pods.remove(sid)                          # remove cannot finish while DEL is owed
+        marker.unlink()
+        pods.stop(sid)
+        assert ip not in ipam_files(testenv.ipam_dir)
+        dels = log.read_text().split().count("DEL")
+        pods.stop(sid)
+        pods.remove(sid)
+        assert log.read_text().split().count("DEL") == dels   # remembered: no DEL after success
