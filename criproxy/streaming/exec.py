@@ -29,6 +29,7 @@ from criproxy.translate import container as t
 
 log = logging.getLogger("criproxy.streaming")
 DRAIN_AFTER_EXIT = 2.0
+INITIAL_SIZE_WAIT = 0.25
 COPY_CHUNK = 32 * 1024
 
 
@@ -79,19 +80,37 @@ async def _exec(app: App, rec: ContainerRecord, cmd: list[str], streams: Streams
     return p.status_success() if code == 0 else p.status_exit_code(cmd, code)
 
 
-async def _create(app: App, rec: ContainerRecord, exec_id: str, cmd: list[str], eio: ExecIO, tty: bool) -> None:
+async def _create(app: App, rec: ContainerRecord, exec_id: str, cmd: list[str], eio: ExecIO,
+                  streams: Streams) -> None:
+    tty = streams.opts.tty
     req = tasks_pb.ExecProcessRequest(container_id=rec.id, exec_id=exec_id, terminal=tty,
                                       stdin=eio.paths.get("stdin", ""), stdout=eio.paths.get("stdout", ""),
                                       stderr=eio.paths.get("stderr", ""))
+    proc = exec_process(rec, cmd, tty)
+    size = await initial_size(streams) if tty else None
+    if size is not None:                    # the terminal starts at the client's size, not 0x0
+        proc["consoleSize"] = {"width": size[0], "height": size[1]}
     req.spec.type_url = t.PROCESS_TYPE_URL
-    req.spec.value = json.dumps(exec_process(rec, cmd, tty), separators=(",", ":")).encode()
+    req.spec.value = json.dumps(proc, separators=(",", ":")).encode()
     await app.ctrd.tasks.Exec(req)
+
+
+async def initial_size(streams: Streams) -> tuple[int, int] | None:
+    """The client's terminal size, waiting briefly for its first resize (kubectl sends one right after
+    connecting): a full-screen program that reads its size at start would otherwise see 0x0."""
+    size = None
+    if streams.resizes.empty():
+        with contextlib.suppress(TimeoutError):
+            size = await asyncio.wait_for(streams.resizes.get(), INITIAL_SIZE_WAIT)
+    while not streams.resizes.empty():      # the newest wins; older sizes are moot
+        size = streams.resizes.get_nowait()
+    return size
 
 
 async def _run(app: App, rec: ContainerRecord, exec_id: str, cmd: list[str], eio: ExecIO,
                streams: Streams) -> int | None:
     """Exit code of the process, or None when the client left first (the process is killed)."""
-    await _create(app, rec, exec_id, cmd, eio, streams.opts.tty)
+    await _create(app, rec, exec_id, cmd, eio, streams)
     wait = asyncio.ensure_future(app.ctrd.tasks.Wait(tasks_pb.WaitRequest(container_id=rec.id, exec_id=exec_id)))
     helpers: list[asyncio.Task[Any]] = []
     try:

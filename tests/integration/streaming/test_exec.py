@@ -151,3 +151,15 @@ def test_exec_request_validation(pod: Pod, running: str) -> None:
     stopped = pod.run(name="stopped", command=["true"])
     pod.wait_exit(stopped)
     assert code(container_id=stopped, cmd=["true"], stdout=True) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_tty_starts_at_the_clients_size(pod: Pod, running: str) -> None:
+    """The first resize (sent right after connecting, as kubectl does) becomes the exec's console size."""
+    for _ in range(3):
+        s = await wsclient.connect(exec_url(pod, running, "stty", "size", stdin=True, tty=True))
+        try:
+            await s.resize(111, 22)
+            res = await s.read_all()
+        finally:
+            await s.close()
+        assert res.stdout == b"22 111\r\n" and res.exit_code == 0

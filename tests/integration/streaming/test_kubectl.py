@@ -8,8 +8,12 @@ kubectl is installed.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import pty
 import shutil
+import struct
+import termios
 from collections.abc import Callable
 
 import pytest
@@ -123,3 +127,36 @@ async def test_kubectl_attach_sees_output(pod: Pod, transport: str) -> None:
             proc.terminate()
             await proc.wait()
     assert upgrades(api, "attach") == [METHOD[transport]]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_kubectl_exec_tty_takes_the_terminal_size(pod: Pod, transport: str) -> None:
+    """kubectl on a real pseudo-terminal of 33x99: the shell inside sees that size (resize channel/stream)."""
+    cid = pod.run(command=SLEEPER)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 99, 0, 0))
+    async with FakeApiServer("p", "c", cri_urls(pod, cid)) as api:
+        proc = await asyncio.create_subprocess_exec(
+            str(KUBECTL), "--server", api.address, "exec", "-it", "p", "--", "sh", "-c", "stty size; exit 6",
+            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            env={"PATH": os.environ.get("PATH", ""), "HOME": "/nonexistent", "KUBECONFIG": "/dev/null",
+                 "TERM": "xterm", **TRANSPORTS[transport]})
+        os.close(slave)
+        output = await asyncio.to_thread(_read_pty, master)
+        code = await asyncio.wait_for(proc.wait(), 30)
+    os.close(master)
+    assert b"33 99" in output, output
+    assert code == 6, output
+    assert upgrades(api, "exec") == [METHOD[transport]]
+
+
+def _read_pty(fd: int) -> bytes:
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:                                  # EIO: the other side closed
+            return out
+        if not chunk:
+            return out
+        out += chunk
