@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from criproxy.oci import container as oc
 from criproxy.oci import spec as oci
 from criproxy.protos import cri
 from criproxy.state.sandbox import namespace_options
@@ -101,6 +102,17 @@ def _security(config: cri.PodSandboxConfig) -> oci.Option:
     return opt
 
 
+def _seccomp(config: cri.PodSandboxConfig) -> oci.Option:
+    """The pod's seccomp profile on pause too (as containerd does), except for privileged pods."""
+    sc = config.linux.security_context
+    if sc.privileged:
+        return oci.with_annotations({})
+    as_container = cri.LinuxContainerSecurityContext(seccomp_profile_path=sc.seccomp_profile_path)
+    if sc.HasField("seccomp"):   # an unset profile must stay unset (its zero value means RuntimeDefault)
+        as_container.seccomp.CopyFrom(sc.seccomp)
+    return oc.with_seccomp(oc.seccomp_profile(as_container, list(oci.DEFAULT_CAPS)))
+
+
 def pause_spec(sandbox_id: str, config: cri.PodSandboxConfig, image_config: dict[str, Any], image: str,
                netns: str, files: SandboxFiles, systemd_cgroup: bool, oom_score_adj: int) -> oci.Spec:
     """The whole pause spec; ``oom_score_adj`` is already clamped by the caller."""
@@ -115,6 +127,7 @@ def pause_spec(sandbox_id: str, config: cri.PodSandboxConfig, image_config: dict
         *_namespaces(config, netns),
         *_mounts(files),
         _security(config),
+        _seccomp(config),
         oci.with_sysctls(dict(config.linux.sysctls)),
         oci.with_cgroups_path(cgroups_path(config.linux.cgroup_parent, sandbox_id, systemd_cgroup)),
         oci.with_oom_score_adj(oom_score_adj),

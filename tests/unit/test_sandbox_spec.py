@@ -60,3 +60,12 @@ def test_cgroups_path_systemd() -> None:
 def test_process_args_default() -> None:
     assert process_args({}) == ["/pause"]
     assert process_args({"config": {"Cmd": ["/bin/sleep", "inf"]}}) == ["/bin/sleep", "inf"]
+
+
+def test_seccomp_runtime_default_unless_privileged() -> None:
+    cfg = cri.PodSandboxConfig()
+    cfg.linux.security_context.seccomp.profile_type = cri.SecurityProfile.RuntimeDefault
+    assert _spec(cfg)["linux"]["seccomp"]["syscalls"]
+    cfg.linux.security_context.privileged = True
+    assert "seccomp" not in _spec(cfg)["linux"]
+    assert "seccomp" not in _spec(cri.PodSandboxConfig())["linux"]

@@ -144,3 +144,12 @@ def test_stop_and_remove_take_the_pods_containers(pods: Pods, testenv: Environme
     assert cid not in ctr("containers", "ls", "-q")  # type: ignore[operator]
     assert not c.runtime.ListContainers(cri.ListContainersRequest(
         filter=cri.ContainerFilter(pod_sandbox_id=sid))).containers
+
+
+def test_runtime_default_seccomp_pod_runs(pods: Pods) -> None:
+    cfg = pod_config("seccomp")
+    cfg.linux.security_context.seccomp.profile_type = cri.SecurityProfile.RuntimeDefault
+    sid = pods.run(cfg)
+    pid = int(pods.info(sid)["pid"])  # type: ignore[call-overload]
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert "Seccomp:\t2" in status
