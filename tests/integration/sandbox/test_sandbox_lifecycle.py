@@ -153,3 +153,16 @@ def test_runtime_default_seccomp_pod_runs(pods: Pods) -> None:
     pid = int(pods.info(sid)["pid"])  # type: ignore[call-overload]
     status = Path(f"/proc/{pid}/status").read_text()
     assert "Seccomp:\t2" in status
+
+
+def test_many_pods_at_once(pods: Pods, testenv: Environment) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda i: pods.run(pod_config(f"par{i}")), range(8)))
+        ips = [pods.status(sid).status.network.ip for sid in ids]
+        assert len(set(ids)) == 8 and len(set(ips)) == 8 and all(ips)
+        assert all(pods.status(sid).status.state == cri.SANDBOX_READY for sid in ids)
+        list(pool.map(pods.stop, ids))
+        list(pool.map(pods.remove, ids))
+    assert not set(ips) & set(ipam_files(testenv.ipam_dir))
