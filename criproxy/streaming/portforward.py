@@ -113,7 +113,7 @@ async def serve_ws(request: web.Request, app: App, sandbox_id: str, ports: list[
     offered = p.split_header(request.headers.get("Sec-WebSocket-Protocol", ""))
     if p.choose(offered, p.WS_PORTFORWARD) is None:
         return web.Response(status=400, text=f"requested protocol(s) are not supported: {offered}")
-    ws = web.WebSocketResponse(protocols=p.WS_PORTFORWARD, compress=False, max_msg_size=0)
+    ws = web.WebSocketResponse(protocols=p.WS_PORTFORWARD, compress=False, max_msg_size=p.MAX_MESSAGE)
     await ws.prepare(request)
     d = p.dialect(ws.ws_protocol)
     pairs = [_ws_port(ws, d, i, port) for i, port in enumerate(ports)]

@@ -25,6 +25,7 @@ from typing import Any
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
 CLOSE = 255
+MAX_MESSAGE = 16 * 1024 * 1024      # a client WebSocket message (kubectl sends stdin in 32 KiB pieces)
 
 # In the order kubelet prefers them; the client's own order decides (first it offers that we serve).
 WS_REMOTECOMMAND = ("v5.channel.k8s.io", "v5.base64.channel.k8s.io", "v4.channel.k8s.io",

@@ -22,6 +22,7 @@ SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDAT
 FLAG_FIN = 0x01
 RST_PROTOCOL_ERROR, RST_REFUSED_STREAM, RST_CANCEL = 1, 3, 5
 MAX_DATA = (1 << 24) - 1
+MAX_HEADER_BLOCK = 256 * 1024       # decompressed; real ones are a few dozen bytes
 
 _WORDS = [*(
     "options head post put delete trace accept accept-charset accept-encoding accept-language "
@@ -102,9 +103,11 @@ class Codec:
 
     def decode_headers(self, block: bytes) -> dict[str, str]:
         try:
-            raw = self._inflate.decompress(block)
+            raw = self._inflate.decompress(block, MAX_HEADER_BLOCK)
         except zlib.error as e:
             raise ProtocolError(f"header block does not decompress: {e}") from None
+        if self._inflate.unconsumed_tail:
+            raise ProtocolError(f"header block larger than {MAX_HEADER_BLOCK} bytes")
         return parse_header_block(raw)
 
     # -- encoding -----------------------------------------------------------------------------------

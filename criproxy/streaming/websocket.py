@@ -87,7 +87,7 @@ async def serve(request: web.Request, opts: Options, run: Callable[[Streams], Aw
     if p.choose(offered, p.WS_REMOTECOMMAND) is None:
         return web.Response(status=400, text=f"requested protocol(s) are not supported: {offered}; "
                                              f"supports {list(p.WS_REMOTECOMMAND)}")
-    ws = web.WebSocketResponse(protocols=p.WS_REMOTECOMMAND, compress=False, max_msg_size=0)
+    ws = web.WebSocketResponse(protocols=p.WS_REMOTECOMMAND, compress=False, max_msg_size=p.MAX_MESSAGE)
     await ws.prepare(request)
     streams = WsStreams(ws, opts)
     reader = asyncio.get_running_loop().create_task(streams.read_loop())

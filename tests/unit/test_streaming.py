@@ -186,3 +186,15 @@ def test_exec_process_needs_a_spec() -> None:
 
     with pytest.raises(errors.FailedPrecondition):
         exec_process(_record(None), ["ls"], tty=False)  # type: ignore[arg-type]
+
+
+def test_spdy_header_bomb_is_refused() -> None:
+    import zlib
+
+    from criproxy.streaming import spdyframes as f
+
+    deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, 15, 8, zlib.Z_DEFAULT_STRATEGY,
+                               f.DICTIONARY)
+    bomb = deflate.compress(b"\0" * (f.MAX_HEADER_BLOCK + 10)) + deflate.flush(zlib.Z_SYNC_FLUSH)
+    with pytest.raises(f.ProtocolError):
+        f.Codec().decode_headers(bomb)
