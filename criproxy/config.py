@@ -69,6 +69,7 @@ class Config(BaseSettings):
     streaming_address: str = "127.0.0.1:0"   # host:port of the exec/attach/port-forward server
     streaming_token_ttl: float = 60.0          # seconds an Exec/Attach/PortForward URL stays valid
     streaming_max_tokens: int = 1000           # URLs outstanding at once (kubelet's limit too)
+    streaming_idle_timeout: float = 4 * 3600   # a session with no traffic this long is closed; 0: never
     debug_socket: Path | None = None  # metrics and traces over HTTP; default <state>/debug.sock
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
