@@ -42,6 +42,10 @@ def validate(app: App, request: cri.RunPodSandboxRequest) -> None:
     if missing:
         raise errors.InvalidArgument(f"pod sandbox config metadata is missing {', '.join(missing)}")
     t.handler_config(app.config, request.runtime_handler)
+    ns = request.config.linux.security_context.namespace_options
+    if ns.HasField("userns_options") and ns.userns_options.mode == cri.POD:
+        raise errors.InvalidArgument("user namespaces for pods are not supported by this runtime "
+                                     "(Status reports user_namespaces=false)")
 
 
 def new_record(app: App, request: cri.RunPodSandboxRequest) -> SandboxRecord:

@@ -112,6 +112,11 @@ def test_invalid_config_changes_nothing(pods: Pods, ctr: object) -> None:
     with pytest.raises(grpc.RpcError) as e:
         pods.run(pod_config("badhandler"), handler="no-such-handler")
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "no-such-handler" in (e.value.details() or "")
+    userns = pod_config("userns")
+    userns.linux.security_context.namespace_options.userns_options.mode = cri.POD
+    with pytest.raises(grpc.RpcError) as e:
+        pods.run(userns)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert ctr("containers", "ls", "-q") == before  # type: ignore[operator]
 
 
