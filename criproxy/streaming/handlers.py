@@ -54,11 +54,12 @@ async def _tracked(server: StreamingServer, coro: Awaitable[Any]) -> Any:
 
 
 async def _remote_command(request: web.Request, server: StreamingServer, opts: Options, run: Run) -> Any:
+    idle = server.app.config.streaming_idle_timeout
     if _transport(request) == "spdy":
         from criproxy.streaming import spdy
 
-        return await _tracked(server, spdy.serve_remote_command(request, opts, run))
-    return await _tracked(server, websocket.serve(request, opts, run))
+        return await _tracked(server, spdy.serve_remote_command(request, opts, run, idle))
+    return await _tracked(server, websocket.serve(request, opts, run, idle))
 
 
 async def handle_exec(request: web.Request) -> Any:
@@ -89,14 +90,15 @@ def query_ports(request: web.Request) -> list[int]:
 async def handle_portforward(request: web.Request) -> Any:
     server, pending = _consume(request, "portforward")
     req: cri.PortForwardRequest = pending.request
+    idle = server.app.config.streaming_idle_timeout
     if _transport(request) == "spdy":
         from criproxy.streaming import spdy
 
-        return await _tracked(server, spdy.serve_port_forward(request, server.app, req.pod_sandbox_id))
+        return await _tracked(server, spdy.serve_port_forward(request, server.app, req.pod_sandbox_id, idle))
     ports = list(req.port) or query_ports(request)
     if not ports:
         raise web.HTTPBadRequest(text='query parameter "port" is required\n')
-    return await _tracked(server, serve_ws(request, server.app, req.pod_sandbox_id, ports))
+    return await _tracked(server, serve_ws(request, server.app, req.pod_sandbox_id, ports, idle))
 
 
 HANDLERS = {"exec": handle_exec, "attach": handle_attach, "portforward": handle_portforward}

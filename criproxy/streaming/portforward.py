@@ -22,6 +22,7 @@ from criproxy import errors
 from criproxy.app import App
 from criproxy.streaming import netns
 from criproxy.streaming import protocol as p
+from criproxy.streaming.idle import Idle
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -106,7 +107,7 @@ async def _client_to_pod(writer: asyncio.StreamWriter, stream: PortStream) -> No
 
 
 # -- WebSocket --------------------------------------------------------------------------------------
-async def serve_ws(request: web.Request, app: App, sandbox_id: str, ports: list[int]) -> Any:
+async def serve_ws(request: web.Request, app: App, sandbox_id: str, ports: list[int], idle_timeout: float) -> Any:
     """Port-forward over WebSocket: one connection per port, all on one socket."""
     from aiohttp import web
 
@@ -115,34 +116,40 @@ async def serve_ws(request: web.Request, app: App, sandbox_id: str, ports: list[
         return web.Response(status=400, text=f"requested protocol(s) are not supported: {offered}")
     ws = web.WebSocketResponse(protocols=p.WS_PORTFORWARD, compress=False, max_msg_size=p.MAX_MESSAGE)
     await ws.prepare(request)
-    d = p.dialect(ws.ws_protocol)
-    pairs = [_ws_port(ws, d, i, port) for i, port in enumerate(ports)]
+    d, idle = p.dialect(ws.ws_protocol), Idle(idle_timeout)
+    pairs = [_ws_port(ws, d, idle, i, port) for i, port in enumerate(ports)]
     for i, s in enumerate(pairs):
-        await _ws_send(ws, d, 2 * i, p.port_prefix(s.port))
-        await _ws_send(ws, d, 2 * i + 1, p.port_prefix(s.port))
+        await _ws_send(ws, d, idle, 2 * i, p.port_prefix(s.port))
+        await _ws_send(ws, d, idle, 2 * i + 1, p.port_prefix(s.port))
     loop = asyncio.get_running_loop()
-    reader = loop.create_task(_ws_read(ws, d, pairs))
+    helpers = [loop.create_task(_ws_read(ws, d, idle, pairs)), loop.create_task(_close_when_idle(ws, idle))]
     try:
         await asyncio.gather(*(forward_port(app, sandbox_id, s) for s in pairs))
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
         await ws.close()
     return ws
 
 
-def _ws_port(ws: web.WebSocketResponse, d: p.Dialect, index: int, port: int) -> PortStream:
+async def _close_when_idle(ws: web.WebSocketResponse, idle: Idle) -> None:
+    await idle.expired()
+    await ws.close()        # the reader ends, every port's client side reaches EOF
+
+
+def _ws_port(ws: web.WebSocketResponse, d: p.Dialect, idle: Idle, index: int, port: int) -> PortStream:
     async def send(data: bytes) -> None:
-        await _ws_send(ws, d, 2 * index, data)
+        await _ws_send(ws, d, idle, 2 * index, data)
 
     async def send_error(data: bytes) -> None:
-        await _ws_send(ws, d, 2 * index + 1, data)
+        await _ws_send(ws, d, idle, 2 * index + 1, data)
 
     return PortStream(port, send, send_error)
 
 
-async def _ws_send(ws: web.WebSocketResponse, d: p.Dialect, channel: int, data: bytes) -> None:
+async def _ws_send(ws: web.WebSocketResponse, d: p.Dialect, idle: Idle, channel: int, data: bytes) -> None:
+    idle.touch()
     frame = p.encode_frame(channel, data, d)
     if isinstance(frame, str):
         await ws.send_str(frame)
@@ -150,11 +157,12 @@ async def _ws_send(ws: web.WebSocketResponse, d: p.Dialect, channel: int, data: 
         await ws.send_bytes(frame)
 
 
-async def _ws_read(ws: web.WebSocketResponse, d: p.Dialect, pairs: list[PortStream]) -> None:
+async def _ws_read(ws: web.WebSocketResponse, d: p.Dialect, idle: Idle, pairs: list[PortStream]) -> None:
     from aiohttp import WSMsgType
 
     try:
         async for msg in ws:
+            idle.touch()
             if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
                 continue
             frame = p.decode_frame(msg.data, d)

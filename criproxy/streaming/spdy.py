@@ -27,6 +27,7 @@ from aiohttp import web
 from criproxy.app import App
 from criproxy.streaming import protocol as p
 from criproxy.streaming import spdyframes as f
+from criproxy.streaming.idle import Idle
 from criproxy.streaming.portforward import PortStream, forward_port
 from criproxy.streaming.streams import Options, Streams
 
@@ -94,8 +95,9 @@ class _Feed:
 class SpdyConnection:
     """The server side of one SPDY/3.1 connection."""
 
-    def __init__(self, reader: asyncio.StreamReader, resp: web.StreamResponse) -> None:
-        self.reader, self.resp = reader, resp
+    def __init__(self, reader: asyncio.StreamReader, resp: web.StreamResponse, idle: Idle,
+                 transport: asyncio.BaseTransport | None = None) -> None:
+        self.reader, self.resp, self.idle, self.transport = reader, resp, idle, transport
         self.codec = f.Codec()
         self.streams: dict[int, SpdyStream] = {}
         self.new_streams: asyncio.Queue[SpdyStream | None] = asyncio.Queue()
@@ -106,6 +108,7 @@ class SpdyConnection:
     async def send(self, frame: bytes) -> None:
         if self.closed.is_set():
             return
+        self.idle.touch()
         try:
             await self.resp.write(frame)
         except (ConnectionError, RuntimeError):
@@ -117,6 +120,7 @@ class SpdyConnection:
             while True:
                 control, kind, flags, length = f.parse_head(await self.reader.readexactly(8))
                 payload = await self.reader.readexactly(length) if length else b""
+                self.idle.touch()
                 if control:
                     await self._control(self.codec.control(kind, flags, payload))
                 else:
@@ -163,6 +167,13 @@ class SpdyConnection:
         if flags & f.FLAG_FIN:
             stream.remote_end()
 
+    async def close_when_idle(self) -> None:
+        await self.idle.expired()
+        log.info("closing an idle SPDY streaming session (%.0fs without traffic)", self.idle.timeout)
+        self._lost()
+        if self.transport is not None:      # the client may never hang up by itself
+            self.transport.close()
+
     def _lost(self) -> None:
         if self.closed.is_set():
             return
@@ -191,7 +202,7 @@ def negotiate(request: web.Request, supported: tuple[str, ...]) -> str:
     return chosen
 
 
-async def upgrade(request: web.Request, chosen: str) -> tuple[web.StreamResponse, SpdyConnection]:
+async def upgrade(request: web.Request, chosen: str, idle_timeout: float) -> tuple[web.StreamResponse, SpdyConnection]:
     """Answer 101 and take the connection over from aiohttp's HTTP parser."""
     reader = asyncio.StreamReader(limit=256 * 1024)
     if request.transport is not None:
@@ -204,23 +215,26 @@ async def upgrade(request: web.Request, chosen: str) -> tuple[web.StreamResponse
         headers["X-Stream-Protocol-Version"] = chosen
     resp = web.StreamResponse(status=101, headers=headers)
     await resp.prepare(request)
-    return resp, SpdyConnection(reader, resp)
+    return resp, SpdyConnection(reader, resp, Idle(idle_timeout), request.transport)
 
 
-async def _session(request: web.Request, supported: tuple[str, ...],
+async def _session(request: web.Request, supported: tuple[str, ...], idle_timeout: float,
                    body: Callable[[SpdyConnection, str], Awaitable[None]]) -> web.StreamResponse:
     chosen = negotiate(request, supported)
-    resp, conn = await upgrade(request, chosen)
-    reader = asyncio.get_running_loop().create_task(conn.serve())
+    resp, conn = await upgrade(request, chosen, idle_timeout)
+    loop = asyncio.get_running_loop()
+    helpers = [loop.create_task(conn.serve()), loop.create_task(conn.close_when_idle())]
     try:
         await body(conn, chosen)
         await conn.goaway()
         with contextlib.suppress(asyncio.TimeoutError):     # let the client read and hang up first
             await asyncio.wait_for(conn.closed.wait(), 5.0)
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        if conn.transport is not None and not conn.transport.is_closing():
+            conn.transport.close()          # the client did not hang up after GOAWAY
     return resp
 
 
@@ -303,8 +317,8 @@ async def _collect(conn: SpdyConnection, wanted: set[str]) -> dict[str, SpdyStre
     return by_type
 
 
-async def serve_remote_command(request: web.Request, opts: Options,
-                               run: Callable[[Streams], Awaitable[None]]) -> web.StreamResponse:
+async def serve_remote_command(request: web.Request, opts: Options, run: Callable[[Streams], Awaitable[None]],
+                               idle_timeout: float) -> web.StreamResponse:
     async def body(conn: SpdyConnection, chosen: str) -> None:
         dialect = p.dialect(chosen)
         try:
@@ -320,7 +334,7 @@ async def serve_remote_command(request: web.Request, opts: Options,
         finally:
             await streams.stop()
 
-    return await _session(request, p.SPDY_REMOTECOMMAND, body)
+    return await _session(request, p.SPDY_REMOTECOMMAND, idle_timeout, body)
 
 
 # -- port-forward -------------------------------------------------------------------------------------
@@ -333,7 +347,8 @@ def request_id(stream: SpdyStream) -> str:
     return str(stream.id - 2 if stream.type == "data" else stream.id)
 
 
-async def serve_port_forward(request: web.Request, app: App, sandbox_id: str) -> web.StreamResponse:
+async def serve_port_forward(request: web.Request, app: App, sandbox_id: str,
+                             idle_timeout: float) -> web.StreamResponse:
     async def body(conn: SpdyConnection, chosen: str) -> None:
         pending: dict[str, dict[str, SpdyStream]] = {}
         tasks: set[asyncio.Task[None]] = set()
@@ -355,7 +370,7 @@ async def serve_port_forward(request: web.Request, app: App, sandbox_id: str) ->
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    return await _session(request, p.SPDY_PORTFORWARD, body)
+    return await _session(request, p.SPDY_PORTFORWARD, idle_timeout, body)
 
 
 async def _forward_pair(app: App, sandbox_id: str, pair: dict[str, SpdyStream]) -> None:

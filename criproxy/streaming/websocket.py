@@ -9,11 +9,11 @@ closing, which this side sees as the client being gone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from criproxy.streaming import protocol as p
+from criproxy.streaming.idle import Idle
 from criproxy.streaming.streams import Options, Streams
 
 if TYPE_CHECKING:
@@ -23,13 +23,14 @@ if TYPE_CHECKING:
 class WsStreams(Streams):
     """Streams over an upgraded aiohttp WebSocket."""
 
-    def __init__(self, ws: web.WebSocketResponse, opts: Options) -> None:
+    def __init__(self, ws: web.WebSocketResponse, opts: Options, idle: Idle) -> None:
         super().__init__(opts)
-        self.ws = ws
+        self.ws, self.idle = ws, idle
         self.dialect = p.dialect(ws.ws_protocol)
         self._resize = p.ResizeDecoder()
 
     async def send(self, channel: int, data: bytes) -> None:
+        self.idle.touch()
         frame = p.encode_frame(channel, data, self.dialect)
         try:
             if isinstance(frame, str):
@@ -65,6 +66,7 @@ class WsStreams(Streams):
             self.lost()
 
     async def _frame(self, message: bytes | str) -> None:
+        self.idle.touch()
         frame = p.decode_frame(message, self.dialect)
         if frame is None:
             return
@@ -79,7 +81,8 @@ class WsStreams(Streams):
                 self.feed_resize(size)
 
 
-async def serve(request: web.Request, opts: Options, run: Callable[[Streams], Awaitable[None]]) -> Any:
+async def serve(request: web.Request, opts: Options, run: Callable[[Streams], Awaitable[None]],
+                idle_timeout: float) -> Any:
     """Upgrade, run the session, close; unsupported subprotocols are refused before the upgrade."""
     from aiohttp import web
 
@@ -89,14 +92,21 @@ async def serve(request: web.Request, opts: Options, run: Callable[[Streams], Aw
                                              f"supports {list(p.WS_REMOTECOMMAND)}")
     ws = web.WebSocketResponse(protocols=p.WS_REMOTECOMMAND, compress=False, max_msg_size=p.MAX_MESSAGE)
     await ws.prepare(request)
-    streams = WsStreams(ws, opts)
-    reader = asyncio.get_running_loop().create_task(streams.read_loop())
+    streams = WsStreams(ws, opts, Idle(idle_timeout))
+    loop = asyncio.get_running_loop()
+    helpers = [loop.create_task(streams.read_loop()), loop.create_task(_close_when_idle(streams))]
     try:
         await streams.hello()
         await run(streams)
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
         await ws.close()
     return ws
+
+
+async def _close_when_idle(streams: WsStreams) -> None:
+    await streams.idle.expired()
+    streams.lost()
+    await streams.ws.close()

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
+from collections.abc import Iterator
 
 import pytest
 
+from criproxy.protos import cri
 from tests.harness import CriproxyFactory
 from tests.harness.criproxy import CriproxyProcess
+from tests.harness.env import Environment
 from tests.harness.proc import HarnessError
-from tests.integration.containers.conftest import Pod
-from tests.integration.streaming import wsclient
+from tests.integration.containers.conftest import Pod, pod_config, wait_for
+from tests.integration.streaming import spdyclient, wsclient
 from tests.integration.streaming.test_attach import TICKER, attach_url
 from tests.integration.streaming.test_exec import SLEEPER, exec_url
 
@@ -66,3 +71,44 @@ def test_bad_streaming_address_stops_start_up(criproxy_factory: CriproxyFactory)
     with pytest.raises(HarnessError):
         proc.start(timeout=20)
     assert "cannot serve streaming on '127.0.0.1:notaport'" in proc.log_tail(20)
+
+
+@pytest.fixture
+def idle_proxy(criproxy_factory: CriproxyFactory, testenv: Environment, busybox: str) -> Iterator[Pod]:
+    """A criproxy whose sessions close after 1 s without traffic, with one pod running a sleeper."""
+    proc = criproxy_factory(["--streaming-idle-timeout", "1"], namespace=f"stream-{uuid.uuid4().hex[:8]}")
+    with proc.client() as client:
+        client.image.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=busybox)), timeout=120)
+        pod = Pod(client, pod_config(testenv.scratch_dir("logs"), "idle"), busybox)
+        try:
+            yield pod
+        finally:
+            pod.cleanup()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "spdy"])
+async def test_idle_sessions_are_closed_and_their_process_killed(idle_proxy: Pod, transport: str) -> None:
+    pod = idle_proxy
+    cid = pod.run(command=SLEEPER)
+    url = exec_url(pod, cid, "sh", "-c", "echo started; exec sleep 3113")
+    started = time.monotonic()
+    if transport == "websocket":
+        res = await wsclient.run(url, timeout=15)
+        assert res.stdout == b"started\n" and res.error == b""        # closed, no status: the client went
+    else:
+        c = await spdyclient.connect(url)
+        try:
+            await c.open({"streamType": "error"})
+            out = await c.open({"streamType": "stdout"})
+            await c.open({"streamType": "stderr"})
+            assert await out.read_all(timeout=15) == b"started\n"
+        finally:
+            await c.close()
+    assert 1 <= time.monotonic() - started < 10
+    wait_for(lambda: "sleep 3113" not in pod.sh(cid, "ps -o args"), timeout=10, what="the exec process to die")
+
+
+async def test_busy_sessions_are_not_idle(idle_proxy: Pod) -> None:
+    cid = idle_proxy.run(command=SLEEPER)
+    res = await wsclient.run(exec_url(idle_proxy, cid, "sh", "-c", "for i in 1 2 3 4; do echo $i; sleep 0.6; done"))
+    assert res.stdout == b"1\n2\n3\n4\n" and res.exit_code == 0
