@@ -10,18 +10,24 @@ from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import rpc
 from criproxy.protos import containers_pb, cri
+from criproxy.state.container import ContainerRecord
 from criproxy.translate import container as t
+
+
+def cached_response(rec: ContainerRecord) -> cri.ContainerStatusResponse:
+    """The non-verbose answer, built once per change of the record (events reuse it too)."""
+    cached = rec.cached_status
+    if cached is None:
+        cached = rec.cached_status = cri.ContainerStatusResponse(status=t.to_cri_status(rec))
+    assert isinstance(cached, cri.ContainerStatusResponse)
+    return cached
 
 
 @rpc("ContainerStatus")
 async def container_status(app: App, request: cri.ContainerStatusRequest) -> cri.ContainerStatusResponse:
     rec = app.containers.get(request.container_id)
     if not request.verbose:
-        cached = rec.cached_status
-        if cached is None:
-            cached = rec.cached_status = cri.ContainerStatusResponse(status=t.to_cri_status(rec))
-        assert isinstance(cached, cri.ContainerStatusResponse)
-        return cached
+        return cached_response(rec)
     resp = cri.ContainerStatusResponse(status=t.to_cri_status(rec))
     if request.verbose:
         spec: dict[str, Any] | None = None

@@ -18,6 +18,7 @@ import time
 
 from criproxy import errors
 from criproxy.app import App
+from criproxy.cri.container_status import cached_response
 from criproxy.events.relay import relay_of
 from criproxy.io.container import ContainerIO, io_dir
 from criproxy.protos import cri, snapshots_pb, task_types, tasks_pb
@@ -37,7 +38,7 @@ def publish(app: App, rec: ContainerRecord, kind: int) -> None:
         return
     sb = app.sandboxes.find(rec.sandbox_id)
     pod = ts.to_cri_status(sb) if sb is not None else cri.PodSandboxStatus(id=rec.sandbox_id)
-    statuses = [t.to_cri_status(r) for r in app.containers.for_sandbox(rec.sandbox_id)]
+    statuses = [cached_response(r).status for r in app.containers.for_sandbox(rec.sandbox_id)]
     relay.publish(cri.ContainerEventResponse(
         container_id=rec.id, container_event_type=kind, created_at=time.time_ns(),  # type: ignore[arg-type]
         pod_sandbox_status=pod, containers_statuses=statuses))
