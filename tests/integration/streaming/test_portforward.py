@@ -14,6 +14,7 @@ import pytest
 from criproxy.protos import cri
 from tests.harness import CriproxyFactory
 from tests.harness.env import Environment
+from tests.harness.proc import free_port
 from tests.integration.containers.conftest import Pod, pod_config
 from tests.integration.streaming import wsclient
 
@@ -155,3 +156,18 @@ async def test_outstanding_tokens_are_bounded(short_ttl: Callable[[], str]) -> N
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     await asyncio.sleep(1.2)                                      # expired ones are purged
     assert "/portforward/" in short_ttl()
+
+
+async def test_host_network_pod_forwards_to_host_loopback(make_pod: Callable[..., Pod]) -> None:
+    ns = cri.NamespaceOption(network=cri.NODE)
+    pod = make_pod("hostnet", linux=cri.LinuxPodSandboxConfig(
+        security_context=cri.LinuxSandboxSecurityContext(namespace_options=ns)))
+    port = free_port()
+    pod.run(command=["sh", "-c", "mkdir -p /www && echo hello-from-host-net > /www/index.html && "
+                                 f"exec httpd -f -p 127.0.0.1:{port} -h /www"])
+    for _ in range(100):
+        res = await http_through(pf_url(pod, port))
+        if b"hello-from-host-net" in res.out[0]:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no answer through port-forward: {res.frames}")
