@@ -19,6 +19,8 @@ from criproxy.state.container import ContainerRecord
 async def remove(app: App, rec: ContainerRecord) -> None:
     """Everything a container is made of, in reverse order of creation."""
     rec.removing = True
+    if rec.starting:                      # let an in-flight StartContainer settle (it ends quickly)
+        await rec.start_settled.wait()
     if rec.state == cri.CONTAINER_RUNNING:
         await stop(app, rec, 0)
     await delete_task(app, rec.id)

@@ -33,5 +33,6 @@ async def start_container(app: App, request: cri.StartContainerRequest) -> cri.S
         raise
     finally:
         rec.starting = False
+        rec.start_settled.set()
     publish(app, rec, cri.CONTAINER_STARTED_EVENT)
     return cri.StartContainerResponse()

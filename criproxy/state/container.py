@@ -75,6 +75,7 @@ class ContainerRecord:
     exited: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     removing: bool = False
     starting: bool = False
+    start_settled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # set when a start ends
     io: Any = None                          # criproxy.io.container.ContainerIO while the task lives
     process: dict[str, Any] | None = None   # the OCI process of the spec (ExecSync builds on it)
     mounts: list[Any] | None = None         # rootfs mounts from Prepare (saves Snapshots.Mounts at start)

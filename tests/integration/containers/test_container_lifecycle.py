@@ -166,3 +166,11 @@ def test_pod_stop_and_remove_reach_containers(pod: Pod, ctr: object) -> None:
     assert pod.status(cid).state == cri.CONTAINER_EXITED
     pod.rt.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
     assert cid not in ctr("containers", "ls")  # type: ignore[operator]
+
+
+def test_create_by_image_id_as_kubelet_does(pod: Pod) -> None:
+    image_id = pod.client.image.ImageStatus(cri.ImageStatusRequest(image=cri.ImageSpec(image=pod.image))).image.id
+    cid = pod.run(container_config(image_id, command=["true"]))
+    st = pod.wait_exit(cid)
+    assert st.reason == "Completed" and st.image_id == image_id
+    assert st.image.image == pod.image and "@sha256:" in st.image_ref
