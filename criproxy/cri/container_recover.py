@@ -66,6 +66,16 @@ async def remove_pod_containers(app: App, sandbox_id: str) -> None:
     await _bounded([remove(app, r) for r in app.containers.for_sandbox(sandbox_id)])
 
 
+@lifecycle.on_stop(50)
+async def close_log_pumps(app: App) -> None:
+    """On shutdown keep what was read: a half line goes out as a partial record; the shim holds the
+    FIFOs, and the next criproxy re-attaches and continues (see recovery)."""
+    for rec in app.containers.values():
+        if rec.io is not None:
+            rec.io.close()
+            rec.io = None
+
+
 async def _list_ours(app: App) -> list[containers_pb.Container]:
     flt = f'labels."{t.KIND_LABEL}"=={t.KIND_CONTAINER}'
     return list((await app.ctrd.containers.List(containers_pb.ListContainersRequest(filters=[flt]))).containers)

@@ -187,6 +187,8 @@ class ContainerIO:
         """Stop reading and close everything (the FIFO files stay until ``remove``)."""
         self.release_holders()
         for p in self._pumps:
+            if p.splitter is not None:
+                p.splitter.eof()          # a half line read so far is kept, as a partial record
             if p.transport is not None:
                 p.transport.close()
         self._pumps.clear()

@@ -68,3 +68,15 @@ def test_containerd_restart_keeps_containers_and_sees_later_exits(pod: Pod, test
     os.kill(int(json.loads(info["info"])["pid"]), signal.SIGKILL)   # the exit must still be noticed
     st = pod.wait_exit(cid, timeout=30)
     assert (st.exit_code, st.reason) == (137, "Error")
+
+
+def test_graceful_restart_keeps_a_half_line_as_partial(pod: Pod, criproxy_proc: CriproxyProcess) -> None:
+    cid = pod.run(container_config(pod.image, name="half", command=[
+        "sh", "-c", "printf first; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo second; sleep 1000"]))
+    time.sleep(0.5)
+    criproxy_proc.restart()
+    pod.client.reconnect()
+    pod.rt = pod.client.runtime
+    pod.sh(cid, "mkdir -p /tmp && touch /tmp/go")
+    recs = wait_for(lambda: len(r := read_log(pod.log("half"))) >= 2 and r, what="both halves")
+    assert recs == [("stdout", "P", "first"), ("stdout", "F", "second")]
