@@ -12,4 +12,5 @@ from criproxy.protos import content_pb
                                               (5 * 1024**3, b"z" * 70000)])
 def test_encode_write_round_trips(offset: int, data: bytes) -> None:
     msg = content_pb.WriteContentRequest.FromString(encode_write(offset, data))
+    assert encode_write(offset, data[:3], data[3:]) == encode_write(offset, data)
     assert (msg.action, msg.offset, msg.data, msg.ref, msg.total) == (content_pb.WRITE, offset, data, "", 0)
