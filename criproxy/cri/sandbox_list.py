@@ -8,6 +8,7 @@ cached the same way. Filtered lists reuse the cached items.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from criproxy.app import App
 from criproxy.cri import rpc
@@ -19,19 +20,35 @@ CACHE = "sandbox.list_cache"
 STREAM_CHUNK = 500
 
 
-def _items(app: App) -> tuple[list[tuple[SandboxRecord, cri.PodSandbox]], bytes]:
-    """(record, item) pairs and the full response, serialized, rebuilt only when the store changed."""
-    cached = app.parts.get(CACHE)
-    if cached is not None and cached[0] == app.sandboxes.generation:
-        return cached[1], cached[2]
-    pairs = [(rec, t.to_cri_item(rec)) for rec in app.sandboxes.all()]
-    full = cri.ListPodSandboxResponse(items=[item for _, item in pairs]).SerializeToString()
-    app.parts[CACHE] = (app.sandboxes.generation, pairs, full)
-    return pairs, full
+@dataclass
+class _Cache:
+    """Everything list answers need, valid for one store generation."""
+
+    generation: int
+    pairs: list[tuple[SandboxRecord, cri.PodSandbox]]
+    serialized: dict[object, bytes] = field(default_factory=dict)   # None (all) or a state → bytes
+
+
+def _cache(app: App) -> _Cache:
+    cached: _Cache | None = app.parts.get(CACHE)
+    if cached is None or cached.generation != app.sandboxes.generation:
+        cached = _Cache(app.sandboxes.generation, [(rec, t.to_cri_item(rec)) for rec in app.sandboxes.all()])
+        app.parts[CACHE] = cached
+    return cached
+
+
+def _serialized(app: App, state: int | None) -> bytes:
+    """The answer for "all" (None) or "only this state" — the two lists a kubelet asks for each second."""
+    c = _cache(app)
+    out = c.serialized.get(state)
+    if out is None:
+        items = [item for rec, item in c.pairs if state is None or rec.state == state]
+        out = c.serialized[state] = cri.ListPodSandboxResponse(items=items).SerializeToString()
+    return out
 
 
 def _filtered(app: App, flt: cri.PodSandboxFilter | None) -> list[cri.PodSandbox]:
-    pairs, _ = _items(app)
+    pairs = _cache(app).pairs
     if flt is None:
         return [item for _, item in pairs]
     return [item for rec, item in pairs if t.matches(rec, flt)]
@@ -39,9 +56,13 @@ def _filtered(app: App, flt: cri.PodSandboxFilter | None) -> list[cri.PodSandbox
 
 @rpc("ListPodSandbox")
 async def list_pod_sandbox(app: App, request: cri.ListPodSandboxRequest) -> cri.ListPodSandboxResponse | bytes:
+    """Pre-serialized answers (the edge sends bytes as they are) for no filter and state-only filters."""
     if not request.HasField("filter"):
-        return _items(app)[1]      # already serialized: the edge sends bytes as they are
-    return cri.ListPodSandboxResponse(items=_filtered(app, request.filter))
+        return _serialized(app, None)
+    flt = request.filter
+    if not flt.id and not flt.label_selector:
+        return _serialized(app, flt.state.state if flt.HasField("state") else None)
+    return cri.ListPodSandboxResponse(items=_filtered(app, flt))
 
 
 @rpc("StreamPodSandboxes")
