@@ -30,7 +30,7 @@ from criproxy.translate import container as t
 log = logging.getLogger("criproxy.streaming")
 DRAIN_AFTER_EXIT = 2.0
 INITIAL_SIZE_WAIT = 0.25
-COPY_CHUNK = 32 * 1024
+COPY_CHUNK = 256 * 1024
 
 
 def exec_process(rec: ContainerRecord, cmd: list[str], tty: bool) -> dict[str, Any]:
@@ -55,29 +55,38 @@ def running_container(app: App, container_id: str) -> ContainerRecord:
 
 
 async def run_exec(app: App, req: cri.ExecRequest, streams: Streams) -> None:
-    """Serve one exec session to its end; the final status always reaches the client."""
+    """Serve one exec session to its end; the final status always reaches the client, before the
+    process is deleted (the client need not wait for the cleanup)."""
     try:
         rec = running_container(app, req.container_id)
-        status = await _exec(app, rec, list(req.cmd), streams)
     except errors.CriError as e:
-        status = p.status_internal(f"error executing command in container: {e}")
-    await streams.finish(status)
-
-
-async def _exec(app: App, rec: ContainerRecord, cmd: list[str], streams: Streams) -> dict[str, Any]:
+        await streams.finish(_internal(e))
+        return
     o = streams.opts
     exec_id = os.urandom(16).hex()
     eio = ExecIO(app.config.state / "containers" / rec.id / "exec" / exec_id, o.stdin, o.tty)
-    await eio.create()
     try:
-        code = await _run(app, rec, exec_id, cmd, eio, streams)
+        try:
+            await eio.create()
+            status = _status(list(req.cmd), await _run(app, rec, exec_id, list(req.cmd), eio, streams))
+        except errors.CriError as e:
+            status = _internal(e)
+        finally:
+            eio.remove()                    # our FIFO ends: nothing more can come from them
+        await streams.finish(status)
     finally:
         with contextlib.suppress(errors.CriError):
             await app.ctrd.tasks.DeleteProcess(tasks_pb.DeleteProcessRequest(container_id=rec.id, exec_id=exec_id))
-        eio.remove()
+
+
+def _status(cmd: list[str], code: int | None) -> dict[str, Any]:
     if code is None:
         return p.status_internal("the client went away; the process was killed")
     return p.status_success() if code == 0 else p.status_exit_code(cmd, code)
+
+
+def _internal(e: errors.CriError) -> dict[str, Any]:
+    return p.status_internal(f"error executing command in container: {e}")
 
 
 async def _create(app: App, rec: ContainerRecord, exec_id: str, cmd: list[str], eio: ExecIO,

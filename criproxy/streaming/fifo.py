@@ -19,7 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-READ_LIMIT = 64 * 1024
+READ_LIMIT = 256 * 1024
 
 
 class FifoWriter:
