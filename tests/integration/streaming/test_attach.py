@@ -98,3 +98,14 @@ def test_attach_validation(pod: Pod) -> None:
     assert code(container_id=cid, tty=True, stdout=True, stderr=True) == grpc.StatusCode.INVALID_ARGUMENT
     pod.wait_exit(cid)
     assert code(container_id=cid, stdout=True) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_attach_ends_with_success_when_the_container_exits(pod: Pod) -> None:
+    cid = pod.run(container_config(pod.image, command=["sh", "-c", "read x; echo bye:$x"], stdin=True))
+    s = await wsclient.connect(attach_url(pod, cid, stdin=True))
+    try:
+        await s.send(wsclient.STDIN, b"now\n")
+        res = await s.read_all()
+    finally:
+        await s.close()
+    assert b"bye:now" in res.stdout and res.status == {"metadata": {}, "status": "Success"}

@@ -163,3 +163,11 @@ async def test_tty_starts_at_the_clients_size(pod: Pod, running: str) -> None:
         finally:
             await s.close()
         assert res.stdout == b"22 111\r\n" and res.exit_code == 0
+
+
+async def test_container_gone_between_rpc_and_connect(pod: Pod) -> None:
+    cid = pod.run(command=SLEEPER)
+    url = exec_url(pod, cid, "true")
+    pod.rt.StopContainer(cri.StopContainerRequest(container_id=cid, timeout=0))
+    st = (await wsclient.run(url)).status
+    assert st["reason"] == "InternalError" and "not running" in st["message"]
