@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 
@@ -171,3 +173,10 @@ async def test_container_gone_between_rpc_and_connect(pod: Pod) -> None:
     pod.rt.StopContainer(cri.StopContainerRequest(container_id=cid, timeout=0))
     st = (await wsclient.run(url)).status
     assert st["reason"] == "InternalError" and "not running" in st["message"]
+
+
+async def test_background_child_holding_stdout_does_not_hold_the_session(pod: Pod, running: str) -> None:
+    started = time.monotonic()
+    res = await wsclient.run(exec_url(pod, running, "sh", "-c", "sleep 30 & echo started"))
+    assert res.stdout == b"started\n" and res.exit_code == 0
+    assert time.monotonic() - started < 8
