@@ -118,3 +118,17 @@ def _wait_for(pred: Callable[[], bool], what: str, timeout: float = 15.0) -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out: {what}")
         time.sleep(0.1)
+
+
+def test_containerd_restart_keeps_pods_and_sees_later_exits(pods: Pods, testenv: Environment) -> None:
+    sid = pods.run(pod_config("ctrd-restart"))
+    ip = pods.status(sid).status.network.ip
+    testenv.ctrd.restart()
+    _wait_for(lambda: pods.client.runtime.Status(cri.StatusRequest()).status.conditions[0].status,
+              "RuntimeReady after the containerd restart")
+    assert pods.status(sid).status.state == cri.SANDBOX_READY and ping(ip)
+    _kill_pause(pods, sid)                      # the Tasks.Wait watcher re-attached after the restart
+    _wait_state(pods, sid, cri.SANDBOX_NOTREADY, timeout=15)
+    pods.stop(sid)
+    pods.remove(sid)
+    assert ip not in ipam_files(testenv.ipam_dir)
