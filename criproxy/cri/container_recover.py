@@ -33,6 +33,7 @@ from criproxy.state.container import ContainerRecord, ContainerStatusData
 from criproxy.translate import container as t
 
 log = logging.getLogger("criproxy.container.recover")
+UNKNOWN_MESSAGE = "containerd cannot read the task's state (shim not answering)"
 
 
 @lifecycle.on_start(10)
@@ -57,7 +58,7 @@ async def _bounded(coros: list[Any]) -> None:
 
 
 async def stop_pod_containers(app: App, sandbox_id: str, timeout: int) -> None:
-    recs = [r for r in app.containers.for_sandbox(sandbox_id) if r.state == cri.CONTAINER_RUNNING]
+    recs = [r for r in app.containers.for_sandbox(sandbox_id) if r.may_run]
     await _bounded([stop(app, r, float(timeout)) for r in recs])
 
 
@@ -119,6 +120,7 @@ async def _revive(app: App, rec: ContainerRecord, task: Any) -> None:
     else:
         if not s.started_at:
             app.containers.update_started(rec, time.time_ns(), task.pid)
+        app.containers.update_unknown(rec, task.status == task_types.UNKNOWN, UNKNOWN_MESSAGE)
         s.pid = task.pid
         cio = ContainerIO(io_dir(app.config.state, rec.id), rec.id, rec.log_path, rec.config.tty, rec.config.stdin)
         await cio.reattach()
@@ -151,7 +153,9 @@ async def relist(app: App) -> None:
     tasks = await _tasks(app)
     for rec in recs:
         task = tasks.get(rec.id)
-        if rec.state == cri.CONTAINER_RUNNING and (task is None or task.status == task_types.STOPPED):
+        if rec.may_run and (task is None or task.status == task_types.STOPPED):
             await resync(app, rec)
+        elif rec.may_run and task is not None:
+            app.containers.update_unknown(rec, task.status == task_types.UNKNOWN, UNKNOWN_MESSAGE)
         elif rec.state == cri.CONTAINER_EXITED and task is not None and rec.exited.is_set():
             await delete_task_retrying(app, rec.id, attempts=1)

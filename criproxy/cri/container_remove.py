@@ -21,7 +21,7 @@ async def remove(app: App, rec: ContainerRecord) -> None:
     rec.removing = True
     if rec.starting:                      # let an in-flight StartContainer settle (it ends quickly)
         await rec.start_settled.wait()
-    if rec.state == cri.CONTAINER_RUNNING:
+    if rec.may_run:
         await stop(app, rec, 0)
     await delete_task(app, rec.id)
     remove_files(app, rec)

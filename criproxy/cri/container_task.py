@@ -176,13 +176,13 @@ async def wait_exited(rec: ContainerRecord, timeout: float) -> bool:
 
 async def stop(app: App, rec: ContainerRecord, timeout: float) -> None:
     """Stop signal, then SIGKILL (to every process) after ``timeout``, then wait for the exit."""
-    if rec.state == cri.CONTAINER_RUNNING and timeout > 0:
+    if rec.may_run and timeout > 0:
         if await kill(app, rec, t.signal_number(rec.stop_signal)):
             if await wait_exited(rec, timeout):
                 return
         else:
             await resync(app, rec)
-    if rec.state == cri.CONTAINER_RUNNING:
+    if rec.may_run:
         if not await kill(app, rec, signal.SIGKILL, all_processes=True):
             await resync(app, rec)
         if not await wait_exited(rec, 30.0):

@@ -99,6 +99,11 @@ class ContainerRecord:
         return self.state == cri.CONTAINER_RUNNING
 
     @property
+    def may_run(self) -> bool:
+        """Running, or UNKNOWN with a task that may still run: what stop and remove must kill."""
+        return self.state in (cri.CONTAINER_RUNNING, cri.CONTAINER_UNKNOWN) and not self.status.finished_at
+
+    @property
     def resources(self) -> cri.LinuxContainerResources:
         """The container's current Linux resources: the update if any, else the create config's."""
         if self.status.resources:
@@ -178,11 +183,18 @@ class ContainerStore:
             return False
         s = rec.status
         # A quick process can exit before StartContainer has read the clock: never finish before start.
-        s.finished_at, s.exit_code, s.pid = max(finished_at, s.started_at), exit_code, 0
+        s.finished_at, s.exit_code, s.pid, s.unknown = max(finished_at, s.started_at), exit_code, 0, False
         if reason:
             s.reason, s.message = reason, message
         self._changed(rec)
         return True
+
+    def update_unknown(self, rec: ContainerRecord, unknown: bool, message: str = "") -> None:
+        """The task's state could not be read (UNKNOWN), or can again."""
+        if rec.status.unknown != unknown:
+            rec.status.unknown = unknown
+            rec.status.message = message if unknown else ""
+            self._changed(rec)
 
     def update_oom(self, rec: ContainerRecord) -> None:
         if not rec.status.oom:
