@@ -111,3 +111,16 @@ def test_cri_signal_names() -> None:
     assert t.cri_signal_name(cri.SIGNAL_SIGRTMINPLUS3) == "SIGRTMIN+3"
     assert t.cri_signal_name(cri.SIGNAL_RUNTIME_DEFAULT) == ""
     assert t.status_signal("SIGKILL") == cri.SIGNAL_SIGKILL
+
+
+def test_unknown_state_and_its_exit() -> None:
+    store = ContainerStore()
+    rec = record()
+    store.add(rec)
+    store.update_started(rec, 10, 5)
+    store.update_unknown(rec, True, "shim not answering")
+    assert rec.state == cri.CONTAINER_UNKNOWN and rec.may_run
+    st = t.to_cri_status(rec)
+    assert (st.state, st.reason, st.message) == (cri.CONTAINER_UNKNOWN, "Unknown", "shim not answering")
+    store.update_exited(rec, 20, 137)
+    assert rec.state == cri.CONTAINER_EXITED and not rec.may_run and not rec.status.unknown
