@@ -9,6 +9,7 @@ apply per host. A registry on loopback without a file is spoken to over plain ht
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import ssl
 import tomllib
@@ -47,15 +48,22 @@ class RegistryHost:
             return True
         if not (self.skip_verify or self.ca or self.client):
             return True
-        ctx = ssl.create_default_context()
-        for ca in self.ca:
-            ctx.load_verify_locations(cafile=ca)
-        for cert, key in self.client:
-            ctx.load_cert_chain(cert, key or None)
-        if self.skip_verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return _tls_context(self.ca, self.client, self.skip_verify)
+
+
+@functools.lru_cache(maxsize=64)
+def _tls_context(ca: tuple[str, ...], client: tuple[tuple[str, str], ...], skip_verify: bool) -> ssl.SSLContext:
+    """One SSLContext per distinct TLS setting (loading CA files per request would cost milliseconds);
+    hosts.toml is re-read for every pull, the files it names are read once per process."""
+    ctx = ssl.create_default_context()
+    for path in ca:
+        ctx.load_verify_locations(cafile=path)
+    for cert, key in client:
+        ctx.load_cert_chain(cert, key or None)
+    if skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def is_loopback(host: str) -> bool:
