@@ -153,7 +153,7 @@ async def test_kubectl_exec_tty_takes_the_terminal_size(pod: Pod, transport: str
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 99, 0, 0))
     async with FakeApiServer("p", "c", cri_urls(pod, cid)) as api:
         proc = await asyncio.create_subprocess_exec(
-            str(KUBECTL), "--server", api.address, "exec", "-it", "p", "--", "sh", "-c", "stty size; exit 6",
+            str(KUBECTL), "--server", api.address, "exec", "-it", "p", "--", "sh", "-c", TTY_SCRIPT,
             stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
             env={"PATH": os.environ.get("PATH", ""), "HOME": "/nonexistent", "KUBECONFIG": "/dev/null",
                  "TERM": "xterm", **TRANSPORTS[transport]})
@@ -164,6 +164,11 @@ async def test_kubectl_exec_tty_takes_the_terminal_size(pod: Pod, transport: str
     assert b"33 99" in output, output
     assert code == 6, output
     assert upgrades(api, "exec") == [METHOD[transport]]
+
+
+# The size normally holds from the start (consoleSize); a late first resize must still arrive.
+TTY_SCRIPT = 'for i in 1 2 3 4 5 6 7 8 9 10; do s=$(stty size); [ "$s" = "33 99" ] && break; sleep 0.2; done; ' \
+             'echo "$s"; exit 6'
 
 
 def _read_pty(fd: int) -> bytes:

@@ -110,5 +110,5 @@ async def test_idle_sessions_are_closed_and_their_process_killed(idle_proxy: Pod
 
 async def test_busy_sessions_are_not_idle(idle_proxy: Pod) -> None:
     cid = idle_proxy.run(command=SLEEPER)
-    res = await wsclient.run(exec_url(idle_proxy, cid, "sh", "-c", "for i in 1 2 3 4; do echo $i; sleep 0.6; done"))
-    assert res.stdout == b"1\n2\n3\n4\n" and res.exit_code == 0
+    res = await wsclient.run(exec_url(idle_proxy, cid, "sh", "-c", "for i in 1 2 3 4 5 6; do echo $i; sleep 0.3; done"))
+    assert res.stdout == b"1\n2\n3\n4\n5\n6\n" and res.exit_code == 0
