@@ -35,6 +35,7 @@ class Streams:
         self.resizes: asyncio.Queue[tuple[int, int]] = asyncio.Queue(16)
         self.gone = asyncio.Event()
         self._stdin_done = False
+        self._eof: asyncio.Task[None] | None = None
 
     async def write(self, channel: int, data: bytes) -> None:
         raise NotImplementedError
@@ -54,8 +55,8 @@ class Streams:
         self._stdin_done = True
         try:
             self.stdin.put_nowait(None)
-        except asyncio.QueueFull:
-            asyncio.get_running_loop().create_task(self.stdin.put(None))
+        except asyncio.QueueFull:           # behind the queued data; kept referenced until it is in
+            self._eof = asyncio.get_running_loop().create_task(self.stdin.put(None))
 
     def feed_resize(self, size: tuple[int, int]) -> None:
         """Keep only the newest sizes when the process side lags: an old size is worthless."""
