@@ -86,3 +86,11 @@ def test_handlers_and_pod_cidr(configured: CriproxyProcess, testenv: Environment
         finally:
             pods.cleanup()
         assert (configured.root / "pod-cidr").read_text().strip() == cidr
+    configured.restart()                          # the CIDR is kept across a restart
+    with configured.client() as client:
+        pods = Pods(client)
+        try:
+            sid = pods.run(pod_config("cidr-again"))
+            assert ipaddress.ip_address(pods.status(sid).status.network.ip) in ipaddress.ip_network(cidr)
+        finally:
+            pods.cleanup()
