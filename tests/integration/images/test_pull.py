@@ -12,6 +12,7 @@ import pytest
 
 from criproxy.protos import cri
 from tests.harness.client import CriClient
+from tests.harness.criproxy import CriproxyProcess
 from tests.harness.env import Environment
 from tests.harness.images import ImageLayout
 from tests.harness.registry_tools import RegistryProxy
@@ -131,3 +132,13 @@ def test_registry_down_is_unavailable(cri: CriClient) -> None:
         _pull(cri, f"127.0.0.1:{free_port()}/busybox:latest")
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "unreachable" in (e.value.details() or "")
+
+
+def test_pull_trace_shows_containerd_calls_and_progress(
+        criproxy: CriproxyProcess, cri: CriClient, pushed: Callable[..., str]) -> None:
+    ref = pushed("busybox")
+    _pull(cri, ref)
+    line = next(x for x in reversed(criproxy.log.read_text().splitlines()) if "trace PullImage" in x)
+    for call in ("Leases.Create", "Content.Write", "Images.Create", "Leases.Delete"):
+        assert call in line, line
+    assert f"pulled {ref}" in line and "layers" in line
