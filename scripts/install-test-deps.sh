@@ -4,7 +4,7 @@
 # Why each piece: containerd/runc are the real runtime under test, the CNI plugins wire pod networks,
 # docker-registry + skopeo + umoci serve test images without the internet, busybox-static and gcc
 # build those images, iproute2/iptables are used by the CNI plugins and the harness cleanup, and
-# apache2-utils gives htpasswd for registry-auth tests.
+# apache2-utils gives htpasswd and openssl signs tokens and certificates for registry-auth tests.
 #
 # Set CRIPROXY_FORCE_APT=1 to run apt-get even when every package is already installed.
 #
@@ -17,7 +17,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 PACKAGES=(containerd runc containernetworking-plugins docker-registry skopeo umoci busybox-static gcc libc6-dev
-  iproute2 iptables apache2-utils)
+  iproute2 iptables apache2-utils openssl)
 # Extra Python packages the test run needs beyond pyproject's dev extra.
 EXTRA_PIP=(pytest-timeout)
 
