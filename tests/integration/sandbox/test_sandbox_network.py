@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from criproxy.protos import cri
+from tests.harness.env import Environment
 from tests.harness.proc import free_port
 from tests.integration.sandbox.conftest import Pods, ping, pod_config
 
@@ -123,3 +124,24 @@ def test_pause_spec_on_the_host(pods: Pods) -> None:
     for ns in ("pid", "ipc"):
         assert os.readlink(f"/proc/{hpid}/ns/{ns}") == os.readlink(f"/proc/self/ns/{ns}")
     assert pods.status(hid).status.linux.namespaces.options.pid == cri.NODE
+
+
+def test_container_in_the_pod_answers_on_the_pod_ip(pods: Pods, testenv: Environment, tmp_path: Path) -> None:
+    """The whole point of the sandbox: a container joins its netns and is reached at the pod IP."""
+    c = pods.client
+    c.image.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=testenv.busybox_image)), timeout=300)
+    cfg = pod_config("web")
+    cfg.log_directory = str(tmp_path)
+    sid = pods.run(cfg)
+    ccfg = cri.ContainerConfig(metadata=cri.ContainerMetadata(name="httpd"),
+                               image=cri.ImageSpec(image=testenv.busybox_image),
+                               command=["sh", "-c", "echo served-from-the-pod > /tmp/index.html; "
+                                                    "exec httpd -f -p 8080 -h /tmp"],
+                               log_path="httpd/0.log")
+    cid = c.runtime.CreateContainer(cri.CreateContainerRequest(pod_sandbox_id=sid, config=ccfg,
+                                                               sandbox_config=cfg)).container_id
+    c.runtime.StartContainer(cri.StartContainerRequest(container_id=cid))
+    ip = pods.status(sid).status.network.ip
+    assert _get(f"http://{ip}:8080/") == "served-from-the-pod\n"
+    pods.stop(sid)
+    pods.remove(sid)
