@@ -16,6 +16,7 @@ from typing import Any
 from criproxy import errors
 from criproxy.app import App
 from criproxy.images import reference
+from criproxy.images.manifest import pick_platform
 from criproxy.protos import content_pb, images_pb
 
 INDEX_TYPES = {"application/vnd.oci.image.index.v1+json",
@@ -80,18 +81,9 @@ async def read_json(app: App, digest: str) -> Any:
 
 
 def pick_manifest(index: dict[str, Any]) -> dict[str, Any]:
-    """The index entry for this host's platform (variantless match is fine for amd64)."""
-    want_os, want_arch = host_platform()
-    entries = index.get("manifests", [])
-    for m in entries:
-        plat = m.get("platform", {})
-        if plat.get("os") == want_os and plat.get("architecture") == want_arch:
-            return dict(m)
-    # An index without platform facts (as `ctr import --index-name` writes) names one image.
-    unmarked = [m for m in entries if not m.get("platform")]
-    if len(unmarked) == 1:
-        return dict(unmarked[0])
-    raise errors.NotFound(f"no manifest for {want_os}/{want_arch} in image index")
+    """The index entry for this host's platform, chosen as the puller chooses it (variants included)."""
+    chosen = pick_platform(index)
+    return next(dict(m) for m in index.get("manifests", []) if m.get("digest") == chosen.digest)
 
 
 async def describe(app: App, target: Any, names: list[str]) -> LocalImage:
