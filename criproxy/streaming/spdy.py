@@ -65,8 +65,17 @@ class SpdyStream:
         if data and not self.discard and not self.remote_closed:
             await self.incoming.put(data)
 
+    async def remote_fin(self) -> None:
+        """The client's FIN: EOF after everything it sent before (so this may wait for room)."""
+        if self.discard:                    # nobody reads it: do not wait for room
+            self.remote_end()
+        elif not self.remote_closed:
+            self.remote_closed = True
+            await self.incoming.put(None)
+
     def remote_end(self) -> None:
-        """EOF from the client; never blocks (a queued chunk nobody will read may be dropped)."""
+        """The stream or connection broke: EOF at once, never blocking (queued data nobody will
+        wait for may be dropped)."""
         if self.remote_closed:
             return
         self.remote_closed = True
@@ -165,7 +174,7 @@ class SpdyConnection:
             return
         await stream.received(payload)
         if flags & f.FLAG_FIN:
-            stream.remote_end()
+            await stream.remote_fin()
 
     async def close_when_idle(self) -> None:
         await self.idle.expired()
@@ -267,7 +276,7 @@ class SpdyStreams(Streams):
     async def _stdin(self, stream: SpdyStream) -> None:
         while (data := await stream.incoming.get()) is not None:
             await self.feed_stdin(data)
-        self.end_stdin()
+        await self.end_stdin()
 
     async def _resize(self, stream: SpdyStream) -> None:
         decoder = p.ResizeDecoder()

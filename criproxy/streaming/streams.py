@@ -35,7 +35,6 @@ class Streams:
         self.resizes: asyncio.Queue[tuple[int, int]] = asyncio.Queue(16)
         self.gone = asyncio.Event()
         self._stdin_done = False
-        self._eof: asyncio.Task[None] | None = None
 
     async def write(self, channel: int, data: bytes) -> None:
         raise NotImplementedError
@@ -48,15 +47,11 @@ class Streams:
         if self.opts.stdin and not self._stdin_done and data:
             await self.stdin.put(data)
 
-    def end_stdin(self) -> None:
-        """EOF on stdin (the client half-closed it or went away); idempotent, never blocks."""
-        if self._stdin_done:
-            return
-        self._stdin_done = True
-        try:
-            self.stdin.put_nowait(None)
-        except asyncio.QueueFull:           # behind the queued data; kept referenced until it is in
-            self._eof = asyncio.get_running_loop().create_task(self.stdin.put(None))
+    async def end_stdin(self) -> None:
+        """The client half-closed stdin: EOF after everything it sent before (so this may wait)."""
+        if not self._stdin_done:
+            self._stdin_done = True
+            await self.stdin.put(None)
 
     def feed_resize(self, size: tuple[int, int]) -> None:
         """Keep only the newest sizes when the process side lags: an old size is worthless."""
@@ -65,6 +60,12 @@ class Streams:
         self.resizes.put_nowait(size)
 
     def lost(self) -> None:
-        """The client disconnected."""
+        """The client disconnected: EOF on stdin at once, dropping input nobody will wait for."""
         self.gone.set()
-        self.end_stdin()
+        self._stdin_done = True
+        while True:
+            try:
+                self.stdin.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                self.stdin.get_nowait()

@@ -73,7 +73,7 @@ class WsStreams(Streams):
         channel, payload = frame
         if channel == p.CLOSE and self.dialect.close_frames:
             if payload[:1] == bytes((p.STDIN,)):
-                self.end_stdin()
+                await self.end_stdin()
         elif channel == p.STDIN:
             await self.feed_stdin(payload)
         elif channel == p.RESIZE and self.opts.tty:

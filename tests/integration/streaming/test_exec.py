@@ -56,6 +56,20 @@ async def test_stdin_round_trip_through_cat(pod: Pod, running: str) -> None:
     assert res.stdout == data and res.exit_code == 0
 
 
+async def test_stdin_eof_after_many_small_messages_loses_nothing(pod: Pod, running: str) -> None:
+    """A v5 close frame right behind more input than the server queues: EOF comes after all of it."""
+    chunks = [b"%05d" % i + b"x" * 4091 for i in range(300)]
+    s = await wsclient.connect(exec_url(pod, running, "sh", "-c", "wc -c", stdin=True))
+    try:
+        for chunk in chunks:
+            await s.send(wsclient.STDIN, chunk)
+        await s.close_stdin()
+        res = await s.read_all()
+    finally:
+        await s.close()
+    assert res.stdout.strip() == str(300 * 4096).encode() and res.exit_code == 0
+
+
 async def test_stdin_eof_reaches_the_process(pod: Pod, running: str) -> None:
     res = await wsclient.run(exec_url(pod, running, "sh", "-c", "wc -c; echo done", stdin=True), stdin=b"12345")
     assert res.stdout.split() == [b"5", b"done"] and res.exit_code == 0

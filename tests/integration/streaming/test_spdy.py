@@ -31,8 +31,11 @@ async def remote_command(url: str, stdin: bytes | None = None, stderr: bool = Tr
         out = await c.open({"streamType": "stdout"})
         serr = await c.open({"streamType": "stderr"}) if stderr else None
         if sin is not None:
-            await sin.write(stdin or b"")
-            await sin.close()
+            data = stdin or b""
+            pieces = [data[i:i + 4096] for i in range(0, len(data), 4096)] or [b""]
+            for piece in pieces[:-1]:                   # many small frames: more than the server queues,
+                await sin.write(piece)
+            await sin.write(pieces[-1], fin=True)       # and FIN on the last one that carries data
         result = (await out.read_all(), await serr.read_all() if serr else b"", await err.read_all())
         await c.goaway.wait()
         return result
@@ -59,8 +62,9 @@ async def test_spdy_v2_protocol_gets_plain_text_status(pod: Pod, running: str) -
 
 
 async def test_spdy_exec_stdin_round_trip(pod: Pod, running: str) -> None:
-    data = b"x" * 300_000 + b"\nend\n"
-    out, _, status = await remote_command(exec_url(pod, running, "cat", stdin=True), stdin=data)
+    data = b"x" * 800_000 + b"\nend\n"
+    out, _, status = await remote_command(exec_url(pod, running, "sh", "-c", "sleep 0.5; cat", stdin=True),
+                                          stdin=data)
     assert out == data and json.loads(status)["status"] == "Success"
 
 
