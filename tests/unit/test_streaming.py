@@ -198,3 +198,27 @@ def test_spdy_header_bomb_is_refused() -> None:
     bomb = deflate.compress(b"\0" * (f.MAX_HEADER_BLOCK + 10)) + deflate.flush(zlib.Z_SYNC_FLUSH)
     with pytest.raises(f.ProtocolError):
         f.Codec().decode_headers(bomb)
+
+
+# -- SPDY session rules -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("protocol", "stdin", "tty", "expected"), [
+    ("v4.channel.k8s.io", False, False, {"error", "stdout", "stderr"}),
+    ("v4.channel.k8s.io", True, True, {"error", "stdin", "stdout", "resize"}),
+    ("v2.channel.k8s.io", True, True, {"error", "stdin", "stdout"}),       # resize came with v3
+])
+def test_spdy_expected_streams(protocol: str, stdin: bool, tty: bool, expected: set[str]) -> None:
+    from criproxy.streaming.spdy import expected_streams
+    from criproxy.streaming.streams import Options
+
+    opts = Options(stdin=stdin, stdout=True, stderr=not tty, tty=tty)
+    assert expected_streams(opts, p.dialect(protocol)) == expected
+
+
+def test_spdy_port_forward_pairs_by_request_id_or_kubelets_fallback() -> None:
+    from criproxy.streaming.spdy import SpdyStream, request_id
+
+    def stream(sid: int, **headers: str) -> SpdyStream:
+        return SpdyStream(None, sid, headers)  # type: ignore[arg-type]
+
+    assert request_id(stream(5, streamtype="data", requestid="7")) == "7"
+    assert request_id(stream(1, streamtype="error")) == request_id(stream(3, streamtype="data")) == "1"
