@@ -8,11 +8,14 @@ tracks so shutdown can end the sessions still open.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from criproxy import trace
 from criproxy.protos import cri
 from criproxy.streaming import websocket
 from criproxy.streaming.attach import run_attach
@@ -22,6 +25,7 @@ from criproxy.streaming.server import StreamingServer
 from criproxy.streaming.streams import Options, Streams
 from criproxy.streaming.tokens import Pending
 
+log = logging.getLogger("criproxy.streaming")
 SERVER = web.AppKey("streaming_server", StreamingServer)
 Run = Callable[[Streams], Awaitable[None]]
 
@@ -43,37 +47,49 @@ def _transport(request: web.Request) -> str:
     raise web.HTTPBadRequest(text="streaming needs a WebSocket or SPDY/3.1 upgrade\n")
 
 
-async def _tracked(server: StreamingServer, coro: Awaitable[Any]) -> Any:
+async def _tracked(server: StreamingServer, kind: str, coro: Awaitable[Any]) -> Any:
+    """Run a session as a tracked task with its own translation trace (``stream:exec`` …), so the
+    containerd calls a session makes show up in the debug log, /traces and /metrics like an RPC's."""
     task = asyncio.current_task()
     assert task is not None
     server.sessions.add(task)
+    tr = trace.Trace(f"stream:{kind}")
+    token = trace.current.set(tr)
+    code = "OK"
     try:
         return await coro
+    except BaseException as e:
+        code = "CANCELLED" if isinstance(e, asyncio.CancelledError) else "UNKNOWN"
+        raise
     finally:
+        trace.current.reset(token)
         server.sessions.discard(task)
+        server.app.observer.observe(tr, code, time.perf_counter() - tr.started)
+        log.debug("trace %s", tr.render())
 
 
-async def _remote_command(request: web.Request, server: StreamingServer, opts: Options, run: Run) -> Any:
+async def _remote_command(request: web.Request, server: StreamingServer, kind: str, opts: Options,
+                          run: Run) -> Any:
     idle = server.app.config.streaming_idle_timeout
     if _transport(request) == "spdy":
         from criproxy.streaming import spdy
 
-        return await _tracked(server, spdy.serve_remote_command(request, opts, run, idle))
-    return await _tracked(server, websocket.serve(request, opts, run, idle))
+        return await _tracked(server, kind, spdy.serve_remote_command(request, opts, run, idle))
+    return await _tracked(server, kind, websocket.serve(request, opts, run, idle))
 
 
 async def handle_exec(request: web.Request) -> Any:
     server, pending = _consume(request, "exec")
     req: cri.ExecRequest = pending.request
     opts = Options(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, tty=req.tty)
-    return await _remote_command(request, server, opts, lambda s: run_exec(server.app, req, s))
+    return await _remote_command(request, server, "exec", opts, lambda s: run_exec(server.app, req, s))
 
 
 async def handle_attach(request: web.Request) -> Any:
     server, pending = _consume(request, "attach")
     req: cri.AttachRequest = pending.request
     opts = Options(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, tty=req.tty)
-    return await _remote_command(request, server, opts, lambda s: run_attach(server.app, req, s))
+    return await _remote_command(request, server, "attach", opts, lambda s: run_attach(server.app, req, s))
 
 
 def query_ports(request: web.Request) -> list[int]:
@@ -94,11 +110,12 @@ async def handle_portforward(request: web.Request) -> Any:
     if _transport(request) == "spdy":
         from criproxy.streaming import spdy
 
-        return await _tracked(server, spdy.serve_port_forward(request, server.app, req.pod_sandbox_id, idle))
+        return await _tracked(server, "portforward",
+                              spdy.serve_port_forward(request, server.app, req.pod_sandbox_id, idle))
     ports = list(req.port) or query_ports(request)
     if not ports:
         raise web.HTTPBadRequest(text='query parameter "port" is required\n')
-    return await _tracked(server, serve_ws(request, server.app, req.pod_sandbox_id, ports, idle))
+    return await _tracked(server, "portforward", serve_ws(request, server.app, req.pod_sandbox_id, ports, idle))
 
 
 HANDLERS = {"exec": handle_exec, "attach": handle_attach, "portforward": handle_portforward}

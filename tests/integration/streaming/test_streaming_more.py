@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -112,3 +114,20 @@ async def test_busy_sessions_are_not_idle(idle_proxy: Pod) -> None:
     cid = idle_proxy.run(command=SLEEPER)
     res = await wsclient.run(exec_url(idle_proxy, cid, "sh", "-c", "for i in 1 2 3 4 5 6; do echo $i; sleep 0.3; done"))
     assert res.stdout == b"1\n2\n3\n4\n5\n6\n" and res.exit_code == 0
+
+
+async def test_sessions_have_a_trace_and_gauges(pod: Pod, running: str, criproxy: CriproxyProcess) -> None:
+    from tests.integration.test_observability import http_get
+
+    assert (await wsclient.run(exec_url(pod, running, "true"))).exit_code == 0
+    sock = str(criproxy.state / "debug.sock")
+
+    def sessions() -> list[dict[str, Any]]:      # recorded when the session's cleanup is done
+        return [t for t in json.loads(http_get(sock, "/traces")[1]) if t["rpc"] == "stream:exec"]
+
+    session = wait_for(sessions, timeout=10, what="a stream:exec trace")[-1]
+    calls = [(s[0], s[1], s[2]) for s in session["steps"]]
+    assert ("Tasks", "Exec", "OK") in calls and ("Tasks", "Start", "OK") in calls
+    assert ("Tasks", "Wait", "OK") in calls and ("Tasks", "DeleteProcess", "OK") in calls
+    metrics = http_get(sock, "/metrics")[1]
+    assert "criproxy_streaming_sessions " in metrics and "criproxy_streaming_tokens " in metrics
