@@ -2,8 +2,9 @@
 
 Order (containerd's Go client NewContainer): reserve the name → resolve the image locally →
 Snapshots.Prepare(key = container ID, parent = the image's chain ID) under criproxy's creation lease →
-build the spec → Containers.Create → record → the snapshot leaves the lease (the record holds it now). A failure part way undoes what was made, in reverse. A kubelet retry
-with the same name gets the first call's outcome (awaited while in flight) instead of "reserved".
+build the spec → Containers.Create → record → the snapshot leaves the lease (the record holds it now).
+A failure part way undoes what was made, in reverse. A kubelet retry with the same name gets the first
+call's outcome (awaited while in flight) instead of "reserved".
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """ListContainers and StreamContainers: straight from the cache.
 
-kubelet calls ListContainers every second, so the unfiltered answer is kept as one message and
-rebuilt only when the store's generation moved; each record keeps its own ``cri.Container`` until its
-status changes. A filtered call walks the records (no containerd call either way).
+kubelet calls ListContainers every second, so the unfiltered (and state-only) answer is kept
+serialized and rebuilt only when the store's generation moved; each record keeps its own
+``cri.Container`` until its status changes. Other filters walk the records (no containerd call either
+way).
 """
 
 from __future__ import annotations
@@ -37,17 +38,34 @@ def select(app: App, flt: cri.ContainerFilter) -> list[cri.Container]:
     return [item(r) for r in app.containers.values() if t.matches(r, flt)]
 
 
-@rpc("ListContainers")
-async def list_containers(app: App, request: cri.ListContainersRequest) -> cri.ListContainersResponse:
-    if not _is_empty(request.filter):
-        return cri.ListContainersResponse(containers=select(app, request.filter))
-    cached = app.parts.get(LIST_CACHE)
+def _state_only(flt: cri.ContainerFilter) -> bool:
+    return flt.HasField("state") and not (flt.id or flt.pod_sandbox_id or flt.label_selector)
+
+
+def _serialized(app: App, state: int | None) -> bytes:
+    """The answer for "all" (None) or "only this state", serialized once per store generation."""
     gen = app.containers.generation
+    cached: tuple[int, dict[int | None, bytes]] | None = app.parts.get(LIST_CACHE)
     if cached is None or cached[0] != gen:
-        cached = (gen, cri.ListContainersResponse(containers=select(app, request.filter)))
+        cached = (gen, {})
         app.parts[LIST_CACHE] = cached
-    resp: cri.ListContainersResponse = cached[1]
-    return resp
+    by_state = cached[1]
+    out = by_state.get(state)
+    if out is None:
+        items = [item(r) for r in app.containers.values() if state is None or r.state == state]
+        out = by_state[state] = cri.ListContainersResponse(containers=items).SerializeToString()
+    return out
+
+
+@rpc("ListContainers")
+async def list_containers(app: App, request: cri.ListContainersRequest) -> cri.ListContainersResponse | bytes:
+    """Pre-serialized answers (the edge sends bytes as they are) for no filter and state-only filters."""
+    flt = request.filter
+    if _is_empty(flt):
+        return _serialized(app, None)
+    if _state_only(flt):
+        return _serialized(app, flt.state.state)
+    return cri.ListContainersResponse(containers=select(app, flt))
 
 
 @rpc("StreamContainers")

@@ -24,10 +24,14 @@ def cached_response(rec: ContainerRecord) -> cri.ContainerStatusResponse:
 
 
 @rpc("ContainerStatus")
-async def container_status(app: App, request: cri.ContainerStatusRequest) -> cri.ContainerStatusResponse:
+async def container_status(app: App, request: cri.ContainerStatusRequest) -> cri.ContainerStatusResponse | bytes:
     rec = app.containers.get(request.container_id)
     if not request.verbose:
-        return cached_response(rec)
+        raw = rec.cached_status_bytes
+        if raw is None:
+            raw = rec.cached_status_bytes = cached_response(rec).SerializeToString()
+        assert isinstance(raw, bytes)
+        return raw                        # the edge sends pre-serialized answers as they are
     resp = cri.ContainerStatusResponse(status=t.to_cri_status(rec))
     if request.verbose:
         spec: dict[str, Any] | None = None

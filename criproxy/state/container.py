@@ -82,6 +82,7 @@ class ContainerRecord:
     exit_task: asyncio.Task[None] | None = field(default=None, repr=False)
     cached_item: Any = field(default=None, repr=False)   # cri.Container for ListContainers
     cached_status: Any = field(default=None, repr=False)  # cri.ContainerStatusResponse (not verbose)
+    cached_status_bytes: bytes | None = field(default=None, repr=False)
 
     @property
     def state(self) -> int:
@@ -216,7 +217,7 @@ class ContainerStore:
 
     def _changed(self, rec: ContainerRecord) -> None:
         self.generation += 1
-        rec.cached_item = rec.cached_status = None
+        rec.cached_item = rec.cached_status = rec.cached_status_bytes = None
         self.persist(rec)
 
     def persist(self, rec: ContainerRecord) -> None:
