@@ -23,7 +23,7 @@ import grpc.aio
 from criproxy import errors, trace
 from criproxy.app import App
 from criproxy.containerd.client import map_error
-from criproxy.images.registry import Descriptor
+from criproxy.images.descriptor import Descriptor
 from criproxy.protos import content_pb
 
 # containerd's Go client sends 1 MiB and caps at 8 MiB. Over gRPC bigger messages cost containerd

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from criproxy import errors
-from criproxy.images.registry import Descriptor
+from criproxy.images.descriptor import Descriptor
 
 INDEX_TYPES = frozenset({"application/vnd.oci.image.index.v1+json",
                          "application/vnd.docker.distribution.manifest.list.v2+json"})

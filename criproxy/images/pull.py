@@ -20,10 +20,11 @@ import contextlib
 import hashlib
 import logging
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import timestamp_pb2
 
@@ -31,9 +32,12 @@ from criproxy import errors, lifecycle, trace
 from criproxy.app import App
 from criproxy.images import content, manifest, records, reference, unpack
 from criproxy.images.auth import Credentials, from_auth_config
+from criproxy.images.descriptor import Descriptor
 from criproxy.images.local import LocalImage, chain_ids, describe, read_blob, read_json, resolve_local
-from criproxy.images.registry import SESSION_KEY, Descriptor, Registry
 from criproxy.protos import descriptor_pb, leases_pb
+
+if TYPE_CHECKING:
+    from criproxy.images.registry import Registry
 
 log = logging.getLogger("criproxy.images.pull")
 
@@ -150,6 +154,8 @@ async def pull_lease(app: App) -> AsyncIterator[str]:
 
 async def _pull(app: App, ref: reference.Reference, creds: Credentials, progress: content.Progress) -> LocalImage:
     started = time.monotonic()
+    from criproxy.images.registry import Registry  # aiohttp loads on the first pull, not at start-up
+
     reg = Registry(app, ref, creds)
     log.info("pulling %s", ref)
     async with pull_lease(app) as lease:
@@ -278,6 +284,10 @@ async def drop_stale_pull_leases(app: App) -> None:
 
 @lifecycle.on_stop(50)
 async def close_http(app: App) -> None:
+    if "criproxy.images.registry" not in sys.modules:
+        return  # never pulled: no HTTP session to close
+    from criproxy.images.registry import SESSION_KEY
+
     session = app.parts.pop(SESSION_KEY, None)
     if session is not None:
         await session.close()

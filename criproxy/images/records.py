@@ -12,8 +12,8 @@ from google.protobuf import field_mask_pb2
 
 from criproxy import errors
 from criproxy.app import App
+from criproxy.images.descriptor import Descriptor
 from criproxy.images.reference import Reference
-from criproxy.images.registry import Descriptor
 from criproxy.protos import descriptor_pb, images_pb
 
 MANAGED = "io.cri-containerd.image"

@@ -14,8 +14,6 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -23,6 +21,7 @@ import aiohttp
 from criproxy import errors
 from criproxy.app import App
 from criproxy.images import auth, hosts
+from criproxy.images.descriptor import Descriptor
 from criproxy.images.reference import Reference
 
 log = logging.getLogger("criproxy.images.registry")
@@ -57,27 +56,6 @@ def token_cache(app: App) -> auth.TokenCache:
     if cache is None:
         cache = app.parts[TOKENS_KEY] = auth.TokenCache()
     return cache
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    """An OCI content descriptor: what to fetch and how to check it."""
-
-    media_type: str
-    digest: str
-    size: int
-    annotations: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def from_json(cls, doc: Any) -> Descriptor:
-        try:
-            digest, size = str(doc["digest"]), int(doc["size"])
-        except (KeyError, TypeError, ValueError):
-            raise errors.InvalidArgument(f"malformed descriptor in manifest: {doc!r:.200}") from None
-        if not digest.startswith("sha256:") or len(digest) != 71 or size < 0:
-            raise errors.InvalidArgument(f"unsupported or malformed digest {digest!r} (size {size})")
-        ann = tuple(sorted((str(k), str(v)) for k, v in dict(doc.get("annotations") or {}).items()))
-        return cls(str(doc.get("mediaType", "")), digest, size, ann)
 
 
 def _status_error(status: int, what: str, host: str) -> errors.CriError:

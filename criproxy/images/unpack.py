@@ -18,7 +18,7 @@ from typing import Any
 from criproxy import errors, trace
 from criproxy.app import App
 from criproxy.images.content import update_labels
-from criproxy.images.registry import Descriptor
+from criproxy.images.descriptor import Descriptor
 from criproxy.protos import descriptor_pb, diff_pb, leases_pb, snapshots_pb
 
 SNAPSHOT_REF = "containerd.io/snapshot.ref"

@@ -6,6 +6,7 @@ errors, so what is checked is exactly the edge's own behaviour on the wire.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -60,6 +61,10 @@ async def test_error_table(served: tuple[App, cri_grpc.RuntimeServiceStub, list[
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await stub.ContainerStatus(cri.ContainerStatusRequest(container_id="x"))
     assert exc.value.code() == code and exc.value.details() == "what went wrong"
+    for _ in range(200):  # the status reaches the client before the edge's finally block has run
+        if app.observer.rpc_codes[("ContainerStatus", code.name)]:
+            break
+        await asyncio.sleep(0.005)
     assert app.observer.rpc_codes[("ContainerStatus", code.name)] == 1
 
 
