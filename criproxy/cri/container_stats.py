@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
 
 from criproxy import errors
 from criproxy.app import App
@@ -85,9 +84,10 @@ async def collect(app: App, recs: Iterable[ContainerRecord]) -> list[cri.Contain
     metrics = await _metrics(app, running) if running else {}
     root = await _snapshot_root(app)
     layers = await asyncio.gather(*(_fs_usage(app, r, root) for r in recs))
-    samples: dict[str, Any] = app.parts.setdefault(SAMPLES, {})
-    for gone in set(samples) - {r.id for r in app.containers.values()}:
-        del samples[gone]
+    live = {r.id for r in app.containers.values()}
+    for cache in (app.parts.setdefault(SAMPLES, {}), app.parts.setdefault(FS_CACHE, {})):
+        for gone in set(cache) - live:
+            del cache[gone]
     return [_one(app, r, metrics.get(r.id), fs) for r, fs in zip(recs, layers, strict=True)]
 
 
