@@ -174,3 +174,15 @@ def test_create_by_image_id_as_kubelet_does(pod: Pod) -> None:
     st = pod.wait_exit(cid)
     assert st.reason == "Completed" and st.image_id == image_id
     assert st.image.image == pod.image and "@sha256:" in st.image_ref
+
+
+def test_concurrent_retry_gets_the_same_container(pod: Pod, ctr: object) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = container_config(pod.image, name="twice", command=["true"])
+    req = cri.CreateContainerRequest(pod_sandbox_id=pod.id, config=cfg, sandbox_config=pod.cfg)
+    with ThreadPoolExecutor(4) as ex:
+        ids = list(ex.map(lambda _: pod.rt.CreateContainer(req).container_id, range(4)))
+    assert len(set(ids)) == 1
+    pod.containers.append(ids[0])
+    assert ctr("containers", "ls").count(ids[0]) == 1  # type: ignore[attr-defined]
