@@ -248,6 +248,6 @@ def test_missing_host_path_is_created(tmp_path: Path) -> None:
 
 def test_cgroups_path() -> None:
     assert oc.cgroups_path("/kubepods/pod1", "abc", systemd=False) == "/kubepods/pod1/abc"
-    assert oc.cgroups_path("", "abc", systemd=False) == "/criproxy/abc"
+    assert oc.cgroups_path("", "abc", systemd=False) == ""
     assert oc.cgroups_path("/kubepods.slice/kubepods-pod1.slice", "abc", systemd=True) == \
-        "kubepods-pod1.slice:criproxy:abc"
+        "kubepods-pod1.slice:cri-containerd:abc"

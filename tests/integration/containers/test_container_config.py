@@ -306,3 +306,15 @@ def test_pod_sysctls_reach_containers(make_pod: object) -> None:
     cid = pod.run(container_config(pod.image, command=SLEEP))
     assert pod.sh(cid, "cat /proc/sys/kernel/shm_rmid_forced").strip() == "1"
     assert pod.sh(cid, "cat /proc/sys/net/ipv4/ip_unprivileged_port_start").strip() == "80"
+
+
+def test_cgroup_under_pod_parent_and_removed(make_pod: object) -> None:
+    import uuid
+
+    parent = f"/criproxy-test/pod{uuid.uuid4().hex[:12]}"
+    pod = make_pod("cg", linux=cri.LinuxPodSandboxConfig(cgroup_parent=parent))  # type: ignore[operator]
+    cid = pod.run(container_config(pod.image, command=SLEEP))
+    dirs = [p for p in Path("/sys/fs/cgroup").glob(f"*{parent}/{cid}") if p.is_dir()]
+    assert dirs, f"no cgroup {parent}/{cid}"
+    pod.rt.RemoveContainer(cri.RemoveContainerRequest(container_id=cid))
+    assert not [p for p in dirs if p.exists()]
