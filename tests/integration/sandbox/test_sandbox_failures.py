@@ -153,3 +153,26 @@ def test_cni_del_retried_until_it_succeeds(criproxy_factory: CriproxyFactory, te
         pods.stop(sid)
         pods.remove(sid)
         assert log.read_text().split().count("DEL") == dels   # remembered: no DEL after success
+
+
+def test_del_uses_the_conflist_add_used(criproxy_factory: CriproxyFactory, testenv: Environment,
+                                        tmp_path: Path) -> None:
+    """The conf dir emptied (or changed) after ADD: stop still runs DEL with the saved chain."""
+    confdir = tmp_path / "net.d"
+    confdir.mkdir()
+    conflist = confdir / "10-copy.conflist"
+    conflist.write_text(next(testenv.criproxy_cni_dir.glob("*.conflist")).read_text())
+    proc = criproxy_factory(extra_args=["--cni-conf-dir", str(confdir)], namespace="criproxy-confgone")
+    with proc.client() as client:
+        pods = Pods(client)
+        sid = pods.run(pod_config("confgone"))
+        ip = pods.status(sid).status.network.ip
+        conflist.unlink()
+        net = {c.type: c for c in client.runtime.Status(client.pb.StatusRequest()).status.conditions}
+        assert net["NetworkReady"].status is False
+        proc.kill()                                   # and a crash in between, for good measure
+        proc.start()
+        client.reconnect()
+        pods.stop(sid)
+        pods.remove(sid)
+        assert ip not in ipam_files(testenv.ipam_dir)
