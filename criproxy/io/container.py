@@ -76,29 +76,49 @@ class LogFile:
             self.fd = -1
 
 
-class _Pump(asyncio.Protocol):
-    """Reads one FIFO; splits into log records; signals EOF."""
+class _Pump:
+    """Reads one non-blocking FIFO from the event loop's reader callback; splits into log records.
 
-    def __init__(self, stream: bytes, io: ContainerIO) -> None:
-        self.io = io
-        self.stream = stream
+    A plain ``add_reader`` callback rather than a transport: setting it up is synchronous (no
+    awaiting, which matters on StartContainer's and ExecSync's path), and it reads at most
+    ``MAX_READS`` chunks per wake-up so a container flooding its output cannot starve the loop.
+    """
+
+    CHUNK = 64 * 1024
+    MAX_READS = 16
+
+    def __init__(self, stream: bytes, io: ContainerIO, fd: int) -> None:
+        self.io, self.stream, self.fd = io, stream, fd
         self.splitter = logfmt.LineSplitter(stream, io.logfile.write) if io.logfile else None
-        self.done = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.ReadTransport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.loop.add_reader(fd, self._readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def _readable(self) -> None:
+        for _ in range(self.MAX_READS):
+            try:
+                data = os.read(self.fd, self.CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.close()
+                return
+            if self.splitter is not None:
+                self.splitter.feed(data)
+            for listener in list(self.io.listeners):
+                listener(self.stream, data)
+            if len(data) < self.CHUNK:
+                return
 
-    def data_received(self, data: bytes) -> None:
-        if self.splitter is not None:
-            self.splitter.feed(data)
-        for listener in list(self.io.listeners):
-            listener(self.stream, data)
-
-    def eof_received(self) -> bool | None:
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
+    def close(self) -> None:
+        """EOF or shutdown: stop reading; a half line read so far is kept as a partial record."""
+        if self.fd < 0:
+            return
+        self.loop.remove_reader(self.fd)
+        os.close(self.fd)
+        self.fd = -1
         if self.splitter is not None:
             self.splitter.eof()
         if not self.done.done():
@@ -142,7 +162,10 @@ class ContainerIO:
         await self._attach(hold=False)
 
     async def _attach(self, hold: bool) -> None:
-        loop = asyncio.get_running_loop()
+        self.attach(hold)
+
+    def attach(self, hold: bool) -> None:
+        """Open the read ends (and holders) and start the pumps; synchronous, nothing to await."""
         for name in ("stdout", "stderr"):
             path = self.paths.get(name)
             if not path:
@@ -150,20 +173,10 @@ class ContainerIO:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             if hold:
                 self._holders.append(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
-            pump = _Pump(name.encode(), self)
-            await loop.connect_read_pipe(lambda p=pump: p, os.fdopen(fd, "rb", buffering=0))  # type: ignore[misc]
-            self._pumps.append(pump)
+            self._pumps.append(_Pump(name.encode(), self, fd))
         if "stdin" in self.paths:
             # O_RDWR never blocks on a FIFO; attach writes here, the shim reads.
             self.stdin_fd = os.open(self.paths["stdin"], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-
-    def close_stdin(self) -> None:
-        """Drop our end of the stdin FIFO (attach of a ``stdin_once`` container: EOF for the process
-        once the shim's end is closed too, with Tasks.CloseIO)."""
-        if self.stdin_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.stdin_fd)
-            self.stdin_fd = -1
 
     def release_holders(self) -> None:
         """The shim holds its writers now (Tasks.Create returned, or failed): EOF becomes real."""
@@ -187,10 +200,7 @@ class ContainerIO:
         """Stop reading and close everything (the FIFO files stay until ``remove``)."""
         self.release_holders()
         for p in self._pumps:
-            if p.splitter is not None:
-                p.splitter.eof()          # a half line read so far is kept, as a partial record
-            if p.transport is not None:
-                p.transport.close()
+            p.close()
         self._pumps.clear()
         if self.stdin_fd >= 0:
             with contextlib.suppress(OSError):
