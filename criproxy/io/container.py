@@ -178,6 +178,14 @@ class ContainerIO:
             # O_RDWR never blocks on a FIFO; attach writes here, the shim reads.
             self.stdin_fd = os.open(self.paths["stdin"], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
 
+    def close_stdin(self) -> None:
+        """Drop our end of the stdin FIFO (attach of a ``stdin_once`` container: EOF for the process
+        once the shim's end is closed too, with Tasks.CloseIO)."""
+        if self.stdin_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.stdin_fd)
+            self.stdin_fd = -1
+
     def release_holders(self) -> None:
         """The shim holds its writers now (Tasks.Create returned, or failed): EOF becomes real."""
         for fd in self._holders:
