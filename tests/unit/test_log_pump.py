@@ -76,3 +76,14 @@ async def test_reattach_reads_what_was_buffered(tmp_path: Path) -> None:
     second.remove()
     assert records(log) == [("stdout", "F", "while away")]
     assert not (tmp_path / "io").exists()
+
+
+async def test_close_stdin_gives_the_reader_eof(tmp_path: Path) -> None:
+    cio = ContainerIO(tmp_path / "io", "cid", "", tty=False, stdin=True)
+    await cio.create()
+    reader = os.open(cio.stdin, os.O_RDONLY | os.O_NONBLOCK)     # the shim's end
+    os.write(cio.stdin_fd, b"x")
+    cio.close_stdin()
+    assert os.read(reader, 10) == b"x" and os.read(reader, 10) == b""   # no writer left: EOF
+    os.close(reader)
+    cio.remove()
