@@ -86,3 +86,62 @@ def to_cri_stats(attrs: cri.ContainerAttributes, usage: Usage | None, ts: int, c
     if 0 < usage.limit < UNLIMITED:
         mem.available_bytes.value = max(usage.limit - usage.working_set, 0)
     return st
+
+
+# -- pod sandboxes -----------------------------------------------------------------------------
+
+def decode_with_pids(type_url: str, value: bytes) -> tuple[Usage, int] | None:
+    """Usage and the cgroup's process count (``pids.current``) from one parse of a Metrics Any."""
+    name = type_url.rsplit("/", 1)[-1]
+    if name == V1_TYPE:
+        m1 = cgroups_v1.Metrics.FromString(value)
+        return _v1(m1), m1.pids.current
+    if name == V2_TYPE:
+        m2 = cgroups_v2.Metrics.FromString(value)
+        return _v2(m2), m2.pids.current
+    return None
+
+
+def sum_usage(usages: list[Usage]) -> Usage:
+    """Counters added up over several cgroups (a pod's tasks); no limit, as the pod has none of its own."""
+    return Usage(cpu_ns=sum(u.cpu_ns for u in usages), memory_usage=sum(u.memory_usage for u in usages),
+                 working_set=sum(u.working_set for u in usages), rss=sum(u.rss for u in usages),
+                 page_faults=sum(u.page_faults for u in usages),
+                 major_page_faults=sum(u.major_page_faults for u in usages), limit=0)
+
+
+@dataclass(frozen=True)
+class InterfaceCounters:
+    name: str
+    rx_bytes: int
+    rx_errors: int
+    tx_bytes: int
+    tx_errors: int
+
+
+def parse_net_dev(text: str) -> list[InterfaceCounters]:
+    """Rows of /proc/net/dev (two header lines, then ``name: 8 receive and 8 transmit counters``)."""
+    out = []
+    for line in text.splitlines()[2:]:
+        name, sep, rest = line.partition(":")
+        fields = rest.split()
+        if not sep or len(fields) < 16:
+            continue
+        out.append(InterfaceCounters(name=name.strip(), rx_bytes=int(fields[0]), rx_errors=int(fields[2]),
+                                     tx_bytes=int(fields[8]), tx_errors=int(fields[10])))
+    return out
+
+
+def to_cri_network(ifaces: list[InterfaceCounters], ts: int, default: str = "eth0") -> cri.NetworkUsage:
+    """Every interface but loopback; ``default_interface`` is the one CNI configured (eth0)."""
+    net = cri.NetworkUsage(timestamp=ts)
+    for c in ifaces:
+        if c.name == "lo":
+            continue
+        item = cri.NetworkInterfaceUsage(name=c.name)
+        item.rx_bytes.value, item.rx_errors.value = c.rx_bytes, c.rx_errors
+        item.tx_bytes.value, item.tx_errors.value = c.tx_bytes, c.tx_errors
+        net.interfaces.append(item)
+        if c.name == default:
+            net.default_interface.CopyFrom(item)
+    return net
