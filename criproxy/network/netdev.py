@@ -1,0 +1,88 @@
+"""Read pods' /proc/net/dev from inside their network namespaces, without moving criproxy there.
+
+/proc/net/dev shows the namespace of the task that reads it (through ``/proc/thread-self``, not
+``/proc/self``, which is the main thread's). So one short-lived dedicated thread (never a pooled one)
+joins each pinned namespace in turn with setns(2), reads the file, and goes back to its own namespace;
+should the way back fail, the thread ends and takes the foreign namespace with it. One thread serves a
+whole list of pods, so a ListPodSandboxStats of many pods costs one thread, not one each. Reading the
+pinned namespace (not ``/proc/<pause pid>/net/dev``) works whatever happens to the pause process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import threading
+
+CLONE_NEWNET = 0x40000000
+NET_DEV = "/proc/thread-self/net/dev"
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def _enter(path: str) -> bool:
+    """Join the namespace pinned at ``path``; False (and still home) when it is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        _setns(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def read_all_sync(paths: list[str]) -> dict[str, str]:
+    """Runs in its own thread: /proc/net/dev text per namespace path (paths that fail are left out)."""
+    out: dict[str, str] = {}
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for path in paths:
+            if not _enter(path):
+                continue
+            try:
+                with open(NET_DEV, encoding="ascii") as f:
+                    out[path] = f.read()
+            except OSError:
+                pass
+            finally:
+                _setns(own)
+    finally:
+        os.close(own)
+    return out
+
+
+async def read_net_dev(paths: list[str]) -> dict[str, str]:
+    """/proc/net/dev text as seen in each network namespace of ``paths``, off the event loop."""
+    if not paths:
+        return {}
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[dict[str, str]] = loop.create_future()
+
+    def settle(res: dict[str, str] | None, err: BaseException | None) -> None:
+        if fut.done():
+            return
+        if err is not None:
+            fut.set_exception(err)
+        else:
+            fut.set_result(res or {})
+
+    def work() -> None:
+        try:
+            res = read_all_sync(paths)
+        except BaseException as e:
+            loop.call_soon_threadsafe(settle, None, e)
+        else:
+            loop.call_soon_threadsafe(settle, res, None)
+
+    threading.Thread(target=work, name="netns-netdev", daemon=True).start()
+    return await fut
