@@ -86,6 +86,10 @@ def test_list_stream_filters_and_not_found(pods: Pods) -> None:
         for s in r.pod_sandbox_stats}
     assert streamed == {a}
 
+    host = pods.run(pod_config("stats-host", host_network=True))
+    hst = pod_stats(pods.client, host)
+    assert hst.linux.process.process_count.value >= 1 and not hst.linux.HasField("network")
+
     pods.stop(b)
     assert b not in listed()
     stopped = pod_stats(pods.client, b)
