@@ -78,9 +78,13 @@ class _Method:
             err = e
             raise map_error(self._service, self._method, e) from None
         finally:
-            tr = trace.current.get()
-            if tr is not None:
-                tr.record(self._service, self._method, started, _code_name(err))
+            self._record(started, err)
+
+    def _record(self, started: float, err: BaseException | None) -> None:
+        """One Step in the current CRI call's trace (if there is one)."""
+        tr = trace.current.get()
+        if tr is not None:
+            tr.record(self._service, self._method, started, _code_name(err))
 
     def stream(self, request: Any = None, *, timeout: float | None = None,
                lease: str | None = None) -> grpc.aio.Call:
@@ -103,9 +107,7 @@ class _Method:
             err = e
             raise map_error(self._service, self._method, e) from None
         finally:
-            tr = trace.current.get()
-            if tr is not None:
-                tr.record(self._service, self._method, started, _code_name(err))
+            self._record(started, err)
 
 
 class _Service:

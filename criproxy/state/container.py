@@ -24,6 +24,7 @@ from typing import Any
 
 from criproxy import errors
 from criproxy.protos import cri
+from criproxy.state.lookup import find_by_prefix
 
 REASON_COMPLETED = "Completed"
 REASON_ERROR = "Error"
@@ -146,13 +147,7 @@ class ContainerStore:
                 pass
 
     def find(self, id_or_prefix: str) -> ContainerRecord | None:
-        rec = self._by_id.get(id_or_prefix)
-        if rec is not None or not id_or_prefix:
-            return rec
-        hits = [r for i, r in self._by_id.items() if i.startswith(id_or_prefix)]
-        if len(hits) > 1:
-            raise errors.InvalidArgument(f"container ID prefix {id_or_prefix!r} is ambiguous")
-        return hits[0] if hits else None
+        return find_by_prefix(self._by_id, id_or_prefix, "container")
 
     def get(self, id_or_prefix: str) -> ContainerRecord:
         rec = self.find(id_or_prefix)

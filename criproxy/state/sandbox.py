@@ -19,6 +19,7 @@ from typing import Any
 
 from criproxy import errors
 from criproxy.protos import cri
+from criproxy.state.lookup import find_by_prefix
 
 
 @dataclass
@@ -108,13 +109,7 @@ class SandboxStore:
 
     def find(self, id_or_prefix: str) -> SandboxRecord | None:
         """The sandbox with this ID or unique ID prefix; None when there is none."""
-        rec = self._by_id.get(id_or_prefix)
-        if rec is not None or not id_or_prefix:
-            return rec
-        hits = [r for i, r in self._by_id.items() if i.startswith(id_or_prefix)]
-        if len(hits) > 1:
-            raise errors.InvalidArgument(f"sandbox ID prefix {id_or_prefix!r} is ambiguous")
-        return hits[0] if hits else None
+        return find_by_prefix(self._by_id, id_or_prefix, "sandbox")
 
     def get(self, id_or_prefix: str) -> SandboxRecord:
         rec = self.find(id_or_prefix)
