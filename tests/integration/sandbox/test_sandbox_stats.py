@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from tests.harness.client import CriClient
 from tests.harness.env import Environment
 from tests.integration.containers.conftest import Pod, container_config, wait_for
 from tests.integration.containers.conftest import pod_config as logged_pod_config
-from tests.integration.sandbox.conftest import Pods, ping, pod_config
+from tests.integration.sandbox.conftest import Pods, netns_exec, ping, pod_config
 
 # ~8 MB held in a shell variable (anonymous memory), a bounded busy loop, then idle until stopped.
 WORKLOAD = ("x=$(head -c 8000000 /dev/zero | tr '\\0' a); i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; "
@@ -61,6 +62,19 @@ def test_pod_stats_sum_tasks_network_and_containers(pod: Pod) -> None:
     assert eth0(st).rx_bytes.value > eth0(before).rx_bytes.value
     assert eth0(st).tx_bytes.value > eth0(before).tx_bytes.value
     assert [i.name for i in linux.network.interfaces] == ["eth0"]
+
+    # The same counters as the host sees them inside the pod's netns, read around a third call.
+    info = json.loads(pod.rt.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=pod.id, verbose=True))
+                      .info["info"])
+    low = _host_eth0_rx(info["netnsPath"])
+    rx = eth0(pod_stats(pod.client, pod.id)).rx_bytes.value
+    assert low <= rx <= _host_eth0_rx(info["netnsPath"])
+
+
+def _host_eth0_rx(netns_path: str) -> int:
+    out = netns_exec(netns_path, "cat", "/proc/net/dev").stdout
+    row = next(line for line in out.splitlines() if line.strip().startswith("eth0:"))
+    return int(row.split(":", 1)[1].split()[0])
 
 
 def test_list_stream_filters_and_not_found(pods: Pods) -> None:
