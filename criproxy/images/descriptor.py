@@ -29,5 +29,8 @@ class Descriptor:
             raise errors.InvalidArgument(f"malformed descriptor in manifest: {doc!r:.200}") from None
         if not digest.startswith("sha256:") or len(digest) != 71 or size < 0:
             raise errors.InvalidArgument(f"unsupported or malformed digest {digest!r} (size {size})")
-        ann = tuple(sorted((str(k), str(v)) for k, v in dict(doc.get("annotations") or {}).items()))
+        try:
+            ann = tuple(sorted((str(k), str(v)) for k, v in dict(doc.get("annotations") or {}).items()))
+        except (TypeError, ValueError):
+            raise errors.InvalidArgument(f"malformed annotations in manifest: {doc!r:.200}") from None
         return cls(str(doc.get("mediaType", "")), digest, size, ann)

@@ -7,8 +7,10 @@ a blob has (and the ``containerd.io/gc.ref.content.*`` labels that keep them), a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform as _platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,10 +41,20 @@ def host_platform() -> Platform:
     return Platform("linux", _ARCH.get(m, m), _VARIANT.get(m, ""))
 
 
+@contextlib.contextmanager
+def _well_formed(what: str) -> Iterator[None]:
+    """A registry document of the wrong shape (a string where an object belongs, a descriptor without
+    a digest) is the registry's fault: FailedPrecondition naming it, not an unexpected exception."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise errors.FailedPrecondition(f"malformed {what} from the registry: {type(e).__name__}: {e}") from None
+
+
 def load(body: bytes, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise errors.FailedPrecondition(f"{what} is not valid JSON") from None
     if not isinstance(doc, dict):
         raise errors.FailedPrecondition(f"{what} is not a JSON object")
@@ -64,8 +76,9 @@ def _matches(plat: dict[str, Any], want: Platform) -> int:
 def pick_platform(index: dict[str, Any], want: Platform | None = None) -> Descriptor:
     """The index entry for ``want`` (default: this host); NotFound naming what the index offers."""
     want = want or host_platform()
-    entries = [m for m in index.get("manifests", []) if isinstance(m, dict)]
-    scored = [(_matches(dict(m.get("platform") or {}), want), i, m) for i, m in enumerate(entries)]
+    with _well_formed("image index"):
+        entries = [m for m in index.get("manifests", []) if isinstance(m, dict)]
+        scored = [(_matches(dict(m.get("platform") or {}), want), i, m) for i, m in enumerate(entries)]
     best = max((s for s in scored if s[0] > 0), key=lambda s: (s[0], -s[1]), default=None)
     if best is not None:
         return Descriptor.from_json(best[2])
@@ -97,9 +110,11 @@ def parse_manifest(doc: dict[str, Any], media_type: str) -> ImageManifest:
 
 def diff_ids(config: dict[str, Any], layer_count: int) -> list[str]:
     """The config's uncompressed layer digests; their count must equal the manifest's layers."""
-    rootfs = config.get("rootfs") or {}
-    ids = rootfs.get("diff_ids") or []
-    if rootfs.get("type", "layers") != "layers" or len(ids) != layer_count:
+    with _well_formed("image config"):
+        rootfs = config.get("rootfs") or {}
+        ids = list(rootfs.get("diff_ids") or [])
+        kind = rootfs.get("type", "layers")
+    if kind != "layers" or len(ids) != layer_count:
         raise errors.FailedPrecondition(f"image config has {len(ids)} diff_ids for {layer_count} layers")
     return [str(d) for d in ids]
 
@@ -110,11 +125,12 @@ def child_labels(doc: dict[str, Any], media_type: str) -> dict[str, str]:
     index → ``m.<i>`` for each manifest (all platforms); manifest → ``config`` and ``l.<i>``.
     """
     prefix = "containerd.io/gc.ref.content."
-    if media_type in INDEX_TYPES or "manifests" in doc:
-        return {f"{prefix}m.{i}": str(m["digest"]) for i, m in enumerate(doc.get("manifests", []))}
-    out = {f"{prefix}config": str(doc["config"]["digest"])}
-    out.update({f"{prefix}l.{i}": str(layer["digest"]) for i, layer in enumerate(doc.get("layers", []))})
-    return out
+    with _well_formed("index" if media_type in INDEX_TYPES or "manifests" in doc else "manifest"):
+        if media_type in INDEX_TYPES or "manifests" in doc:
+            return {f"{prefix}m.{i}": str(m["digest"]) for i, m in enumerate(doc.get("manifests", []))}
+        out = {f"{prefix}config": str(doc["config"]["digest"])}
+        out.update({f"{prefix}l.{i}": str(layer["digest"]) for i, layer in enumerate(doc.get("layers", []))})
+        return out
 
 
 def source_label(domain: str, path: str) -> tuple[str, str]:

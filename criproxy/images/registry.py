@@ -243,7 +243,7 @@ def _media_type(header: str, body: bytes) -> str:
 
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise errors.FailedPrecondition("registry sent a manifest that is not JSON") from None
     mt = doc.get("mediaType") if isinstance(doc, dict) else None
     if isinstance(mt, str) and mt in MANIFEST_TYPES:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import pytest
 
 from criproxy import errors
+from criproxy.images.descriptor import Descriptor
 from criproxy.images.local import chain_ids
 from criproxy.images.manifest import (
     Platform,
     child_labels,
     diff_ids,
+    load,
     parse_manifest,
     pick_platform,
     source_label,
@@ -92,3 +95,26 @@ def test_manifest_and_diff_ids_must_agree() -> None:
 def test_chain_ids() -> None:
     second = "sha256:" + hashlib.sha256(f"{D[0]} {D[1]}".encode()).hexdigest()
     assert chain_ids([D[0], D[1]]) == [D[0], second]
+
+
+OCI_INDEX, OCI_MANIFEST = "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.mark.parametrize("step", [
+    lambda: load(b"[" * 100_000 + b"]" * 100_000, "manifest x"),
+    lambda: child_labels({"manifests": [{"size": 10}]}, OCI_INDEX),
+    lambda: child_labels({"manifests": ["not-a-descriptor"]}, OCI_INDEX),
+    lambda: child_labels({"config": "sha256:x", "layers": []}, OCI_MANIFEST),
+    lambda: child_labels({"config": {"digest": D[0]}, "layers": [7]}, OCI_MANIFEST),
+    lambda: child_labels({"manifests": 5}, OCI_INDEX),
+    lambda: diff_ids({"rootfs": ["layers"]}, 1),
+    lambda: diff_ids({"rootfs": {"type": "layers", "diff_ids": 5}}, 1),
+    lambda: pick_platform({"manifests": [{"digest": D[0], "size": 1, "platform": "linux/amd64"}]}),
+    lambda: pick_platform({"manifests": 5}),
+    lambda: Descriptor.from_json({"digest": D[0], "size": 1, "annotations": ["x"]}),
+])
+def test_malformed_registry_documents_are_clear_errors(step: Callable[[], object]) -> None:
+    """A registry's malformed manifest, index or config is a CRI error naming the problem, never an
+    unexpected exception (which the edge would report as UNKNOWN "internal error: KeyError")."""
+    with pytest.raises(errors.CriError):
+        step()
