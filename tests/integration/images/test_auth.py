@@ -10,9 +10,11 @@ import pytest
 
 from criproxy.protos import cri
 from tests.harness.client import CriClient
+from tests.harness.criproxy import CriproxyProcess
 from tests.harness.env import Environment
 from tests.harness.registry import Registry
 from tests.harness.registry_tools import TokenRegistry
+from tests.integration.test_observability import http_get
 
 USER, PASSWORD = "alice", "s3cret-pw"
 
@@ -103,3 +105,29 @@ def test_identity_token_is_exchanged_for_an_access_token(cri: CriClient, token_r
     assert _pull(cri, ref, good).startswith("sha256:")
     _remove(cri, ref)
     _fails(cri, ref, cri.pb.AuthConfig(identity_token="not-the-token"), grpc.StatusCode.UNAUTHENTICATED)
+
+
+def test_credentials_never_reach_the_log_traces_or_metrics(
+        cri: CriClient, criproxy: CriproxyProcess, basic_registry: Registry, token_registry: TokenRegistry) -> None:
+    """Operators share debug logs and /traces: no password, Basic value or token may show up there,
+    whether the pull succeeds or fails (the criproxy under test logs at debug level)."""
+    registry_token = token_registry.tokens.sign(
+        [{"type": "repository", "name": "private/busybox", "actions": ["pull"]}])
+    refresh = token_registry.tokens.refresh_token
+    secrets = [PASSWORD, base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode(), registry_token, refresh,
+               "wr0ng-pw-x", base64.b64encode(f"{USER}:wr0ng-pw-x".encode()).decode()]
+    good = [cri.pb.AuthConfig(username=USER, password=PASSWORD), cri.pb.AuthConfig(auth=secrets[1]),
+            cri.pb.AuthConfig(registry_token=registry_token), cri.pb.AuthConfig(identity_token=refresh)]
+    bad = [cri.pb.AuthConfig(username=USER, password="wr0ng-pw-x"), cri.pb.AuthConfig(auth=secrets[5])]
+    for reg in (basic_registry, token_registry):
+        ref = reg.ref("private/busybox", "v1")
+        for a in bad:
+            _fails(cri, ref, a, grpc.StatusCode.UNAUTHENTICATED)
+        for a in good if reg is token_registry else good[:2]:
+            _pull(cri, ref, a)
+            _remove(cri, ref)
+    sock = str(criproxy.state / "debug.sock")
+    seen = criproxy.log.read_text() + http_get(sock, "/traces")[1] + http_get(sock, "/metrics")[1] \
+        + http_get(sock, "/")[1]
+    leaked = [s for s in secrets if s in seen]
+    assert not leaked, f"credentials found in the log, traces or metrics: {leaked}"
