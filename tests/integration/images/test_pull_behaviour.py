@@ -111,6 +111,36 @@ def test_pull_killed_half_way_leaves_nothing_after_gc(
     _nothing_left(testenv, ns)
 
 
+def test_sigterm_during_a_pull_stops_promptly_and_drops_its_lease(
+        testenv: Environment, tmp_path: Path, unique_name: Callable[[str], str], proxy: RegistryProxy,
+        criproxy_factory: Callable[..., CriproxyProcess]) -> None:
+    """A graceful stop in the middle of a stalled pull: the caller gets an error, criproxy exits within
+    its grace period, and its own shutdown deletes the pull's lease (no restart needed for GC)."""
+    ns = _ns()
+    proc = criproxy_factory(["--shutdown-grace", "2"], namespace=ns)
+    ref = _fresh_ref(testenv, tmp_path, proxy, unique_name("term"))
+    proxy.stall()
+    failures: list[BaseException] = []
+
+    def pull() -> None:
+        try:
+            _pull(proc, ref)
+        except grpc.RpcError as err:
+            failures.append(err)
+    t = threading.Thread(target=pull)
+    t.start()
+    assert proxy.stalled.wait(30)
+    wait_until(lambda: bool(leftovers(testenv, ns)["ingests"]), 10, "the layer ingest to show")
+    started = time.monotonic()
+    assert proc.stop(grace=20) == 0
+    assert time.monotonic() - started < 10
+    t.join(30)
+    assert failures
+    assert leftovers(testenv, ns)["leases"] == []
+    proxy.release()
+    _nothing_left(testenv, ns)
+
+
 def test_multi_platform_index_picks_linux_amd64(
         testenv: Environment, tmp_path: Path, unique_name: Callable[[str], str],
         criproxy_factory: Callable[..., CriproxyProcess]) -> None:
