@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,3 +132,27 @@ async def test_sessions_have_a_trace_and_gauges(pod: Pod, running: str, criproxy
     assert ("Tasks", "Wait", "OK") in calls and ("Tasks", "DeleteProcess", "OK") in calls
     metrics = http_get(sock, "/metrics")[1]
     assert "criproxy_streaming_sessions " in metrics and "criproxy_streaming_tokens " in metrics
+
+
+def _open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+async def test_many_exec_sessions_leave_nothing_behind(pod: Pod, running: str, criproxy: CriproxyProcess) -> None:
+    """Finished, stdin-fed and abandoned sessions, many times over: afterwards criproxy holds no more
+    file descriptors than before, no exec FIFO is left on disk, and no exec process in the container."""
+    assert criproxy.pid is not None
+    await wsclient.run(exec_url(pod, running, "true"))          # warm-up: the HTTP server is up
+    before = _open_fds(criproxy.pid)
+    for n in range(8):
+        res = await wsclient.run(exec_url(pod, running, "sh", "-c", f"echo {n}"))
+        assert res.stdout == f"{n}\n".encode() and res.exit_code == 0
+        res = await wsclient.run(exec_url(pod, running, "cat", stdin=True), stdin=b"x" * 1000)
+        assert res.stdout == b"x" * 1000
+        s = await wsclient.connect(exec_url(pod, running, "sh", "-c", f"echo up; exec sleep 4{n}17"))
+        await s.read_until(wsclient.STDOUT, b"up")
+        await s.close()                                         # the client walks away mid-session
+    exec_dir = criproxy.state / "containers" / running / "exec"
+    wait_for(lambda: not (exec_dir.exists() and any(exec_dir.iterdir())), 10, what="exec FIFO dirs to go")
+    wait_for(lambda: _open_fds(criproxy.pid or 0) <= before + 2, 10, what=f"criproxy's fds to return to {before}")
+    assert "sleep 4" not in pod.sh(running, "ps -o args")
