@@ -58,6 +58,11 @@ async def _bounded(coros: list[Any]) -> None:
 
 
 async def stop_pod_containers(app: App, sandbox_id: str, timeout: int) -> None:
+    """Starts in flight settle first: a container that becomes RUNNING after this looked would
+    outlive its pod (StartContainer refuses new starts once the pod is stopping)."""
+    for r in app.containers.for_sandbox(sandbox_id):
+        if r.starting:
+            await r.start_settled.wait()
     recs = [r for r in app.containers.for_sandbox(sandbox_id) if r.may_run]
     await _bounded([stop(app, r, float(timeout)) for r in recs])
 

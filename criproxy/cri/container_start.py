@@ -23,7 +23,7 @@ async def start_container(app: App, request: cri.StartContainerRequest) -> cri.S
         state = "being started" if rec.starting else "being removed" if rec.removing else _STATE[rec.state]
         raise errors.FailedPrecondition(f"container {rec.id} is {state}, not created")
     sandbox = app.sandboxes.get(rec.sandbox_id)
-    if not sandbox.ready:
+    if not sandbox.ready or sandbox.stopping is not None:
         raise errors.FailedPrecondition(f"pod sandbox {sandbox.id} of container {rec.id} is not ready")
     rec.starting = True
     try:

@@ -1,0 +1,54 @@
+"""Concurrent calls on one pod or container: the outcome is what the calls' order would give."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from criproxy.protos import cri
+
+from .conftest import Pod, container_config
+
+
+def _call_ignoring_precondition(fn: Callable[..., object], *args: object) -> None:
+    try:
+        fn(*args)
+    except grpc.RpcError as e:
+        assert e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND), e
+
+
+def test_stop_pod_during_start_container_leaves_it_not_running(make_pod: Callable[..., Pod]) -> None:
+    """StopPodSandbox arriving while StartContainer is in Tasks.Create: once both have answered, the
+    container is not running (kubelet takes a stopped pod's containers as stopped)."""
+    for i in range(3):
+        pod = make_pod(f"race{i}")
+        cid = pod.create(command=["sleep", "60"])
+        with ThreadPoolExecutor(2) as ex:
+            start = ex.submit(_call_ignoring_precondition,
+                              pod.rt.StartContainer, cri.StartContainerRequest(container_id=cid))
+            time.sleep(0.01)
+            pod.rt.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
+            start.result(timeout=60)
+        assert pod.status(cid).state != cri.CONTAINER_RUNNING, f"attempt {i}"
+
+
+
+def test_create_container_cancelled_part_way_leaves_nothing_in_containerd(
+        pod: Pod, ctr: Callable[..., str]) -> None:
+    """A CreateContainer whose caller gives up (deadline) at any point leaves no containerd container
+    that criproxy does not list (after a restart, recovery would show it as a phantom)."""
+    for n in range(40):
+        cfg = container_config(pod.image, name=f"d{n}", command=["sleep", "60"])
+        try:
+            pod.rt.CreateContainer(cri.CreateContainerRequest(pod_sandbox_id=pod.id, config=cfg,
+                                                              sandbox_config=pod.cfg), timeout=0.002 * n)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e
+    listed = {c.id for c in pod.rt.ListContainers(cri.ListContainersRequest(
+        filter=cri.ContainerFilter(pod_sandbox_id=pod.id))).containers}
+    pod.containers.extend(listed)
+    in_ctrd = set(ctr("containers", "ls", "-q", f'labels."io.cri-containerd.sandbox-id"=={pod.id}').split())
+    assert in_ctrd - listed == set()
