@@ -188,8 +188,14 @@ async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord
     rec.uid, rec.gid, rec.groups = result.identity.uid, result.identity.gid, result.identity.groups
     rec.stop_signal, rec.process = result.stop_signal, result.spec["process"]
     runtime = await _sandbox_runtime(app, sandbox.id)
+    undo.push_async_callback(_delete_container, app, rec.id)    # before: a cancel may land mid-call
     await app.ctrd.containers.Create(containers_pb.CreateContainerRequest(
         container=_containerd_container(app, rec, image, result.spec, runtime)), lease=lease)
+
+
+async def _delete_container(app: App, cid: str) -> None:
+    with contextlib.suppress(errors.NotFound):
+        await app.ctrd.containers.Delete(containers_pb.DeleteContainerRequest(id=cid))
 
 
 async def _gather(app: App, ref: str, sandbox_id: str) -> tuple[LocalImage, str]:
