@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -75,6 +75,17 @@ class Config(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     shutdown_grace: float = 10.0
     startup_timeout: float = 10.0
+
+    @field_validator("listen_mode", mode="before")
+    @classmethod
+    def _octal_mode(cls, value: Any) -> Any:
+        """A mode given as text (flag, env) is octal as chmod reads it: ``0660`` is rw-rw----, not
+        decimal 660; any mode outside 0..0777 (a decimal 660 in TOML, say) is refused."""
+        if isinstance(value, str):
+            value = int(value.strip().lower().removeprefix("0o") or "x", 8)
+        if isinstance(value, int) and not 0 <= value <= 0o777:
+            raise ValueError(f"{value:#o} is not a file mode: give it in octal, like 0660")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -41,3 +41,22 @@ def test_bad_value_names_setting() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load(tmp_path / "nope.toml", {})
+
+
+@pytest.mark.parametrize("given", ["0660", "660", "0o660"])
+def test_listen_mode_from_flag_or_env_is_octal(given: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--listen-mode 0660`` means rw-rw----, as with chmod, not decimal 660 (= mode 01224)."""
+    assert load(None, {"listen_mode": given}).listen_mode == 0o660
+    monkeypatch.setenv("CRIPROXY_LISTEN_MODE", given)
+    assert load(None, {}).listen_mode == 0o660
+
+
+def test_listen_mode_in_toml_and_out_of_range(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("listen_mode = 0o600\n")
+    assert load(f, {}).listen_mode == 0o600
+    f.write_text("listen_mode = 660\n")          # a decimal integer is not a file mode
+    with pytest.raises(ConfigError, match="listen_mode"):
+        load(f, {})
+    with pytest.raises(ConfigError, match="listen_mode"):
+        load(None, {"listen_mode": "0o1777"})
