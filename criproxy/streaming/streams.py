@@ -9,6 +9,7 @@ instead of buffering without limit.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ class Options:
     tty: bool
 
 
-class Streams:
+class Streams(abc.ABC):
     """Base of the transports; see the module docstring for the contract."""
 
     def __init__(self, opts: Options) -> None:
@@ -36,11 +37,13 @@ class Streams:
         self.gone = asyncio.Event()
         self._stdin_done = False
 
+    @abc.abstractmethod
     async def write(self, channel: int, data: bytes) -> None:
-        raise NotImplementedError
+        """Send ``data`` on a remote-command channel (1 stdout, 2 stderr)."""
 
+    @abc.abstractmethod
     async def finish(self, status: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Send the final status (exit code or error) and close the session."""
 
     # -- helpers for transports ---------------------------------------------------------------------
     async def feed_stdin(self, data: bytes) -> None:
