@@ -79,8 +79,20 @@ async def _run(app: App, rec: ContainerRecord, exec_id: str, cio: ContainerIO, c
     return int(resp.exit_status)
 
 
-async def _cleanup(app: App, container_id: str, exec_id: str, cio: ContainerIO) -> None:
+async def _kill_abandoned(app: App, container_id: str, exec_id: str) -> None:
+    """The call ended without the exit (the caller went away, or Start failed): the process must not
+    keep running in the container, and it must be reaped before DeleteProcess can succeed."""
+    with contextlib.suppress(errors.CriError):
+        await app.ctrd.tasks.Kill(tasks_pb.KillRequest(container_id=container_id, exec_id=exec_id,
+                                                       signal=signal.SIGKILL))
+    with contextlib.suppress(errors.CriError):
+        await app.ctrd.tasks.Wait(tasks_pb.WaitRequest(container_id=container_id, exec_id=exec_id), timeout=5)
+
+
+async def _cleanup(app: App, container_id: str, exec_id: str, cio: ContainerIO, finished: bool) -> None:
     try:
+        if not finished:
+            await _kill_abandoned(app, container_id, exec_id)
         with contextlib.suppress(errors.CriError):
             await app.ctrd.tasks.DeleteProcess(tasks_pb.DeleteProcessRequest(container_id=container_id,
                                                                              exec_id=exec_id))
@@ -101,11 +113,12 @@ async def exec_sync(app: App, request: cri.ExecSyncRequest) -> cri.ExecSyncRespo
     collect = _Collector()
     cio.listeners.append(collect)
     await cio.create()
+    code: int | None = None
     try:
         code = await _run(app, rec, exec_id, cio, list(request.cmd), float(request.timeout) or None)
     finally:
         # The answer does not wait for the clean-up (a probe's latency is kubelet's to measure).
-        app.spawn(_cleanup(app, rec.id, exec_id, cio), f"exec-cleanup-{exec_id[:8]}")
+        app.spawn(_cleanup(app, rec.id, exec_id, cio, code is not None), f"exec-cleanup-{exec_id[:8]}")
     out, err = collect.out[b"stdout"], collect.out[b"stderr"]
     err = err[:REPLY_BUDGET // 2] if len(out) + len(err) > REPLY_BUDGET and len(err) > REPLY_BUDGET // 2 else err
     out = out[:REPLY_BUDGET - len(err)]

@@ -42,6 +42,16 @@ def test_exec_timeout_is_deadline_exceeded(pod: Pod, running: str) -> None:
     assert "sleep 100" not in pod.sh(running, "ps")
 
 
+def test_exec_abandoned_by_caller_is_killed(pod: Pod, running: str) -> None:
+    """The caller's deadline passes before the command ends (no CRI timeout): the command must not
+    keep running in the container once the call is gone."""
+    with pytest.raises(grpc.RpcError) as e:
+        pod.rt.ExecSync(cri.ExecSyncRequest(container_id=running, cmd=["sleep", "313"]), timeout=1)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    wait_for(lambda: "sleep 313" not in pod.sh(running, "ps -o args"), timeout=10,
+             what="the abandoned exec to be killed")
+
+
 def test_background_child_holding_stdout_does_not_hang(pod: Pod, running: str) -> None:
     started = time.monotonic()
     resp = pod.exec(running, "sh", "-c", "sleep 30 & echo started", timeout=20)
