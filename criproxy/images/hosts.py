@@ -48,7 +48,12 @@ class RegistryHost:
             return True
         if not (self.skip_verify or self.ca or self.client):
             return True
-        return _tls_context(self.ca, self.client, self.skip_verify)
+        try:
+            return _tls_context(self.ca, self.client, self.skip_verify)
+        except OSError as e:     # missing or unreadable file, bad PEM (ssl.SSLError)
+            files = ", ".join([*self.ca, *(c for pair in self.client for c in pair if c)])
+            raise errors.FailedPrecondition(f"TLS files for registry {self.host} ({files}) cannot be "
+                                            f"loaded: {e}") from None
 
 
 @functools.lru_cache(maxsize=64)
@@ -153,7 +158,11 @@ def hosts_for(config_path: Path | None, domain: str) -> list[RegistryHost]:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise errors.InvalidArgument(f"registry host config {d / 'hosts.toml'}: {e}") from None
     server = str(doc.get("server", "")) or default_server(domain)
-    out = [_host_from(url, dict(table), d, ALL_CAPS)
-           for url, table in dict(doc.get("host", {})).items()]
-    out.append(_host_from(server, doc, d, ALL_CAPS))
+    try:
+        out = [_host_from(url, dict(table), d, ALL_CAPS)
+               for url, table in dict(doc.get("host", {})).items()]
+        out.append(_host_from(server, doc, d, ALL_CAPS))
+    except (TypeError, ValueError, IndexError, AttributeError) as e:   # valid TOML, wrong shape
+        raise errors.InvalidArgument(f"registry host config {d / 'hosts.toml'}: malformed: "
+                                     f"{type(e).__name__}: {e}") from None
     return out

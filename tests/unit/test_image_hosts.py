@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from criproxy import errors
-from criproxy.images.hosts import ALL_CAPS, hosts_for, is_loopback
+from criproxy.images.hosts import ALL_CAPS, RegistryHost, hosts_for, is_loopback
 
 
 @pytest.mark.parametrize(("host", "want"), [
@@ -78,3 +78,25 @@ def test_bad_toml_is_invalid_argument(tmp_path: Path) -> None:
     (tmp_path / "quay.io" / "hosts.toml").write_text("server = \n")
     with pytest.raises(errors.InvalidArgument, match=r"hosts\.toml"):
         hosts_for(tmp_path, "quay.io")
+
+
+@pytest.mark.parametrize("text", [
+    'header = "X-Token: 1"\n',
+    'host = "https://mirror.example"\n',
+    '[host."https://mirror.example"]\nclient = [[]]\n',
+    '[host."https://mirror.example"]\nheader = 7\n',
+    'capabilities = 5\n',
+])
+def test_wrong_shapes_in_hosts_toml_are_invalid_argument(tmp_path: Path, text: str) -> None:
+    """Valid TOML of the wrong shape is the operator's mistake: a clear error naming the file, not
+    an unexpected exception (which PullImage would report as UNKNOWN)."""
+    (tmp_path / "quay.io").mkdir()
+    (tmp_path / "quay.io" / "hosts.toml").write_text(text)
+    with pytest.raises(errors.InvalidArgument, match=r"hosts\.toml"):
+        hosts_for(tmp_path, "quay.io")
+
+
+def test_missing_ca_file_is_named(tmp_path: Path) -> None:
+    host = RegistryHost(scheme="https", host="quay.io", ca=(str(tmp_path / "no-such-ca.crt"),))
+    with pytest.raises(errors.FailedPrecondition, match=r"no-such-ca\.crt"):
+        host.ssl_context()
