@@ -46,6 +46,12 @@ def validate(app: App, request: cri.RunPodSandboxRequest) -> None:
     if ns.HasField("userns_options") and ns.userns_options.mode == cri.POD:
         raise errors.InvalidArgument("user namespaces for pods are not supported by this runtime "
                                      "(Status reports user_namespaces=false)")
+    if ns.network != cri.NODE:
+        try:
+            pod.bandwidth(dict(request.config.annotations))
+        except ValueError as e:
+            raise errors.InvalidArgument(f"pod bandwidth annotation ({pod.INGRESS_ANNOTATION} or "
+                                         f"{pod.EGRESS_ANNOTATION}): {e}") from None
 
 
 def new_record(app: App, request: cri.RunPodSandboxRequest) -> SandboxRecord:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -176,3 +177,18 @@ def test_del_uses_the_conflist_add_used(criproxy_factory: CriproxyFactory, teste
         pods.stop(sid)
         pods.remove(sid)
         assert ip not in ipam_files(testenv.ipam_dir)
+
+
+def test_malformed_bandwidth_annotation_is_invalid_argument(pods: Pods, ctr: Callable[..., str]) -> None:
+    """A bad kubernetes.io/ingress-bandwidth value is the pod author's error: INVALID_ARGUMENT (not
+    UNKNOWN), nothing made, and the name stays free for the corrected pod."""
+    before = ctr("containers", "ls", "-q")
+    cfg = pod_config("bw")
+    cfg.annotations["kubernetes.io/ingress-bandwidth"] = "lots"
+    with pytest.raises(grpc.RpcError) as e:
+        pods.run(cfg)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+    assert "ingress-bandwidth" in (e.value.details() or "")
+    assert ctr("containers", "ls", "-q") == before
+    del cfg.annotations["kubernetes.io/ingress-bandwidth"]
+    assert pods.run(cfg)
