@@ -396,3 +396,5 @@ async def _forward_pair(app: App, sandbox_id: str, pair: dict[str, SpdyStream]) 
     finally:
         await data.close()
         await err.close()
+        for done in (data, err):        # a long session forwards thousands of connections: forget them
+            done.conn.streams.pop(done.id, None)

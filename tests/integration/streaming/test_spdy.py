@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
 from criproxy.protos import cri
+from tests.harness.criproxy import CriproxyProcess
 from tests.integration.containers.conftest import Pod, container_config
 from tests.integration.streaming import spdyclient
 from tests.integration.streaming.test_attach import TICKER, attach_url
@@ -146,5 +148,36 @@ async def test_spdy_unsupported_protocol_is_refused(pod: Pod, running: str) -> N
     c = await spdyclient.connect(exec_url(pod, running, "true"), ("v9.channel.k8s.io",))
     try:
         assert c.status == 403
+    finally:
+        await c.close()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def test_spdy_port_forward_session_does_not_grow_with_its_connections(
+        pod: Pod, criproxy: CriproxyProcess) -> None:
+    """kubectl port-forward serving a browser opens a stream pair per connection for hours: finished
+    pairs must be forgotten (each one held ~8 KiB until the session ended)."""
+    assert criproxy.pid is not None
+    c = await spdyclient.connect(pf_url(pod), ("portforward.k8s.io",))
+
+    async def connections(first: int, count: int) -> None:
+        for rid in range(first, first + count):
+            err = await c.open({"streamType": "error", "port": "9999", "requestID": str(rid)})
+            data = await c.open({"streamType": "data", "port": "9999", "requestID": str(rid)})
+            assert b"error forwarding port 9999" in await err.read_all()
+            await data.read_all()
+            del c.streams[err.id], c.streams[data.id]
+    try:
+        await connections(0, 300)                       # warm-up: allocator pools, caches
+        before = _rss_kib(criproxy.pid)
+        await connections(300, 2500)
+        grown = _rss_kib(criproxy.pid) - before
+        assert grown < 6 * 1024, f"criproxy grew {grown} KiB over 2500 forwarded connections"
     finally:
         await c.close()
