@@ -52,3 +52,24 @@ def test_create_container_cancelled_part_way_leaves_nothing_in_containerd(
     pod.containers.extend(listed)
     in_ctrd = set(ctr("containers", "ls", "-q", f'labels."io.cri-containerd.sandbox-id"=={pod.id}').split())
     assert in_ctrd - listed == set()
+
+
+def test_concurrent_stop_and_remove_calls_all_succeed(make_pod: Callable[..., Pod],
+                                                      ctr: Callable[..., str]) -> None:
+    """kubelet's pod workers and GC may stop and remove the same container and pod at once: every
+    call succeeds and nothing is left."""
+    pod = make_pod("crowd")
+    cids = [pod.run(name=f"c{n}", command=["sleep", "60"]) for n in range(3)]
+    calls: list[tuple[Callable[..., object], object]] = []
+    for cid in cids:
+        calls += [(pod.rt.StopContainer, cri.StopContainerRequest(container_id=cid, timeout=1)),
+                  (pod.rt.RemoveContainer, cri.RemoveContainerRequest(container_id=cid))] * 2
+    calls += [(pod.rt.StopPodSandbox, cri.StopPodSandboxRequest(pod_sandbox_id=pod.id)),
+              (pod.rt.RemovePodSandbox, cri.RemovePodSandboxRequest(pod_sandbox_id=pod.id))] * 2
+    with ThreadPoolExecutor(len(calls)) as ex:
+        for f in [ex.submit(fn, req, timeout=60) for fn, req in calls]:
+            f.result()
+    pod.containers.clear()
+    assert all(c.pod_sandbox_id != pod.id for c in pod.rt.ListContainers(cri.ListContainersRequest()).containers)
+    assert ctr("containers", "ls", "-q", f'labels."io.cri-containerd.sandbox-id"=={pod.id}').split() == []
+    assert pod.id not in ctr("containers", "ls", "-q").split()
