@@ -56,8 +56,13 @@ def take_socket_lock(listen: Path) -> IO[str]:
     if socket_answers(listen):
         lock.close()
         raise StartupError(f"something is already listening on {listen}; refusing to replace a live socket")
-    with contextlib.suppress(FileNotFoundError):
+    try:
         listen.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as e:        # a directory, or a read-only place: nothing we may remove
+        lock.close()
+        raise StartupError(f"cannot replace {listen}: {e.strerror}") from None
     return lock
 
 
@@ -96,7 +101,11 @@ async def start_grpc(app: App) -> grpc.aio.Server:
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
                                       ("grpc.max_send_message_length", 16 * 1024 * 1024)])
     server.add_generic_rpc_handlers(generic_handlers(app, cri.load_all()))
-    server.add_insecure_port(f"unix://{cfg.listen}")
+    try:
+        server.add_insecure_port(f"unix://{cfg.listen}")
+    except RuntimeError:
+        hint = " (a unix socket path has at most 107 bytes)" if len(os.fsencode(cfg.listen)) > 107 else ""
+        raise StartupError(f"cannot listen on {cfg.listen}{hint}") from None
     old_umask = os.umask(0o117)
     try:
         await server.start()
@@ -148,8 +157,15 @@ async def serve(cfg: Config) -> None:
     lock = take_socket_lock(cfg.listen)
     ctrd, managed = await connect_containerd(cfg)
     app = App(config=cfg, ctrd=ctrd)
-    app.containerd_version = await ctrd.server_version(timeout=5)
-    server = await start_grpc(app)
+    try:
+        app.containerd_version = await ctrd.server_version(timeout=5)
+        server = await start_grpc(app)
+    except BaseException:       # leave no managed containerd or lock behind a failed start
+        await ctrd.close()
+        if managed is not None:
+            await managed.stop()
+        lock.close()
+        raise
     debug = await start_debug(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
