@@ -122,7 +122,10 @@ async def start_debug(app: App) -> DebugServer:
                                 "containers": lambda: len(app.containers)})
     app.config.state.mkdir(parents=True, exist_ok=True)
     debug = DebugServer(app.observer, app.config.debug_socket or app.config.state / "debug.sock")
-    await debug.start()
+    try:
+        await debug.start()
+    except OSError as e:
+        raise StartupError(f"cannot serve the debug socket on {debug.path}: {e.strerror or e}") from None
     return debug
 
 
@@ -157,16 +160,19 @@ async def serve(cfg: Config) -> None:
     lock = take_socket_lock(cfg.listen)
     ctrd, managed = await connect_containerd(cfg)
     app = App(config=cfg, ctrd=ctrd)
+    server: grpc.aio.Server | None = None
     try:
         app.containerd_version = await ctrd.server_version(timeout=5)
         server = await start_grpc(app)
-    except BaseException:       # leave no managed containerd or lock behind a failed start
+        debug = await start_debug(app)
+    except BaseException:       # leave no socket, managed containerd or lock behind a failed start
+        if server is not None:
+            await server.stop(0)
         await ctrd.close()
         if managed is not None:
             await managed.stop()
         lock.close()
         raise
-    debug = await start_debug(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

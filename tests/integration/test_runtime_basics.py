@@ -162,20 +162,23 @@ def test_stale_socket_file_is_replaced(criproxy_factory: object) -> None:
         assert client.version().runtime_name == "criproxy"
 
 
-@pytest.mark.parametrize("where", ["too-long", "taken-by-a-file"])
+@pytest.mark.parametrize("where", ["too-long", "taken-by-a-file", "debug-socket"])
 def test_unbindable_cri_socket_is_one_line(criproxy: CriproxyProcess, testenv: Environment, tmp_path: Path,
                                            where: str) -> None:
-    """A socket path over the kernel's 108-byte limit, or a directory where the socket should be:
-    the operator reads one line naming the path, not a gRPC traceback."""
+    """A socket path over the kernel's 108-byte limit, a directory where the socket should be, a
+    debug socket in a missing directory: the operator reads one line naming the path, not a traceback."""
+    listen, extra = tmp_path / "c.sock", []
     if where == "too-long":
         listen = tmp_path / ("d" * 60) / ("s" * 60 + ".sock")
-    else:
+    elif where == "taken-by-a-file":
         listen = tmp_path / "dir.sock"
         (listen / "inside").mkdir(parents=True)
-    r = subprocess.run([sys.executable, "-m", "criproxy", "serve", "--listen", str(listen),
+    else:
+        extra = ["--debug-socket", str(tmp_path / "no-such-dir" / "debug.sock")]
+    r = subprocess.run([sys.executable, "-m", "criproxy", "serve", "--listen", str(listen), *extra,
                         "--containerd-address", str(testenv.containerd_address), "--managed-containerd", "never",
                         "--namespace", "unbindable", "--root", str(tmp_path / "root"),
                         "--state", str(tmp_path / "state")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r.stderr
-    assert "Traceback" not in r.stderr and str(listen) in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and (extra[-1:] or [str(listen)])[0] in r.stderr, r.stderr
