@@ -540,6 +540,8 @@ def prepare_host_path(m: cri.Mount) -> str:
     """Resolve symlinks in a mount's host path and create it as a directory when missing, as
     containerd does for kubelet (which has already created files it needs as files)."""
     path = m.host_path
+    if not m.container_path:
+        raise errors.InvalidArgument(f"mount of {path} has no container path")
     if not path:
         raise errors.InvalidArgument(f"mount at {m.container_path} has no host path")
     if not os.path.exists(path):

@@ -10,6 +10,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from criproxy import errors
 from criproxy.protos import cri
 from criproxy.state.container import ContainerRecord, exit_reason
 
@@ -154,7 +155,10 @@ def cri_signal_name(sig: int) -> str:
     """The CRI Signal enum (``SIGNAL_SIGTERM``) as a name (``SIGTERM``); "" for runtime default."""
     if not sig:
         return ""
-    name = cri.Signal.Name(sig)
+    try:
+        name = cri.Signal.Name(sig)
+    except ValueError:
+        raise errors.InvalidArgument(f"stop_signal {sig} is not a CRI Signal value") from None
     name = name.removeprefix("SIGNAL_")
     name = name.replace("RTMINPLUS", "RTMIN+").replace("RTMAXMINUS", "RTMAX-")
     return name

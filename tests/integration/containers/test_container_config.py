@@ -209,6 +209,27 @@ def test_rshared_needs_shared_host_mount(pod: Pod, testenv: Environment) -> None
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def _bad_stop_signal(cfg: cri.ContainerConfig) -> None:
+    cfg.stop_signal = 999  # type: ignore[assignment]
+
+
+def _mount_without_container_path(cfg: cri.ContainerConfig) -> None:
+    cfg.mounts.add(host_path="/tmp", container_path="")
+
+
+@pytest.mark.parametrize("spoil", [_bad_stop_signal, _mount_without_container_path])
+def test_malformed_config_is_invalid_argument_at_create(pod: Pod, ctr: object, spoil: object) -> None:
+    """Caller errors are INVALID_ARGUMENT from CreateContainer (not UNKNOWN there or at start), and
+    nothing is made."""
+    before = ctr("containers", "ls", "-q")  # type: ignore[operator]
+    cfg = container_config(pod.image, name="bad", command=["sleep", "60"])
+    spoil(cfg)  # type: ignore[operator]
+    with pytest.raises(grpc.RpcError) as e:
+        pod.create(cfg)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+    assert ctr("containers", "ls", "-q") == before  # type: ignore[operator]
+
+
 def test_memory_and_cpu_limits(pod: Pod) -> None:
     cfg = container_config(pod.image, command=SLEEP)
     r = cfg.linux.resources
