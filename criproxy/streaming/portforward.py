@@ -168,7 +168,8 @@ async def _ws_read(ws: web.WebSocketResponse, d: p.Dialect, idle: Idle, pairs: l
             frame = p.decode_frame(msg.data, d)
             if frame is None or frame[0] % 2 or frame[0] // 2 >= len(pairs) or not frame[1]:
                 continue
-            await pairs[frame[0] // 2].incoming.put(frame[1])
+            for i in range(0, len(frame[1]), CHUNK):     # in pieces: 64 queued items stay small
+                await pairs[frame[0] // 2].incoming.put(frame[1][i:i + CHUNK])
     finally:
         for s in pairs:
             s.close_incoming()

@@ -62,8 +62,12 @@ class SpdyStream:
             await self.conn.send(f.data_frame(self.id, b"", fin=True))
 
     async def received(self, data: bytes) -> None:
-        if data and not self.discard and not self.remote_closed:
-            await self.incoming.put(data)
+        """Queue what the client sent in CHUNK pieces, so the queue's 64 items are 2 MiB at most
+        (a SPDY frame may carry 16 MiB)."""
+        for i in range(0, len(data), CHUNK):
+            if self.discard or self.remote_closed:
+                return
+            await self.incoming.put(data[i:i + CHUNK])
 
     async def remote_fin(self) -> None:
         """The client's FIN: EOF after everything it sent before (so this may wait for room)."""

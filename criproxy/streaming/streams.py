@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 STDIN_QUEUE = 64
+STDIN_PIECE = 64 * 1024     # queued pieces are at most this big, so the queue holds at most 4 MiB
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,11 @@ class Streams(abc.ABC):
 
     # -- helpers for transports ---------------------------------------------------------------------
     async def feed_stdin(self, data: bytes) -> None:
-        if self.opts.stdin and not self._stdin_done and data:
-            await self.stdin.put(data)
+        """Queue client stdin in pieces: a 16 MiB message must not count as one of STDIN_QUEUE items."""
+        for i in range(0, len(data), STDIN_PIECE):
+            if not self.opts.stdin or self._stdin_done:
+                return
+            await self.stdin.put(data[i:i + STDIN_PIECE])
 
     async def end_stdin(self) -> None:
         """The client half-closed stdin: EOF after everything it sent before (so this may wait)."""

@@ -156,3 +156,32 @@ async def test_many_exec_sessions_leave_nothing_behind(pod: Pod, running: str, c
     wait_for(lambda: not (exec_dir.exists() and any(exec_dir.iterdir())), 10, what="exec FIFO dirs to go")
     wait_for(lambda: _open_fds(criproxy.pid or 0) <= before + 2, 10, what=f"criproxy's fds to return to {before}")
     assert "sleep 4" not in pod.sh(running, "ps -o args")
+
+
+def _rss_kib(pid: int) -> int:
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS:"))
+    return int(line.split()[1])
+
+
+async def test_stdin_nobody_reads_is_buffered_within_a_bound(pod: Pod, running: str, criproxy: CriproxyProcess) -> None:
+    """A client pushing stdin in big messages (up to 16 MiB each are allowed) to a process that never
+    reads it: criproxy stops reading the socket after a few MiB instead of queueing 64 whole messages."""
+    assert criproxy.pid is not None
+    s = await wsclient.connect(exec_url(pod, running, "sh", "-c", "echo up; sleep 3; exec cat >/dev/null", stdin=True))
+    try:
+        await s.read_until(wsclient.STDOUT, b"up")
+        before = _rss_kib(criproxy.pid)
+        piece = b"z" * (4 * 1024 * 1024)
+
+        async def push() -> None:
+            for _ in range(48):
+                await s.send(wsclient.STDIN, piece)
+        sender = asyncio.create_task(push())
+        await asyncio.wait([sender], timeout=1.5)
+        grown = _rss_kib(criproxy.pid) - before
+        await asyncio.wait_for(sender, 30)               # cat drains it all once it starts
+        await s.close_stdin()
+        assert (await s.read_all()).exit_code == 0
+        assert grown < 64 * 1024, f"criproxy buffered {grown} KiB of stdin nobody reads"
+    finally:
+        await s.close()
