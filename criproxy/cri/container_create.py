@@ -50,9 +50,14 @@ def _validate(config: cri.ContainerConfig) -> None:
 async def _retry_outcome(app: App, name: str, request: cri.CreateContainerRequest) -> str | None:
     """The ID to answer a retried CreateContainer with, None for a new name; AlreadyExists for a
     different container under a name that is taken."""
-    pending = app.containers.creating.get(name)
-    if pending is not None:
-        return await asyncio.shield(pending)
+    while (pending := app.containers.creating.get(name)) is not None:
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not pending.cancelled() or (task is not None and task.cancelling()):
+                raise
+            # The first caller gave up and its work has been undone: this retry creates afresh.
     holder = app.container_names.holder(name)
     if holder is None:
         return None

@@ -73,3 +73,19 @@ def test_concurrent_stop_and_remove_calls_all_succeed(make_pod: Callable[..., Po
     assert all(c.pod_sandbox_id != pod.id for c in pod.rt.ListContainers(cri.ListContainersRequest()).containers)
     assert ctr("containers", "ls", "-q", f'labels."io.cri-containerd.sandbox-id"=={pod.id}').split() == []
     assert pod.id not in ctr("containers", "ls", "-q").split()
+
+
+def test_create_retry_after_caller_gave_up_gets_a_container(pod: Pod) -> None:
+    """kubelet retries CreateContainer with the same config after its deadline passed: the retry
+    gets a container, even when it arrives while the abandoned call is still being undone."""
+    for n in range(20):
+        cfg = container_config(pod.image, name=f"r{n}", command=["sleep", "60"])
+        req = cri.CreateContainerRequest(pod_sandbox_id=pod.id, config=cfg, sandbox_config=pod.cfg)
+        try:
+            pod.containers.append(pod.rt.CreateContainer(req, timeout=0.003 * n).container_id)
+            continue
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e
+        cid = pod.rt.CreateContainer(req, timeout=30).container_id
+        pod.containers.append(cid)
+        assert pod.status(cid).state == cri.CONTAINER_CREATED
