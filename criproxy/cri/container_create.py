@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Awaitable
 
 from google.protobuf import timestamp_pb2
 
@@ -112,6 +113,12 @@ async def _remove_snapshot(app: App, key: str) -> None:
                                                                            key=key))
 
 
+async def _remove_snapshot_after(app: App, key: str, prepare: Awaitable[object]) -> None:
+    with contextlib.suppress(Exception):
+        await prepare
+    await _remove_snapshot(app, key)
+
+
 async def _prepare(app: App, cid: str, image: LocalImage, lease: str) -> list[mount_pb.Mount]:
     try:
         resp = await app.ctrd.snapshots.Prepare(snapshots_pb.PrepareSnapshotRequest(
@@ -186,19 +193,25 @@ async def _image(app: App, ref: str) -> LocalImage:
 async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord, sandbox: SandboxRecord,
                  image: LocalImage, lease: str) -> None:
     """Snapshot, spec and container record under ``lease``; the snapshot is undone on failure."""
-    mounts = await _prepare(app, rec.id, image, lease)
-    undo.push_async_callback(_remove_snapshot, app, rec.id)
+    prepare = asyncio.ensure_future(_prepare(app, rec.id, image, lease))    # shielded: see Create below
+    undo.push_async_callback(_remove_snapshot_after, app, rec.id, prepare)
+    mounts = await asyncio.shield(prepare)
     rec.mounts = mounts
     result = container_spec(app, rec.id, rec.config, sandbox, image, oc.read_user_files(mounts))
     rec.uid, rec.gid, rec.groups = result.identity.uid, result.identity.gid, result.identity.groups
     rec.stop_signal, rec.process = result.stop_signal, result.spec["process"]
     runtime = await _sandbox_runtime(app, sandbox.id)
-    undo.push_async_callback(_delete_container, app, rec.id)    # before: a cancel may land mid-call
-    await app.ctrd.containers.Create(containers_pb.CreateContainerRequest(
-        container=_containerd_container(app, rec, image, result.spec, runtime)), lease=lease)
+    # Shielded: a caller giving up must not cut the call short on our side while containerd still
+    # commits it; the undo waits for the call's outcome, then deletes.
+    create = asyncio.ensure_future(app.ctrd.containers.Create(containers_pb.CreateContainerRequest(
+        container=_containerd_container(app, rec, image, result.spec, runtime)), lease=lease))
+    undo.push_async_callback(_delete_container, app, rec.id, create)
+    await asyncio.shield(create)
 
 
-async def _delete_container(app: App, cid: str) -> None:
+async def _delete_container(app: App, cid: str, create: Awaitable[object]) -> None:
+    with contextlib.suppress(Exception):
+        await create
     with contextlib.suppress(errors.NotFound):
         await app.ctrd.containers.Delete(containers_pb.DeleteContainerRequest(id=cid))
 

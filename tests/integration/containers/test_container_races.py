@@ -39,7 +39,8 @@ def test_stop_pod_during_start_container_leaves_it_not_running(make_pod: Callabl
 def test_create_container_cancelled_part_way_leaves_nothing_in_containerd(
         pod: Pod, ctr: Callable[..., str]) -> None:
     """A CreateContainer whose caller gives up (deadline) at any point leaves no containerd container
-    that criproxy does not list (after a restart, recovery would show it as a phantom)."""
+    or snapshot that criproxy does not list (after a restart, recovery would show it as a phantom)."""
+    snapshots_before = _snapshot_keys(ctr)
     for n in range(40):
         cfg = container_config(pod.image, name=f"d{n}", command=["sleep", "60"])
         try:
@@ -52,6 +53,11 @@ def test_create_container_cancelled_part_way_leaves_nothing_in_containerd(
     pod.containers.extend(listed)
     in_ctrd = set(ctr("containers", "ls", "-q", f'labels."io.cri-containerd.sandbox-id"=={pod.id}').split())
     assert in_ctrd - listed == set()
+    assert _snapshot_keys(ctr) - snapshots_before - listed == set()
+
+
+def _snapshot_keys(ctr: Callable[..., str]) -> set[str]:
+    return {line.split()[0] for line in ctr("snapshots", "ls").splitlines()[1:] if line.strip()}
 
 
 def test_concurrent_stop_and_remove_calls_all_succeed(make_pod: Callable[..., Pod],
