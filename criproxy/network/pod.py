@@ -28,15 +28,19 @@ MAX_BURST = 2**32 - 1  # what containerd's CRI passes as burst (effectively unli
 _PROTOCOLS = {cri.TCP: "tcp", cri.UDP: "udp", cri.SCTP: "sctp"}
 _SUFFIX = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)$")
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]+)$")
 
 
 def parse_quantity(text: str) -> int:
-    """A Kubernetes quantity such as ``10M`` or ``1Gi`` as an integer; ValueError if malformed."""
+    """A Kubernetes quantity such as ``10M``, ``1Gi`` or ``1e6`` (kubelet passes any valid one) as an
+    integer; ValueError if malformed."""
     m = _QUANTITY.match(text.strip())
     if not m:
         raise ValueError(f"invalid quantity {text!r}")
-    return int(float(m.group(1)) * _SUFFIX[m.group(2)])
+    number, suffix = m.group(1), m.group(2)
+    if suffix[:1] in ("e", "E") and suffix != "E":
+        return int(float(number + suffix))
+    return int(float(number) * _SUFFIX[suffix])
 
 
 def port_mappings(config: cri.PodSandboxConfig) -> list[dict[str, Any]]:

@@ -59,7 +59,8 @@ def test_find_plugin(tmp_path: Path) -> None:
         cni.find_plugin("../bridge", [tmp_path / "a"])
 
 
-@pytest.mark.parametrize(("text", "value"), [("10M", 10_000_000), ("1Gi", 2**30), ("500k", 500_000), ("7", 7)])
+@pytest.mark.parametrize(("text", "value"), [("10M", 10_000_000), ("1Gi", 2**30), ("500k", 500_000), ("7", 7),
+                                             ("1e6", 1_000_000), ("25E+5", 2_500_000)])
 def test_parse_quantity(text: str, value: int) -> None:
     assert pod.parse_quantity(text) == value
 
