@@ -31,6 +31,17 @@ class Credentials:
     password: str = ""
     identity_token: str = ""
     registry_token: str = ""
+    server_host: str = ""           # host[:port] from AuthConfig.server_address; "" = any host
+
+    def for_host(self, host: str) -> Credentials:
+        """These credentials if they may go to ``host``, else none.
+
+        As containerd's CRI does: an AuthConfig naming a server is for that server only, so a mirror
+        from hosts.toml never receives credentials meant for the upstream registry.
+        """
+        if not self.server_host or _same_host(self.server_host, host):
+            return self
+        return Credentials()
 
     @property
     def empty(self) -> bool:
@@ -59,7 +70,23 @@ def from_auth_config(auth: Any) -> Credentials:
         if not sep:
             raise errors.InvalidArgument("auth.auth is not base64 of 'user:password'") from None
     return Credentials(username=user, password=password, identity_token=auth.identity_token,
-                       registry_token=auth.registry_token)
+                       registry_token=auth.registry_token, server_host=_server_host(auth.server_address))
+
+
+_DOCKER_HUB = {"docker.io", "index.docker.io", "registry-1.docker.io"}
+
+
+def _server_host(address: str) -> str:
+    """``https://index.docker.io/v1/`` → ``index.docker.io``; ``host:5000`` stays as it is."""
+    address = address.strip()
+    if "://" in address:
+        address = address.split("://", 1)[1]
+    return address.split("/", 1)[0].lower()
+
+
+def _same_host(a: str, b: str) -> bool:
+    a, b = a.lower(), b.lower()
+    return a == b or (a in _DOCKER_HUB and b in _DOCKER_HUB)
 
 
 @dataclass(frozen=True)

@@ -90,8 +90,8 @@ class Registry:
         self.hosts = hosts.hosts_for(app.config.registry_config_path, ref.domain)
         self.scope = f"repository:{ref.path}:pull"
         self._authz: dict[str, str] = {}
-        if creds.registry_token:
-            self._authz = {h.host: f"Bearer {creds.registry_token}" for h in self.hosts}
+        self._authz = {h.host: f"Bearer {c.registry_token}" for h in self.hosts
+                       if (c := creds.for_host(h.host)).registry_token}
         self._token_lock = asyncio.Lock()
 
     def _url(self, host: hosts.RegistryHost, kind: str, ref: str) -> str:
@@ -100,39 +100,40 @@ class Registry:
     async def _authorize(self, host: hosts.RegistryHost, header: str, rejected: str = "") -> str:
         """The Authorization value answering this host's 401 challenge (``rejected``: what we sent)."""
         challenges = auth.parse_challenges(header)
+        creds = self.creds.for_host(host.host)
         bearer = next((c for c in challenges if c.scheme == "bearer" and c.params.get("realm")), None)
         if bearer is not None:
-            if self.creds.registry_token:
+            if creds.registry_token:
                 raise errors.Unauthenticated(f"registry {host.host} refused the registry token")
-            return "Bearer " + await self._token(bearer.params, rejected.removeprefix("Bearer "))
+            return "Bearer " + await self._token(bearer.params, creds, rejected.removeprefix("Bearer "))
         if any(c.scheme == "basic" for c in challenges):
-            if not (self.creds.username or self.creds.password):
+            if not (creds.username or creds.password):
                 raise errors.Unauthenticated(f"registry {host.host} requires credentials (Basic auth) "
                                              f"to pull {self.ref}")
-            return self.creds.basic()
+            return creds.basic()
         raise errors.Unauthenticated(f"registry {host.host} asked for authentication we do not speak: {header!r}")
 
-    async def _token(self, params: dict[str, str], rejected: str = "") -> str:
+    async def _token(self, params: dict[str, str], creds: auth.Credentials, rejected: str = "") -> str:
         """A Bearer token for our scope from the challenge's realm, cached until it expires (or until
         the registry rejects it, e.g. after a registry restart with a new key)."""
-        key = (params["realm"], params.get("service", ""), self.scope, self.creds.key())
+        key = (params["realm"], params.get("service", ""), self.scope, creds.key())
         async with self._token_lock:
             cached = self.tokens.get(key)
             if cached is not None and cached != rejected:
                 return cached
-            token, ttl = await self._fetch_token(params["realm"], params.get("service", ""))
+            token, ttl = await self._fetch_token(params["realm"], params.get("service", ""), creds)
             self.tokens.put(key, token, ttl)
             return token
 
-    async def _fetch_token(self, realm: str, service: str) -> tuple[str, float]:
+    async def _fetch_token(self, realm: str, service: str, creds: auth.Credentials) -> tuple[str, float]:
         query = {"scope": self.scope, **({"service": service} if service else {})}
         try:
-            if self.creds.identity_token:
-                form = {"grant_type": "refresh_token", "refresh_token": self.creds.identity_token,
+            if creds.identity_token:
+                form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
                         "client_id": "criproxy", **query}
                 resp = await self.http.post(realm, data=form)
             else:
-                headers = {} if self.creds.empty else {"Authorization": self.creds.basic()}
+                headers = {} if creds.empty else {"Authorization": creds.basic()}
                 resp = await self.http.get(f"{realm}?{urlencode(query)}", headers=headers)
             async with resp:
                 if resp.status in (401, 403):

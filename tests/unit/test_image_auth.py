@@ -63,3 +63,16 @@ def test_token_cache_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cache.get(key) == "tok"
     now[0] += 56  # dropped a little early so a token never expires in flight
     assert cache.get(key) is None
+
+
+def test_credentials_scoped_by_server_address() -> None:
+    from criproxy.images.auth import Credentials, from_auth_config
+    from criproxy.protos import cri
+
+    hub = from_auth_config(cri.AuthConfig(username="u", password="p", server_address="https://index.docker.io/v1/"))
+    assert hub.for_host("registry-1.docker.io") is hub
+    assert hub.for_host("mirror.local:5000") == Credentials()
+    local = from_auth_config(cri.AuthConfig(username="u", password="p", server_address="127.0.0.1:5000"))
+    assert local.for_host("127.0.0.1:5000") is local and local.for_host("127.0.0.1:5001").empty
+    anywhere = from_auth_config(cri.AuthConfig(username="u", password="p"))
+    assert anywhere.for_host("any.host") is anywhere

@@ -131,3 +131,16 @@ def test_credentials_never_reach_the_log_traces_or_metrics(
         + http_get(sock, "/")[1]
     leaked = [s for s in secrets if s in seen]
     assert not leaked, f"credentials found in the log, traces or metrics: {leaked}"
+
+
+def test_credentials_only_go_to_the_server_they_name(cri: CriClient, basic_registry: Registry) -> None:
+    """AuthConfig.server_address scopes the credentials, as containerd's CRI does: credentials for
+    another registry (or for the upstream when a mirror answers) are not sent."""
+    ref = basic_registry.ref("private/busybox", "v1")
+    host = ref.split("/", 1)[0]
+    elsewhere = cri.pb.AuthConfig(username=USER, password=PASSWORD, server_address="https://other.example:5000")
+    msg = _fails(cri, ref, elsewhere, grpc.StatusCode.UNAUTHENTICATED)
+    assert "requires credentials" in msg
+    named = cri.pb.AuthConfig(username=USER, password=PASSWORD, server_address=f"http://{host}/v2/")
+    assert _pull(cri, ref, named).startswith("sha256:")
+    _remove(cri, ref)
