@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.common import dump, percentile, time_interleaved
+from benchmarks.common import dump, report, time_interleaved
 from criproxy.protos import cri
 from tests.harness.client import CriClient
 from tests.harness.env import Environment
@@ -96,14 +96,7 @@ def remove_cgroup_parents() -> None:
 
 
 def row(name: str, ours: list[float], theirs: list[float]) -> dict[str, float]:
-    r = {"criproxy_p50_ms": percentile(ours, 50), "builtin_p50_ms": percentile(theirs, 50),
-         "criproxy_p95_ms": percentile(ours, 95), "builtin_p95_ms": percentile(theirs, 95)}
-    r["ratio_p50"] = r["criproxy_p50_ms"] / r["builtin_p50_ms"]
-    r["ratio_p95"] = r["criproxy_p95_ms"] / r["builtin_p95_ms"]
-    print(f"{name}: criproxy p50 {r['criproxy_p50_ms']:.2f} ms p95 {r['criproxy_p95_ms']:.2f} ms | built-in "
-          f"p50 {r['builtin_p50_ms']:.2f} ms p95 {r['builtin_p95_ms']:.2f} ms | ratio p50 {r['ratio_p50']:.2f}x "
-          f"p95 {r['ratio_p95']:.2f}x")
-    return r
+    return report(name, ours, theirs, tail=95)
 
 
 def main(pods: int = 50, listed: int = 200, list_calls: int = 500) -> None:
