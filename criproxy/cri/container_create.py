@@ -24,7 +24,8 @@ from criproxy.app import App
 from criproxy.cri import rpc
 from criproxy.cri.container_spec import container_spec
 from criproxy.cri.container_task import publish
-from criproxy.images.local import LocalImage, resolve_local
+from criproxy.images.catalog import resolve_local
+from criproxy.images.local import LocalImage
 from criproxy.oci import container as oc
 from criproxy.protos import containers_pb, cri, leases_pb, mount_pb, snapshots_pb
 from criproxy.state.container import ContainerRecord

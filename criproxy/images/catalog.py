@@ -120,3 +120,15 @@ async def find(app: App, ref: str) -> CatalogEntry | None:
     for r in recs:
         labels.update(r.labels)
     return CatalogEntry(img, labels)
+
+
+async def resolve_local(app: App, ref: str) -> LocalImage:
+    """The image named by a tag, repo digest or image ID; NotFound if containerd lacks it.
+
+    The read side sandbox and container creation start from; the same lookup as ImageStatus, so
+    what kubelet sees as present is exactly what CreateContainer can use.
+    """
+    entry = await find(app, ref)
+    if entry is None:
+        raise errors.NotFound(f"image {ref!r} not found")
+    return entry.image

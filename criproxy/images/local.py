@@ -13,11 +13,9 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
-from criproxy import errors
 from criproxy.app import App
-from criproxy.images import reference
 from criproxy.images.manifest import pick_platform
-from criproxy.protos import content_pb, images_pb
+from criproxy.protos import content_pb
 
 INDEX_TYPES = {"application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json"}
@@ -101,33 +99,3 @@ async def describe(app: App, target: Any, names: list[str]) -> LocalImage:
     return LocalImage(id=config_desc["digest"], target_digest=target.digest, target_media_type=target.media_type,
                       manifest_digest=manifest_digest, config=config, chain_id=chain[-1] if chain else "",
                       size=size, names=names)
-
-
-async def _names_for_target(app: App, digest: str) -> list[str]:
-    resp = await app.ctrd.images.List(images_pb.ListImagesRequest(filters=[f'target.digest=="{digest}"']))
-    return sorted(img.name for img in resp.images)
-
-
-async def resolve_local(app: App, ref: str) -> LocalImage:
-    """The image named by a reference, repo digest or image ID; NotFound if containerd lacks it."""
-    wanted_id = reference.image_id(ref)
-    name = wanted_id or str(reference.parse(ref))
-    try:
-        img = (await app.ctrd.images.Get(images_pb.GetImageRequest(name=name))).image
-    except errors.NotFound:
-        if wanted_id is None:
-            raise errors.NotFound(f"image {ref!r} not found") from None
-        return await _resolve_by_id(app, wanted_id, ref)
-    return await describe(app, img.target, await _names_for_target(app, img.target.digest))
-
-
-async def _resolve_by_id(app: App, wanted_id: str, ref: str) -> LocalImage:
-    """Images pulled by other tools have no ID record: find the one whose config digest matches."""
-    for img in (await app.ctrd.images.List(images_pb.ListImagesRequest())).images:
-        try:
-            found = await describe(app, img.target, [])
-        except (errors.NotFound, KeyError, ValueError):
-            continue
-        if found.id == wanted_id:
-            return await describe(app, img.target, await _names_for_target(app, img.target.digest))
-    raise errors.NotFound(f"image {ref!r} not found")

@@ -32,8 +32,9 @@ from criproxy import errors, lifecycle, trace
 from criproxy.app import App
 from criproxy.images import content, manifest, records, reference, unpack
 from criproxy.images.auth import Credentials, from_auth_config
+from criproxy.images.catalog import resolve_local
 from criproxy.images.descriptor import Descriptor
-from criproxy.images.local import LocalImage, chain_ids, describe, read_blob, read_json, resolve_local
+from criproxy.images.local import LocalImage, chain_ids, describe, read_blob, read_json
 from criproxy.protos import descriptor_pb, leases_pb
 
 if TYPE_CHECKING:
