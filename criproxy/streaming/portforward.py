@@ -43,12 +43,7 @@ class PortStream:
 
     def close_incoming(self) -> None:
         """The client closed: EOF for the pod side, never blocking (data queued behind it is moot)."""
-        while True:
-            try:
-                self.incoming.put_nowait(None)
-                return
-            except asyncio.QueueFull:
-                self.incoming.get_nowait()
+        p.put_eof(self.incoming)
 
 
 def netns_of(app: App, sandbox_id: str) -> str:

@@ -19,6 +19,7 @@ on each carries the port as uint16 little-endian.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -190,3 +191,17 @@ def decode_frame(message: bytes | str, d: Dialect) -> tuple[int, bytes] | None:
 
 def port_prefix(port: int) -> bytes:
     return int(port).to_bytes(2, "little")
+
+
+def put_eof(queue: asyncio.Queue[Any]) -> None:
+    """Queue EOF (None) at once, dropping the oldest data if the queue is full.
+
+    Used when the other side is gone: whoever reads the queue must see the end now, and data
+    queued before it will never be wanted, so blocking to deliver it would only hang the session.
+    """
+    while True:
+        try:
+            queue.put_nowait(None)
+            return
+        except asyncio.QueueFull:
+            queue.get_nowait()

@@ -83,12 +83,7 @@ class SpdyStream:
         if self.remote_closed:
             return
         self.remote_closed = True
-        while True:
-            try:
-                self.incoming.put_nowait(None)
-                return
-            except asyncio.QueueFull:
-                self.incoming.get_nowait()
+        p.put_eof(self.incoming)
 
 
 class _Feed:

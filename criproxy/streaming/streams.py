@@ -14,6 +14,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from criproxy.streaming.protocol import put_eof
+
 STDIN_QUEUE = 64
 STDIN_PIECE = 64 * 1024     # queued pieces are at most this big, so the queue holds at most 4 MiB
 
@@ -70,9 +72,4 @@ class Streams(abc.ABC):
         """The client disconnected: EOF on stdin at once, dropping input nobody will wait for."""
         self.gone.set()
         self._stdin_done = True
-        while True:
-            try:
-                self.stdin.put_nowait(None)
-                return
-            except asyncio.QueueFull:
-                self.stdin.get_nowait()
+        put_eof(self.stdin)
