@@ -98,7 +98,17 @@ async def container_stats(app: App, request: cri.ContainerStatsRequest) -> cri.C
 
 
 def _select(app: App, flt: cri.ContainerStatsFilter) -> list[ContainerRecord]:
-    return [r for r in app.containers.values() if t.stats_matches(r, flt)]
+    """The filter's containers; a pod's (the kubelet's usual filter) come from the store's sandbox
+    index, so per-pod stats do not scan every container."""
+    candidates: Iterable[ContainerRecord] = app.containers.values()
+    if flt.pod_sandbox_id:
+        try:
+            sb = app.sandboxes.find(flt.pod_sandbox_id)
+        except errors.InvalidArgument:       # a prefix of several pods: a filter, not an error
+            sb = None
+        if sb is not None:
+            candidates = app.containers.for_sandbox(sb.id)
+    return [r for r in candidates if t.stats_matches(r, flt)]
 
 
 @rpc("ListContainerStats")

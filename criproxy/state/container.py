@@ -127,6 +127,9 @@ class ContainerStore:
 
     def __init__(self, status_dir: Path | None = None) -> None:
         self._by_id: dict[str, ContainerRecord] = {}
+        # Container IDs per sandbox ID, kept by add/remove: events and stats ask "this pod's
+        # containers" for every call, which must not cost a scan of every container (O(pods²)).
+        self._by_sandbox: dict[str, dict[str, None]] = {}
         self.generation = 0
         self.status_dir = status_dir
         # CreateContainer calls in flight, by CRI name: a kubelet retry awaits the first call's outcome.
@@ -134,11 +137,17 @@ class ContainerStore:
 
     # -- membership ---------------------------------------------------------------------------
     def add(self, rec: ContainerRecord) -> None:
+        old = self._by_id.get(rec.id)
+        if old is not None:
+            self._unindex(old)
         self._by_id[rec.id] = rec
+        self._by_sandbox.setdefault(rec.sandbox_id, {})[rec.id] = None
         self.generation += 1
 
     def remove(self, container_id: str) -> None:
-        if self._by_id.pop(container_id, None) is not None:
+        rec = self._by_id.pop(container_id, None)
+        if rec is not None:
+            self._unindex(rec)
             self.generation += 1
         if self.status_dir is not None:
             try:
@@ -162,7 +171,15 @@ class ContainerStore:
         return self._by_id.values()
 
     def for_sandbox(self, sandbox_id: str) -> list[ContainerRecord]:
-        return [r for r in self._by_id.values() if r.sandbox_id == sandbox_id]
+        """This sandbox's containers (full sandbox ID), in creation order, from the index."""
+        return [self._by_id[i] for i in self._by_sandbox.get(sandbox_id, ())]
+
+    def _unindex(self, rec: ContainerRecord) -> None:
+        ids = self._by_sandbox.get(rec.sandbox_id)
+        if ids is not None:
+            ids.pop(rec.id, None)
+            if not ids:
+                del self._by_sandbox[rec.sandbox_id]
 
     def __len__(self) -> int:
         return len(self._by_id)
