@@ -3,7 +3,9 @@
 ``build_spec(default_spec(), with_args([...]), with_hostname("x"), …)`` — each option is a pure
 function of the spec, tested on its own, so sandbox and container creation read as a list of the
 decisions they make. The default matches what containerd's Go client generates for Linux
-(oci.populateDefaultUnixSpec), which is what runc and the CRI plugin's users expect.
+(oci.populateDefaultUnixSpec) after the CRI plugin strips its default security settings: no
+``process.rlimits`` (the client's RLIMIT_NOFILE 1024/1024 is dropped), so a pod's processes inherit
+the limits of the runtime that starts them, as they do under containerd's CRI.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ _DEFAULT: Spec = {
         "env": [DEFAULT_PATH],
         "cwd": "/",
         "capabilities": {k: list(DEFAULT_CAPS) for k in ("bounding", "effective", "permitted")},
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
         "noNewPrivileges": False,
     },
     "mounts": [

@@ -1,0 +1,70 @@
+"""The same pod through criproxy and through containerd's built-in CRI gives the same process
+environment: limits, oom_score_adj, pod sysctls, masked paths, image volumes, seccomp.
+
+Each check reads the effect from inside the container (``/proc/self/…``) in both runtimes, or the
+stored OCI spec (``ctr containers info``) where the effect cannot be seen from inside.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from criproxy.protos import cri
+from tests.harness.client import CriClient
+from tests.harness.env import Environment
+from tests.integration.containers.conftest import Pod, pod_config
+
+SLEEP = ["sleep", "1000"]
+
+
+@pytest.fixture
+def builtin_pod(testenv: Environment, builtin_cri: CriClient) -> Iterator[Callable[..., Pod]]:
+    """Pods on containerd's own CRI plugin (the reference), with busybox pulled there."""
+    builtin_cri.image.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=testenv.busybox_image)),
+                                timeout=120)
+    made: list[Pod] = []
+    logs = testenv.scratch_dir("builtin-logs")
+
+    def make(name: str = "pod", **kw: Any) -> Pod:
+        pod = Pod(builtin_cri, pod_config(logs, name, **kw), testenv.busybox_image)
+        made.append(pod)
+        return pod
+    yield make
+    for pod in reversed(made):
+        pod.cleanup()
+
+
+def limits(text: str) -> dict[str, tuple[str, str]]:
+    """``/proc/<pid>/limits`` as {name: (soft, hard)}."""
+    out = {}
+    for line in text.splitlines()[1:]:
+        m = re.match(r"(Max [a-z ]+?)\s{2,}(\S+)\s+(\S+)", line)
+        if m:
+            out[m.group(1)] = (m.group(2), m.group(3))
+    return out
+
+
+def stored_spec(ctr: Callable[..., str], cid: str, namespace: str = "criproxy") -> dict[str, Any]:
+    spec: dict[str, Any] = json.loads(ctr("containers", "info", cid, namespace=namespace))["Spec"]
+    return spec
+
+
+def test_rlimits_are_inherited_from_containerd(testenv: Environment, make_pod: Callable[..., Pod],
+                                               builtin_pod: Callable[..., Pod]) -> None:
+    """No RLIMIT_NOFILE 1024 of our own: a container has containerd's limits, as under its CRI."""
+    pid = testenv.ctrd.daemon.pid
+    assert pid is not None
+    containerd = limits(Path(f"/proc/{pid}/limits").read_text())
+    ours, theirs = make_pod("rl"), builtin_pod("rl")
+    c_ours, c_theirs = ours.run(command=SLEEP), theirs.run(command=SLEEP)
+    seen = limits(ours.sh(c_ours, "cat /proc/self/limits"))
+    assert seen == limits(theirs.sh(c_theirs, "cat /proc/self/limits"))
+    assert seen["Max open files"][1] == containerd["Max open files"][1]
+    assert ours.sh(c_ours, "ulimit -n").strip() == theirs.sh(c_theirs, "ulimit -n").strip()
+    assert "rlimits" not in stored_spec(testenv.ctr, c_ours)["process"]
