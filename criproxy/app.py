@@ -32,6 +32,9 @@ class App:
     started_at: float = field(default_factory=time.time)
     containerd_version: str = ""
     pod_cidr: str = ""
+    # Lowest oom_score_adj put in a spec (None: values pass as asked); set at start, see
+    # oci.spec.oom_score_floor.
+    oom_score_floor: int | None = None
     observer: Observer = field(default_factory=Observer)
     sandboxes: SandboxStore = field(default_factory=SandboxStore)
     containers: ContainerStore = field(default_factory=ContainerStore)

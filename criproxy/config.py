@@ -62,6 +62,9 @@ class Config(BaseSettings):
     cni_conf_dir: Path = Path("/etc/cni/net.d")
     cni_bin_dirs: list[Path] = Field(default_factory=lambda: [Path("/opt/cni/bin"), Path("/usr/lib/cni")])
     netns_dir: Path = Path("/var/run/netns")
+    # Raise every oom_score_adj below criproxy's own to its own (containerd's restrict_oom_score_adj);
+    # it happens anyway when criproxy lacks CAP_SYS_RESOURCE.
+    restrict_oom_score_adj: bool = False
     sandbox_shm_size: int = 64 * 1024 * 1024
     registry_config_path: Path = Field(default_factory=_default_registry_config_path)
     pause_image: str = "registry.k8s.io/pause:3.9"

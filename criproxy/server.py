@@ -32,6 +32,7 @@ from criproxy.containerd import Containerd
 from criproxy.containerd.managed import ManagedContainerd, socket_answers
 from criproxy.grpcapi.edge import generic_handlers
 from criproxy.observability import DebugServer
+from criproxy.oci.spec import detect_oom_score_floor
 
 log = logging.getLogger("criproxy.server")
 
@@ -156,10 +157,22 @@ def release_startup_memory() -> None:
         pass
 
 
+def oom_score_floor(cfg: Config) -> int | None:
+    """Detect once whether oom_score_adj values must be raised, and say so once."""
+    floor = detect_oom_score_floor(cfg.restrict_oom_score_adj)
+    if floor is not None and not cfg.restrict_oom_score_adj:
+        log.warning("criproxy lacks CAP_SYS_RESOURCE: oom_score_adj below its own (%d) is raised to %d "
+                    "in every spec", floor, floor)
+    elif floor is not None:
+        log.info("restrict_oom_score_adj: oom_score_adj below criproxy's own (%d) is raised to it", floor)
+    return floor
+
+
 async def serve(cfg: Config) -> None:
     lock = take_socket_lock(cfg.listen)
     ctrd, managed = await connect_containerd(cfg)
     app = App(config=cfg, ctrd=ctrd)
+    app.oom_score_floor = oom_score_floor(cfg)
     server: grpc.aio.Server | None = None
     try:
         app.containerd_version = await ctrd.server_version(timeout=5)

@@ -154,14 +154,40 @@ def with_sysctls(sysctls: dict[str, str]) -> Option:
     return opt
 
 
-def clamp_oom_score_adj(wanted: int) -> int:
-    """Never below criproxy's own oom_score_adj: without CAP_SYS_RESOURCE a lower value makes runc fail.
+CAP_SYS_RESOURCE = 24  # bit number in /proc/<pid>/status CapEff
 
-    This is what containerd's ``restrict_oom_score_adj`` does; kubelet asks for -998 on sandboxes.
+
+def has_capability(status_text: str, bit: int) -> bool:
+    """Whether the CapEff mask of a ``/proc/<pid>/status`` text has capability ``bit``."""
+    for line in status_text.splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> bit & 1)
+    return False
+
+
+def oom_score_floor(restrict: bool, can_lower: bool, own: int) -> int | None:
+    """The lowest oom_score_adj criproxy may hand to runc, or None when any value may pass.
+
+    A process without CAP_SYS_RESOURCE cannot lower oom_score_adj below its own, and runc then fails
+    the start ("can't get final child's PID from pipe"): so the floor is criproxy's own value when
+    the operator asks for it (``restrict_oom_score_adj``, as containerd's option of that name) or when
+    criproxy lacks the capability. Otherwise values pass exactly as asked (kubelet's -998 for pause).
     """
+    return own if restrict or not can_lower else None
+
+
+def clamp_oom_score_adj(wanted: int, floor: int | None) -> int:
+    """``wanted`` raised to ``floor`` (see ``oom_score_floor``); unchanged when there is none."""
+    return wanted if floor is None else max(wanted, floor)
+
+
+def detect_oom_score_floor(restrict: bool) -> int | None:
+    """Read this process's capabilities and oom_score_adj once, at start (two small procfs files)."""
     try:
+        with open("/proc/self/status") as f:
+            can_lower = has_capability(f.read(), CAP_SYS_RESOURCE)
         with open("/proc/self/oom_score_adj") as f:
             own = int(f.read().strip())
     except (OSError, ValueError):
-        own = 0
-    return max(wanted, own)
+        can_lower, own = False, 0
+    return oom_score_floor(restrict, can_lower, own)

@@ -28,7 +28,26 @@ def test_namespaces_join_and_drop() -> None:
     assert "pid" not in types
 
 
-def test_clamp_never_below_own() -> None:
-    own = int(open("/proc/self/oom_score_adj").read())
-    assert s.clamp_oom_score_adj(-998) == max(-998, own)
-    assert s.clamp_oom_score_adj(1000) == 1000
+STATUS = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t{:016x}\nCapBnd:\t000001ffffffffff\n"
+
+
+def test_capability_bit_from_status() -> None:
+    assert s.has_capability(STATUS.format(1 << 24), s.CAP_SYS_RESOURCE)
+    assert not s.has_capability(STATUS.format((1 << 41) - 1 - (1 << 24)), s.CAP_SYS_RESOURCE)
+    assert not s.has_capability("Name:\tx\n", s.CAP_SYS_RESOURCE)
+
+
+def test_oom_score_adj_passes_as_asked_with_the_capability() -> None:
+    floor = s.oom_score_floor(restrict=False, can_lower=True, own=0)
+    assert floor is None
+    assert s.clamp_oom_score_adj(-998, floor) == -998
+    assert s.clamp_oom_score_adj(-1000, floor) == -1000
+
+
+def test_oom_score_adj_clamped_without_the_capability_or_when_restricted() -> None:
+    for restrict, can_lower in ((False, False), (True, True), (True, False)):
+        floor = s.oom_score_floor(restrict, can_lower, own=-500)
+        assert floor == -500
+        assert s.clamp_oom_score_adj(-998, floor) == -500
+        assert s.clamp_oom_score_adj(-100, floor) == -100
+        assert s.clamp_oom_score_adj(1000, floor) == 1000

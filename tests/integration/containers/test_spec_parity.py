@@ -18,7 +18,7 @@ import pytest
 from criproxy.protos import cri
 from tests.harness.client import CriClient
 from tests.harness.env import Environment
-from tests.integration.containers.conftest import Pod, pod_config
+from tests.integration.containers.conftest import Pod, container_config, pod_config
 
 SLEEP = ["sleep", "1000"]
 
@@ -68,3 +68,29 @@ def test_rlimits_are_inherited_from_containerd(testenv: Environment, make_pod: C
     assert seen["Max open files"][1] == containerd["Max open files"][1]
     assert ours.sh(c_ours, "ulimit -n").strip() == theirs.sh(c_theirs, "ulimit -n").strip()
     assert "rlimits" not in stored_spec(testenv.ctr, c_ours)["process"]
+
+
+def _own_status(pid: int) -> tuple[bool, int]:
+    eff = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("CapEff:"))
+    return bool(int(eff.split()[1], 16) >> 24 & 1), int(Path(f"/proc/{pid}/oom_score_adj").read_text())
+
+
+@pytest.mark.parametrize("asked", [-998, 500])
+def test_oom_score_adj_as_asked_or_raised_to_our_own(testenv: Environment, criproxy: Any,
+                                                     make_pod: Callable[..., Pod], builtin_pod: Callable[..., Pod],
+                                                     asked: int) -> None:
+    """A value criproxy may set passes exactly; one below its own needs CAP_SYS_RESOURCE and is raised
+    to its own without it (the built-in CRI here runs with restrict_oom_score_adj, so the same)."""
+    can_lower, own = _own_status(criproxy.pid)
+    expected = asked if can_lower or asked >= own else own
+    cfg = container_config(testenv.busybox_image, command=SLEEP)
+    cfg.linux.resources.oom_score_adj = asked
+    ours, theirs = make_pod("oom"), builtin_pod("oom")
+    c_ours, c_theirs = ours.run(cfg), theirs.run(cfg)
+    assert int(ours.sh(c_ours, "cat /proc/self/oom_score_adj")) == expected
+    assert stored_spec(testenv.ctr, c_ours)["process"]["oomScoreAdj"] == expected
+    assert ours.sh(c_ours, "cat /proc/self/oom_score_adj") == theirs.sh(c_theirs, "cat /proc/self/oom_score_adj")
+    pause = stored_spec(testenv.ctr, ours.id)["process"]["oomScoreAdj"]
+    assert pause == (-998 if can_lower else max(-998, own))
+    if not can_lower:
+        assert "lacks CAP_SYS_RESOURCE" in criproxy.log.read_text()
