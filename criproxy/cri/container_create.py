@@ -26,6 +26,7 @@ from criproxy.cri.container_spec import container_spec
 from criproxy.cri.container_task import publish
 from criproxy.images.catalog import resolve_local
 from criproxy.images.local import LocalImage
+from criproxy.lru import LRU
 from criproxy.oci import container as oc
 from criproxy.protos import containers_pb, cri, leases_pb, mount_pb, snapshots_pb
 from criproxy.state.container import ContainerRecord
@@ -33,6 +34,7 @@ from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import container as t
 
 RUNTIME_CACHE = "containers.sandbox_runtime"
+RUNTIME_CACHE_ENTRIES = 4096     # sandboxes whose runtime is remembered (a node runs far fewer)
 
 
 def _ready_sandbox(app: App, sandbox_id: str) -> SandboxRecord:
@@ -72,11 +74,13 @@ async def _retry_outcome(app: App, name: str, request: cri.CreateContainerReques
 
 async def _sandbox_runtime(app: App, sandbox_id: str) -> containers_pb.Container.Runtime:
     """The sandbox container's runtime name and options: a pod's containers use the same."""
-    cache: dict[str, containers_pb.Container.Runtime] = app.parts.setdefault(RUNTIME_CACHE, {})
-    if sandbox_id not in cache:
-        c = (await app.ctrd.containers.Get(containers_pb.GetContainerRequest(id=sandbox_id))).container
-        cache[sandbox_id] = c.runtime
-    return cache[sandbox_id]
+    cache: LRU[str, containers_pb.Container.Runtime] = app.parts.setdefault(
+        RUNTIME_CACHE, LRU(RUNTIME_CACHE_ENTRIES))
+    runtime = cache.get(sandbox_id)
+    if runtime is None:
+        runtime = (await app.ctrd.containers.Get(containers_pb.GetContainerRequest(id=sandbox_id))).container.runtime
+        cache.put(sandbox_id, runtime)
+    return runtime
 
 
 def _log_path(sandbox: SandboxRecord, config: cri.ContainerConfig) -> str:
@@ -125,7 +129,7 @@ async def _prepare(app: App, cid: str, image: LocalImage, lease: str) -> list[mo
         resp = await app.ctrd.snapshots.Prepare(snapshots_pb.PrepareSnapshotRequest(
             snapshotter=app.config.snapshotter, key=cid, parent=image.chain_id), lease=lease)
     except errors.NotFound:
-        app.parts.get(IMAGE_CACHE, {}).clear()        # the image may have been removed meanwhile
+        _image_cache(app).clear()        # the image may have been removed meanwhile
         raise errors.NotFound(f"image {image.record_name} is not unpacked for snapshotter "
                               f"{app.config.snapshotter}; pull it again") from None
     return list(resp.mounts)
@@ -135,6 +139,7 @@ LEASE_KEY = "containers.lease"
 LEASE_ROTATE_NS = 12 * 3600 * 1_000_000_000
 IMAGE_CACHE = "containers.images"
 IMAGE_TTL_NS = 30 * 1_000_000_000
+IMAGE_CACHE_ENTRIES = 256        # references remembered at once (each entry holds a parsed config)
 
 
 async def _new_lease(app: App) -> str:
@@ -181,14 +186,19 @@ async def _release_snapshot(app: App, lease_id: str, key: str) -> None:
 async def _image(app: App, ref: str) -> LocalImage:
     """resolve_local, remembered for a few seconds per reference: a pod's containers (and kubelet's
     restarts) ask for the same image in quick succession."""
-    cache: dict[str, tuple[int, LocalImage]] = app.parts.setdefault(IMAGE_CACHE, {})
+    cache = _image_cache(app)
     hit = cache.get(ref)
     now = time.time_ns()
     if hit is not None and now - hit[0] < IMAGE_TTL_NS:
         return hit[1]
     image = await resolve_local(app, ref)
-    cache[ref] = (now, image)
+    cache.put(ref, (now, image))
     return image
+
+
+def _image_cache(app: App) -> LRU[str, tuple[int, LocalImage]]:
+    cache: LRU[str, tuple[int, LocalImage]] = app.parts.setdefault(IMAGE_CACHE, LRU(IMAGE_CACHE_ENTRIES))
+    return cache
 
 
 async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord, sandbox: SandboxRecord,

@@ -68,7 +68,9 @@ async def stop_pod_containers(app: App, sandbox_id: str, timeout: int) -> None:
 
 
 async def remove_pod_containers(app: App, sandbox_id: str) -> None:
-    app.parts.get(RUNTIME_CACHE, {}).pop(sandbox_id, None)
+    runtimes = app.parts.get(RUNTIME_CACHE)
+    if runtimes is not None:
+        runtimes.pop(sandbox_id)
     await _bounded([remove(app, r) for r in app.containers.for_sandbox(sandbox_id)])
 
 

@@ -2,25 +2,36 @@
 
 This is the read side the sandbox and container code use ("is the pause image here?", "which
 snapshot chain does this container start from?"). Content is immutable, so parsed manifests and
-configs are cached by digest for the life of the process.
+configs are cached by digest in a bounded LRU (count and bytes).
+
+A blob is read into memory only when it is small: its descriptor's size is checked against the
+limit before the read, and the read itself asks containerd for at most limit + 1 bytes (containerd
+clamps a read to the blob's own size), so a manifest naming a huge layer as its config cannot make
+criproxy load that layer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import platform
 from dataclasses import dataclass, field
 from typing import Any
 
+from criproxy import errors
 from criproxy.app import App
-from criproxy.images.manifest import pick_platform
+from criproxy.images.manifest import MAX_CONFIG, MAX_MANIFEST, pick_platform
+from criproxy.lru import LRU
 from criproxy.protos import content_pb
 
 INDEX_TYPES = {"application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json"}
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
-_cache: dict[str, Any] = {}
+JSON_CACHE_ENTRIES = 2048
+JSON_CACHE_BYTES = 32 * 1024 * 1024
+JSON_IN_THREAD = 256 * 1024     # bigger documents are parsed off the event loop
+_cache: LRU[str, Any] = LRU(JSON_CACHE_ENTRIES, JSON_CACHE_BYTES)
 
 
 def host_platform() -> tuple[str, str]:
@@ -64,18 +75,38 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
     return out
 
 
-async def read_blob(app: App, digest: str) -> bytes:
-    """Read a whole (small) blob from the content store: manifests and configs."""
-    chunks = []
-    async for resp in app.ctrd.content.Read.iterate(content_pb.ReadContentRequest(digest=digest)):
+def check_size(what: str, digest: str, size: Any, limit: int) -> None:
+    """Refuse a descriptor whose declared size is over ``limit`` before anything is read."""
+    try:
+        n = int(size or 0)
+    except (TypeError, ValueError):
+        raise errors.InvalidArgument(f"{what} {digest}: size {size!r} is not a number") from None
+    if n > limit:
+        raise errors.ResourceExhausted(f"{what} {digest} is {n} bytes, over the {limit} byte limit "
+                                       f"for a blob read into memory")
+
+
+async def read_blob(app: App, digest: str, limit: int = MAX_MANIFEST) -> bytes:
+    """Read a whole small blob (manifest, config) from the content store; ResourceExhausted when it
+    is longer than ``limit`` (only limit + 1 bytes are ever asked for)."""
+    chunks, total = [], 0
+    async for resp in app.ctrd.content.Read.iterate(content_pb.ReadContentRequest(digest=digest, size=limit + 1)):
         chunks.append(resp.data)
+        total += len(resp.data)
+        if total > limit:
+            raise errors.ResourceExhausted(f"blob {digest} is over the {limit} byte limit for a blob read "
+                                           f"into memory")
     return b"".join(chunks)
 
 
-async def read_json(app: App, digest: str) -> Any:
-    if digest not in _cache:
-        _cache[digest] = json.loads(await read_blob(app, digest))
-    return _cache[digest]
+async def read_json(app: App, digest: str, limit: int = MAX_MANIFEST) -> Any:
+    """A manifest, index or config by digest, parsed, from the bounded cache when it is there."""
+    hit = _cache.get(digest)
+    if hit is None:
+        raw = await read_blob(app, digest, limit)
+        hit = json.loads(raw) if len(raw) <= JSON_IN_THREAD else await asyncio.to_thread(json.loads, raw)
+        _cache.put(digest, hit, len(raw))
+    return hit
 
 
 def pick_manifest(index: dict[str, Any]) -> dict[str, Any]:
@@ -87,12 +118,16 @@ def pick_manifest(index: dict[str, Any]) -> dict[str, Any]:
 async def describe(app: App, target: Any, names: list[str]) -> LocalImage:
     """Walk index → manifest → config for a containerd image target descriptor."""
     manifest_digest = target.digest
+    check_size("manifest", target.digest, target.size, MAX_MANIFEST)
     doc = await read_json(app, target.digest)
     if target.media_type in INDEX_TYPES or "manifests" in doc:
-        manifest_digest = pick_manifest(doc)["digest"]
+        entry = pick_manifest(doc)
+        manifest_digest = entry["digest"]
+        check_size("manifest", manifest_digest, entry.get("size"), MAX_MANIFEST)
         doc = await read_json(app, manifest_digest)
     config_desc = doc["config"]
-    config = await read_json(app, config_desc["digest"])
+    check_size("config", config_desc["digest"], config_desc.get("size"), MAX_CONFIG)
+    config = await read_json(app, config_desc["digest"], MAX_CONFIG)
     diff_ids = config.get("rootfs", {}).get("diff_ids", [])
     chain = chain_ids(diff_ids)
     size = int(config_desc.get("size", 0)) + sum(int(layer.get("size", 0)) for layer in doc.get("layers", []))

@@ -17,6 +17,10 @@ from typing import Any
 from criproxy import errors
 from criproxy.images.descriptor import Descriptor
 
+# The most criproxy reads into memory of a manifest or index and of an image config (from a registry
+# or from containerd's content store); containerd's own limits are the same order.
+MAX_MANIFEST = 4 * 1024 * 1024
+MAX_CONFIG = 16 * 1024 * 1024
 INDEX_TYPES = frozenset({"application/vnd.oci.image.index.v1+json",
                          "application/vnd.docker.distribution.manifest.list.v2+json"})
 MANIFEST_TYPES = frozenset({"application/vnd.oci.image.manifest.v1+json",

@@ -34,7 +34,7 @@ from criproxy.images import content, manifest, records, reference, unpack
 from criproxy.images.auth import Credentials, from_auth_config
 from criproxy.images.catalog import resolve_local
 from criproxy.images.descriptor import Descriptor
-from criproxy.images.local import LocalImage, chain_ids, describe, read_blob, read_json
+from criproxy.images.local import LocalImage, chain_ids, check_size, describe, read_blob, read_json
 from criproxy.protos import descriptor_pb, leases_pb
 
 if TYPE_CHECKING:
@@ -250,9 +250,10 @@ async def _fetch_shared(app: App, reg: Registry, lease: str, layer: Descriptor, 
 
 async def _config_shared(app: App, reg: Registry, lease: str, desc: Descriptor, src: dict[str, str]) -> bytes:
     """The config bytes: from containerd when it has them (re-pull, concurrent pull), else the registry."""
+    check_size("config", desc.digest, desc.size, manifest.MAX_CONFIG)    # before any read
     async with _blob_turn(app, desc.digest):
         try:
-            data = await read_blob(app, desc.digest)
+            data = await read_blob(app, desc.digest, manifest.MAX_CONFIG)
         except errors.NotFound:
             data = b""
         if len(data) != desc.size or "sha256:" + hashlib.sha256(data).hexdigest() != desc.digest:

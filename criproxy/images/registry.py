@@ -22,6 +22,7 @@ from criproxy import errors
 from criproxy.app import App
 from criproxy.images import auth, hosts
 from criproxy.images.descriptor import Descriptor
+from criproxy.images.manifest import MAX_CONFIG, MAX_MANIFEST
 from criproxy.images.reference import Reference
 
 log = logging.getLogger("criproxy.images.registry")
@@ -33,8 +34,6 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 ACCEPT = ", ".join((*MANIFEST_TYPES, "*/*;q=0.8"))
-MAX_MANIFEST = 4 * 1024 * 1024
-MAX_CONFIG = 16 * 1024 * 1024
 CONNECTIONS_PER_HOST = 6
 SESSION_KEY = "images.http"
 TOKENS_KEY = "images.tokens"

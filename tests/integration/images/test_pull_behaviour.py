@@ -167,3 +167,33 @@ def test_multi_platform_index_picks_linux_amd64(
     assert f"{ref.rsplit(':', 1)[0]}@{digests['index']}" in img.repo_digests
     out = testenv.ctr("run", "--rm", ref, f"multi-{uuid.uuid4().hex[:8]}", "echo", "multi-ok", namespace=ns)
     assert out.strip() == "multi-ok"
+
+
+def test_manifest_naming_a_huge_layer_as_config_is_refused_before_reading_it(
+        testenv: Environment, tmp_path: Path, unique_name: Callable[[str], str],
+        criproxy_factory: Callable[..., CriproxyProcess]) -> None:
+    """A crafted manifest whose config descriptor is an 18 MiB layer containerd already holds: the
+    pull is refused on the descriptor's size (RESOURCE_EXHAUSTED), not after loading the layer."""
+    import json
+    import urllib.request
+
+    proc = criproxy_factory(namespace=_ns())
+    name = unique_name("bigcfg")
+    layout = with_random_layer(testenv.images["busybox"], tmp_path / "big", size=18 * 1024 * 1024)
+    ref = testenv.registry.push(layout, name, "unique")
+    _pull(proc, ref, timeout=120)              # the big layer is now in containerd's content store
+    blobs = tmp_path / "big" / "blobs" / "sha256"
+    man = json.loads((blobs / _manifest_digest(tmp_path / "big").split(":")[1]).read_bytes())
+    big = man["layers"][-1]
+    assert big["size"] > 16 * 1024 * 1024
+    evil = {**man, "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                              "digest": big["digest"], "size": big["size"]}}
+    req = urllib.request.Request(f"http://{testenv.registry_host}/v2/{name}/manifests/evil",
+                                 data=json.dumps(evil).encode(), method="PUT",
+                                 headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 201
+    with pytest.raises(grpc.RpcError) as err:
+        _pull(proc, ref.rsplit(":", 1)[0] + ":evil")
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
+    assert "limit" in (err.value.details() or "")
