@@ -14,6 +14,7 @@ from typing import Any
 from criproxy import errors
 from criproxy.app import App
 from criproxy.images.local import LocalImage
+from criproxy.oci import cgroups
 from criproxy.oci import container as oc
 from criproxy.oci.spec import (
     Option,
@@ -100,7 +101,6 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
     pod_opts = namespace_options(sandbox.config)
     devices, rules = oc.cri_devices(config.devices)
     resources = config.linux.resources
-    systemd = app.config.resolved_cgroup_driver() == "systemd"
     spec = build_spec(
         default_spec(),
         oc.with_process(oc.process_args(config, img), config.working_dir or str(img.get("WorkingDir") or ""),
@@ -114,7 +114,7 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
         oc.with_resources(resources, clamp_oom_score_adj(int(resources.oom_score_adj), app.oom_score_floor),
                           oc.swap_supported(), oc.hugetlb_supported()),
         with_sysctls(oc.container_sysctls(dict(sandbox.config.linux.sysctls), pod_opts)),
-        with_cgroups_path(oc.cgroups_path(sandbox.config.linux.cgroup_parent, container_id, systemd)),
+        with_cgroups_path(cgroups.cgroups_path(sandbox.config.linux.cgroup_parent, container_id)),
         with_annotations(oc.container_annotations(container_id, sandbox.id, config, sandbox.config,
                                                   config.image.image)),
     )

@@ -73,9 +73,8 @@ def container_record(app: App, rec: SandboxRecord, spec: dict[str, object]) -> c
 
 
 def build_spec(app: App, rec: SandboxRecord, img: LocalImage) -> dict[str, object]:
-    systemd = app.config.resolved_cgroup_driver() == "systemd"
     return pause_spec(rec.id, rec.config, img.config, rec.image, rec.netns_path, sandbox_files.files_of(rec),
-                      systemd, clamp_oom_score_adj(SANDBOX_OOM_SCORE_ADJ, app.oom_score_floor))
+                      clamp_oom_score_adj(SANDBOX_OOM_SCORE_ADJ, app.oom_score_floor))
 
 
 async def create_container(app: App, rec: SandboxRecord) -> list[mount_pb.Mount]:

@@ -28,6 +28,7 @@ from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import rpc, sandbox_events, sandbox_files, sandbox_network, sandbox_pause
 from criproxy.network import cniconf, netns, pod
+from criproxy.oci import cgroups
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import sandbox as t
@@ -41,7 +42,7 @@ def validate(app: App, request: cri.RunPodSandboxRequest) -> None:
     missing = [f for f in ("name", "uid", "namespace") if not getattr(meta, f)]
     if missing:
         raise errors.InvalidArgument(f"pod sandbox config metadata is missing {', '.join(missing)}")
-    t.handler_config(app.config, request.runtime_handler)
+    cgroups.check_parent(request.config.linux.cgroup_parent, t.systemd_cgroup(app.config, request.runtime_handler))
     ns = request.config.linux.security_context.namespace_options
     if ns.HasField("userns_options") and ns.userns_options.mode == cri.POD:
         raise errors.InvalidArgument("user namespaces for pods are not supported by this runtime "

@@ -443,14 +443,6 @@ def container_sysctls(sysctls: dict[str, str], opts: cri.NamespaceOption) -> dic
     return out
 
 
-def cgroups_path(parent: str, container_id: str, systemd: bool) -> str:
-    """cgroupfs: ``<parent>/<id>`` ("" without a parent: runc's default, like the sandbox's);
-    systemd: ``<slice>:cri-containerd:<id>`` (as containerd names them)."""
-    if systemd:
-        return f"{os.path.basename(parent) or 'system.slice'}:cri-containerd:{container_id}"
-    return f"{parent.rstrip('/')}/{container_id}" if parent else ""
-
-
 def container_annotations(container_id: str, sandbox_id: str, config: cri.ContainerConfig,
                           sandbox_config: cri.PodSandboxConfig, image_name: str) -> dict[str, str]:
     """The io.kubernetes.cri.* annotations (the shim groups a pod's containers by sandbox-id)."""

@@ -147,13 +147,25 @@ def handler_config(cfg: Config, handler: str) -> RuntimeHandler:
     raise errors.InvalidArgument(f"unknown runtime handler {handler!r} (configured: {known})")
 
 
+def systemd_cgroup(cfg: Config, handler: str) -> bool:
+    """Whether runc places this handler's containers with its systemd cgroup driver.
+
+    The handler's own ``systemd_cgroup`` wins; otherwise the configured (or detected) driver. The
+    one answer runc's options, RuntimeConfig and the cgroup-parent check all use. Raises
+    INVALID_ARGUMENT for an unknown handler.
+    """
+    rh = handler_config(cfg, handler)
+    if rh.systemd_cgroup is not None:
+        return rh.systemd_cgroup
+    return cfg.resolved_cgroup_driver() == "systemd"
+
+
 def container_runtime(cfg: Config, handler: str) -> containers_pb.Container.Runtime:
     """containers.Container.runtime: the shim name plus runc options only when any is set (as Go)."""
     rh = handler_config(cfg, handler)
     runtime = containers_pb.Container.Runtime(name=rh.runtime_type)
     opts = runc_options.Options(binary_name=rh.binary_name, root=rh.root,
-                                systemd_cgroup=bool(rh.systemd_cgroup) if rh.systemd_cgroup is not None
-                                else cfg.resolved_cgroup_driver() == "systemd")
+                                systemd_cgroup=systemd_cgroup(cfg, handler))
     if opts.ByteSize():
         runtime.options.type_url = RUNC_OPTIONS_TYPE
         runtime.options.value = opts.SerializeToString()

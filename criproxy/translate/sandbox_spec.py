@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from criproxy.oci import cgroups
 from criproxy.oci import container as oc
 from criproxy.oci import spec as oci
 from criproxy.protos import cri
@@ -30,13 +31,6 @@ class SandboxFiles:
     hosts: str
     resolv_conf: str
     shm: str
-
-
-def cgroups_path(parent: str, sandbox_id: str, systemd: bool) -> str:
-    """``<parent>/<id>`` for cgroupfs, ``<slice>:cri-containerd:<id>`` for systemd (runc's syntax)."""
-    if systemd:
-        return f"{parent or 'system.slice'}:cri-containerd:{sandbox_id}"
-    return f"{parent.rstrip('/')}/{sandbox_id}" if parent else ""
 
 
 def process_args(image_config: dict[str, Any]) -> list[str]:
@@ -114,7 +108,7 @@ def _seccomp(config: cri.PodSandboxConfig) -> oci.Option:
 
 
 def pause_spec(sandbox_id: str, config: cri.PodSandboxConfig, image_config: dict[str, Any], image: str,
-               netns: str, files: SandboxFiles, systemd_cgroup: bool, oom_score_adj: int) -> oci.Spec:
+               netns: str, files: SandboxFiles, oom_score_adj: int) -> oci.Spec:
     """The whole pause spec; ``oom_score_adj`` is already clamped by the caller."""
     cfg = image_config.get("config") or {}
     host_net = namespace_options(config).network == cri.NODE
@@ -129,7 +123,7 @@ def pause_spec(sandbox_id: str, config: cri.PodSandboxConfig, image_config: dict
         _security(config),
         _seccomp(config),
         oci.with_sysctls(dict(config.linux.sysctls)),
-        oci.with_cgroups_path(cgroups_path(config.linux.cgroup_parent, sandbox_id, systemd_cgroup)),
+        oci.with_cgroups_path(cgroups.cgroups_path(config.linux.cgroup_parent, sandbox_id)),
         oci.with_oom_score_adj(oom_score_adj),
         oci.with_annotations(sandbox_annotations(sandbox_id, config, image)),
     )

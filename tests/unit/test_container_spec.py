@@ -246,8 +246,3 @@ def test_missing_host_path_is_created(tmp_path: Path) -> None:
     assert oc.prepare_host_path(cri.Mount(container_path="/d", host_path=str(link))) == str(target)
 
 
-def test_cgroups_path() -> None:
-    assert oc.cgroups_path("/kubepods/pod1", "abc", systemd=False) == "/kubepods/pod1/abc"
-    assert oc.cgroups_path("", "abc", systemd=False) == ""
-    assert oc.cgroups_path("/kubepods.slice/kubepods-pod1.slice", "abc", systemd=True) == \
-        "kubepods-pod1.slice:cri-containerd:abc"

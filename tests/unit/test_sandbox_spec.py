@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from criproxy.protos import cri
-from criproxy.translate.sandbox_spec import SandboxFiles, cgroups_path, pause_spec, process_args
+from criproxy.translate.sandbox_spec import SandboxFiles, pause_spec, process_args
 
 FILES = SandboxFiles(hostname="/r/hostname", hosts="/r/hosts", resolv_conf="/r/resolv.conf", shm="/s/shm")
 IMAGE = {"config": {"Entrypoint": ["/pause"], "Env": ["PATH=/bin"]}}
 
 
 def _spec(cfg: cri.PodSandboxConfig, netns: str = "/run/netns/x") -> dict[str, Any]:
-    return pause_spec("sid", cfg, IMAGE, "pause:3.9", netns, FILES, False, 0)
+    return pause_spec("sid", cfg, IMAGE, "pause:3.9", netns, FILES, 0)
 
 
 def _ns(spec: dict[str, Any]) -> dict[str, str]:
@@ -50,11 +50,6 @@ def test_security_sysctls_cgroups() -> None:
     assert spec["linux"]["sysctl"] == {"net.ipv4.ip_unprivileged_port_start": "0"}
     assert spec["linux"]["cgroupsPath"] == "/kubepods/podu/sid"
     assert spec["process"]["user"]["uid"] == 65535 and spec["process"]["user"]["additionalGids"] == [5]
-
-
-def test_cgroups_path_systemd() -> None:
-    assert cgroups_path("kubepods.slice", "x", True) == "kubepods.slice:cri-containerd:x"
-    assert cgroups_path("", "x", False) == ""
 
 
 def test_process_args_default() -> None:
