@@ -4,6 +4,7 @@ capabilities, privileged, readonly rootfs, seccomp, limits and OOM — read from
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -327,6 +328,38 @@ def test_pod_sysctls_reach_containers(make_pod: object) -> None:
     cid = pod.run(container_config(pod.image, command=SLEEP))
     assert pod.sh(cid, "cat /proc/sys/kernel/shm_rmid_forced").strip() == "1"
     assert pod.sh(cid, "cat /proc/sys/net/ipv4/ip_unprivileged_port_start").strip() == "80"
+
+
+def _cgroups_of(pid: int) -> dict[str, str]:
+    """Hierarchy (controllers, or "" for v2) → cgroup path, from the host's /proc/<pid>/cgroup."""
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    return {parts[1]: parts[2] for parts in (line.split(":", 2) for line in lines)}
+
+
+def test_pause_and_container_share_the_pod_cgroup(make_pod: object) -> None:
+    """A kubelet-style cgroupfs parent (<top>/<qos>/pod<uid>): the pause process and the workload's
+    sit in <parent>/<their ID> in the same hierarchies, i.e. side by side in the pod's cgroup."""
+    import json
+    import uuid
+
+    top = f"/criproxy-test-{uuid.uuid4().hex[:8]}"
+    parent = f"{top}/burstable/pod{uuid.uuid4()}"
+    pod = make_pod("cgshare", linux=cri.LinuxPodSandboxConfig(cgroup_parent=parent))  # type: ignore[operator]
+    try:
+        cid = pod.run(container_config(pod.image, command=SLEEP))
+        sandbox = pod.rt.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=pod.id, verbose=True))
+        pause = _cgroups_of(int(json.loads(sandbox.info["info"])["pid"]))
+        status = pod.rt.ContainerStatus(cri.ContainerStatusRequest(container_id=cid, verbose=True))
+        work = _cgroups_of(int(json.loads(status.info["info"])["pid"]))
+        placed = {h for h, p in pause.items() if p == f"{parent}/{pod.id}"}
+        assert placed, f"pause is in no {parent}/<sandbox id> cgroup: {pause}"
+        assert placed == {h for h, p in work.items() if p == f"{parent}/{cid}"}, (pause, work)
+    finally:
+        pod.cleanup()
+        for h in Path("/sys/fs/cgroup").iterdir():   # the kubelet's cgroups; here the test made them
+            for d in (parent, f"{top}/burstable", top):
+                with contextlib.suppress(OSError):
+                    (h / d.lstrip("/")).rmdir()
 
 
 def test_cgroup_under_pod_parent_and_removed(make_pod: object) -> None:
