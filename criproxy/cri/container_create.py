@@ -27,7 +27,7 @@ from criproxy.cri.container_task import publish
 from criproxy.images.catalog import resolve_local
 from criproxy.images.local import LocalImage
 from criproxy.lru import LRU
-from criproxy.oci import container as oc
+from criproxy.oci import imagefiles
 from criproxy.protos import containers_pb, cri, leases_pb, mount_pb, snapshots_pb
 from criproxy.state.container import ContainerRecord
 from criproxy.state.sandbox import SandboxRecord
@@ -208,7 +208,8 @@ async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord
     undo.push_async_callback(_remove_snapshot_after, app, rec.id, prepare)
     mounts = await asyncio.shield(prepare)
     rec.mounts = mounts
-    result = container_spec(app, rec.id, rec.config, sandbox, image, oc.read_user_files(mounts))
+    files = await asyncio.to_thread(imagefiles.read_user_files, mounts)     # untrusted image content
+    result = container_spec(app, rec.id, rec.config, sandbox, image, files)
     rec.uid, rec.gid, rec.groups = result.identity.uid, result.identity.gid, result.identity.groups
     rec.stop_signal, rec.process = result.stop_signal, result.spec["process"]
     runtime = await _sandbox_runtime(app, sandbox.id)

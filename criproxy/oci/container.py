@@ -2,8 +2,9 @@
 
 Each ``with_*`` function takes the facts it needs as arguments and returns an option; none does I/O,
 so every decision (which args run, which user, which mounts, which capabilities) is unit-tested on
-its own. The few facts that need the host or the image (``/etc/passwd``, device nodes, mountinfo, a
-Localhost seccomp file) are read by the ``read_*``/``host_*`` helpers at the bottom and passed in.
+its own. The few facts that need the host (device nodes, mountinfo, a Localhost seccomp file) are
+read by the ``host_*`` helpers at the bottom and passed in; the image's ``/etc/passwd`` and
+``/etc/group`` are read by ``oci.imagefiles`` (confined to the image, off the event loop).
 
 The rules follow what kubelet expects and containerd's CRI plugin does
 (internal/cri/server/container_create_linux.go, internal/cri/opts/spec_linux*.go).
@@ -136,10 +137,17 @@ def parse_group(text: str) -> list[GroupEntry]:
 
 @dataclass(frozen=True)
 class UserFiles:
-    """The image's /etc/passwd and /etc/group (empty when the image has none)."""
+    """The image's /etc/passwd and /etc/group (empty when the image has none), parsed once when made:
+    ``oci.imagefiles`` makes it in a thread, so a large file is never parsed on the event loop."""
 
     passwd: str = ""
     group: str = ""
+    users: list[PasswdEntry] = field(init=False, repr=False)
+    groups: list[GroupEntry] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "users", parse_passwd(self.passwd))
+        object.__setattr__(self, "groups", parse_group(self.group))
 
 
 @dataclass(frozen=True)
@@ -150,13 +158,13 @@ class Identity:
 
 
 def _user_by_uid(files: UserFiles, uid: int) -> PasswdEntry | None:
-    return next((u for u in parse_passwd(files.passwd) if u.uid == uid), None)
+    return next((u for u in files.users if u.uid == uid), None)
 
 
 def _lookup_group(files: UserFiles, group: str) -> int:
     if group.isdigit():
         return int(group)
-    hit = next((g for g in parse_group(files.group) if g.name == group), None)
+    hit = next((g for g in files.groups if g.name == group), None)
     if hit is None:
         raise errors.InvalidArgument(f"group {group!r} not found in the image's /etc/group")
     return hit.gid
@@ -168,7 +176,7 @@ def _lookup_user(files: UserFiles, user: str) -> tuple[int, int, str]:
         uid = int(user)
         entry = _user_by_uid(files, uid)
         return uid, entry.gid if entry else 0, entry.name if entry else ""
-    entry = next((u for u in parse_passwd(files.passwd) if u.name == user), None)
+    entry = next((u for u in files.users if u.name == user), None)
     if entry is None:
         raise errors.InvalidArgument(f"user {user!r} not found in the image's /etc/passwd")
     return entry.uid, entry.gid, entry.name
@@ -194,7 +202,7 @@ def resolve_identity(sc: cri.LinuxContainerSecurityContext, image_user: str, fil
         gid = sc.run_as_group.value
     groups = [gid]
     if sc.supplemental_groups_policy != cri.Strict and name:
-        groups += [g.gid for g in parse_group(files.group) if name in g.members and g.name != name]
+        groups += [g.gid for g in files.groups if name in g.members and g.name != name]
     groups += list(sc.supplemental_groups)
     return Identity(uid, gid, list(dict.fromkeys(groups)))
 
@@ -610,34 +618,3 @@ def hugetlb_supported() -> bool:
         return "hugetlb" in Path("/sys/fs/cgroup/cgroup.controllers").read_text().split()
     except OSError:
         return False
-
-
-def read_user_files(mounts: list[Any]) -> UserFiles:
-    """/etc/passwd and /etc/group of a prepared snapshot without mounting it: an overlay's layers
-    are plain directories (upper first, then lowers top-down); a bind snapshot is one directory."""
-    dirs: list[str] = []
-    for m in mounts:
-        if m.type == "bind":
-            dirs.append(m.source)
-        elif m.type == "overlay":
-            opts = dict(o.split("=", 1) for o in m.options if "=" in o)
-            if "upperdir" in opts:
-                dirs.append(opts["upperdir"])
-            dirs += [d for d in opts.get("lowerdir", "").split(":") if d]
-    return UserFiles(passwd=_layered_read(dirs, "etc/passwd"), group=_layered_read(dirs, "etc/group"))
-
-
-def _layered_read(dirs: list[str], rel: str) -> str:
-    for d in dirs:
-        path = os.path.join(d, rel)
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
-        if stat.S_ISCHR(st.st_mode):        # an overlay whiteout: deleted in this layer
-            return ""
-        try:
-            return Path(path).read_text(errors="replace")
-        except OSError:
-            return ""
-    return ""

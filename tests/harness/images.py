@@ -1,7 +1,7 @@
 """Test OCI image layouts built from files on this machine (no network), cached across sessions.
 
 An image is declared as data: a list of layers, each a mapping of in-image path to an entry
-(``File``, ``Symlink``, ``Dir``, ``Whiteout``), plus an ``ImageConfig``. ``build_image`` writes each
+(``File``, ``Symlink``, ``Dir``, ``Whiteout``, ``Fifo``), plus an ``ImageConfig``. ``build_image`` writes each
 layer as a deterministic tar, adds it with ``umoci raw add-layer`` and sets the config with
 ``umoci config``. The result is cached under ``<repo>/.testenv/cache/images`` keyed by a hash of
 every input byte, so a second session reuses it and a changed input rebuilds it.
@@ -69,7 +69,14 @@ class Whiteout:
     """Deletes the path from lower layers (OCI ``.wh.`` file)."""
 
 
-Entry = File | Symlink | Dir | Whiteout
+@dataclass(frozen=True)
+class Fifo:
+    """A named pipe (tar FIFOTYPE; containerd's unpack makes it with mkfifo)."""
+
+    mode: int = 0o644
+
+
+Entry = File | Symlink | Dir | Whiteout | Fifo
 Layer = Mapping[str, Entry]
 
 
@@ -132,6 +139,8 @@ def _entry_key(path: str, e: Entry) -> list[object]:
         return [path, "l", e.target]
     if isinstance(e, Dir):
         return [path, "d", e.mode, e.uid, e.gid]
+    if isinstance(e, Fifo):
+        return [path, "p", e.mode]
     return [path, "w"]
 
 
@@ -171,6 +180,8 @@ def _layer_tar(layer: Layer) -> bytes:
                 tar.addfile(ti)
             elif isinstance(e, Dir):
                 tar.addfile(_tarinfo(p, tarfile.DIRTYPE, e.mode, e.uid, e.gid))
+            elif isinstance(e, Fifo):
+                tar.addfile(_tarinfo(p, tarfile.FIFOTYPE, e.mode))
             else:
                 head, _, base = p.rpartition("/")
                 wh = f"{head}/.wh.{base}" if head else f".wh.{base}"

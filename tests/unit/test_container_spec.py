@@ -12,7 +12,7 @@ from criproxy import errors
 from criproxy.oci import container as oc
 from criproxy.oci import seccomp
 from criproxy.oci.spec import DEFAULT_CAPS, build_spec, default_spec
-from criproxy.protos import cri, mount_pb
+from criproxy.protos import cri
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\nalice:x:1000:1001::/home/a:/bin/sh\n"
 GROUP = "root:x:0:\nwww:x:33:\nusers:x:1001:\nwheel:x:10:alice,bob\naudio:x:29:alice\nalice:x:2000:alice\n"
@@ -64,21 +64,6 @@ def test_identity(ctx: cri.LinuxContainerSecurityContext, image_user: str,
 def test_unknown_user_or_group_is_invalid(ctx: cri.LinuxContainerSecurityContext, image_user: str) -> None:
     with pytest.raises(errors.InvalidArgument):
         oc.resolve_identity(ctx, image_user, FILES)
-
-
-def test_read_user_files_from_overlay_layers(tmp_path: Path) -> None:
-    upper, top, base = tmp_path / "upper", tmp_path / "top", tmp_path / "base"
-    for d in (upper, top / "etc", base / "etc"):
-        d.mkdir(parents=True)
-    (base / "etc" / "passwd").write_text("old\n")
-    (base / "etc" / "group").write_text("g\n")
-    (top / "etc" / "passwd").write_text(PASSWD)
-    m = mount_pb.Mount(type="overlay", source="overlay",
-                       options=[f"workdir={tmp_path}/w", f"upperdir={upper}", f"lowerdir={top}:{base}"])
-    files = oc.read_user_files([m])
-    assert files.passwd == PASSWD and files.group == "g\n"
-    bind = mount_pb.Mount(type="bind", source=str(top), options=["rbind", "rw"])
-    assert oc.read_user_files([bind]).group == ""
 
 
 def test_capabilities_add_drop_all() -> None:
