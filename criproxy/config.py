@@ -65,6 +65,10 @@ class Config(BaseSettings):
     # Raise every oom_score_adj below criproxy's own to its own (containerd's restrict_oom_score_adj);
     # it happens anyway when criproxy lacks CAP_SYS_RESOURCE.
     restrict_oom_score_adj: bool = False
+    # containerd 2.x's pod sysctl defaults (pods with their own network namespace): any port may be
+    # bound (ip_unprivileged_port_start=0) and any group may ping (ping_group_range covers all groups).
+    enable_unprivileged_ports: bool = True
+    enable_unprivileged_icmp: bool = True
     sandbox_shm_size: int = 64 * 1024 * 1024
     registry_config_path: Path = Field(default_factory=_default_registry_config_path)
     pause_image: str = "registry.k8s.io/pause:3.9"

@@ -24,10 +24,9 @@ from criproxy.oci.spec import (
     default_spec,
     with_annotations,
     with_cgroups_path,
-    with_sysctls,
 )
 from criproxy.protos import cri
-from criproxy.state.sandbox import SandboxRecord, namespace_options
+from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import container as t
 
 
@@ -98,7 +97,6 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
     sc = config.linux.security_context
     ident = oc.resolve_identity(sc, str(img.get("User") or ""), files)
     opts = sc.namespace_options
-    pod_opts = namespace_options(sandbox.config)
     devices, rules = oc.cri_devices(config.devices)
     resources = config.linux.resources
     spec = build_spec(
@@ -113,7 +111,6 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
         oc.with_devices(devices, rules),
         oc.with_resources(resources, clamp_oom_score_adj(int(resources.oom_score_adj), app.oom_score_floor),
                           oc.swap_supported(), oc.hugetlb_supported()),
-        with_sysctls(oc.container_sysctls(dict(sandbox.config.linux.sysctls), pod_opts)),
         with_cgroups_path(cgroups.cgroups_path(sandbox.config.linux.cgroup_parent, container_id)),
         with_annotations(oc.container_annotations(container_id, sandbox.id, config, sandbox.config,
                                                   config.image.image)),

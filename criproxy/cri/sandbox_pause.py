@@ -20,11 +20,11 @@ from criproxy.app import App
 from criproxy.cri import sandbox_events, sandbox_files
 from criproxy.images.local import LocalImage
 from criproxy.images.pull import ensure_image
-from criproxy.oci.spec import clamp_oom_score_adj
+from criproxy.oci.spec import clamp_oom_score_adj, running_in_userns
 from criproxy.protos import containers_pb, mount_pb, snapshots_pb, tasks_pb
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import sandbox as t
-from criproxy.translate.sandbox_spec import SANDBOX_OOM_SCORE_ADJ, pause_spec
+from criproxy.translate.sandbox_spec import SANDBOX_OOM_SCORE_ADJ, pause_spec, pod_sysctls
 
 log = logging.getLogger("criproxy.sandbox.pause")
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
@@ -74,7 +74,9 @@ def container_record(app: App, rec: SandboxRecord, spec: dict[str, object]) -> c
 
 def build_spec(app: App, rec: SandboxRecord, img: LocalImage) -> dict[str, object]:
     return pause_spec(rec.id, rec.config, img.config, rec.image, rec.netns_path, sandbox_files.files_of(rec),
-                      clamp_oom_score_adj(SANDBOX_OOM_SCORE_ADJ, app.oom_score_floor))
+                      clamp_oom_score_adj(SANDBOX_OOM_SCORE_ADJ, app.oom_score_floor),
+                      pod_sysctls(rec.config, app.config.enable_unprivileged_ports,
+                                  app.config.enable_unprivileged_icmp, running_in_userns()))
 
 
 async def create_container(app: App, rec: SandboxRecord) -> list[mount_pb.Mount]:

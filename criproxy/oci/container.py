@@ -37,9 +37,6 @@ CAP_NAMES = [
 ]
 PROPAGATION = {cri.PROPAGATION_PRIVATE: "rprivate", cri.PROPAGATION_HOST_TO_CONTAINER: "rslave",
                cri.PROPAGATION_BIDIRECTIONAL: "rshared"}
-# sysctls that belong to a namespace the container may share with the host.
-NET_SYSCTL = ("net.",)
-IPC_SYSCTL = ("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
 
 
 # ---- process --------------------------------------------------------------------------------------
@@ -439,16 +436,6 @@ def with_devices(devices: list[dict[str, Any]], rules: list[dict[str, Any]]) -> 
     return opt
 
 
-def container_sysctls(sysctls: dict[str, str], opts: cri.NamespaceOption) -> dict[str, str]:
-    """The pod's sysctls minus those of namespaces shared with the host (runc refuses those)."""
-    out = {}
-    for k, v in sysctls.items():
-        if opts.network == cri.NODE and k.startswith(NET_SYSCTL):
-            continue
-        if opts.ipc == cri.NODE and k.startswith(IPC_SYSCTL):
-            continue
-        out[k] = v
-    return out
 
 
 def container_annotations(container_id: str, sandbox_id: str, config: cri.ContainerConfig,

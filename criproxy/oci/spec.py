@@ -11,6 +11,7 @@ the limits of the runtime that starts them, as they do under containerd's CRI.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -191,3 +192,14 @@ def detect_oom_score_floor(restrict: bool) -> int | None:
     except (OSError, ValueError):
         can_lower, own = False, 0
     return oom_score_floor(restrict, can_lower, own)
+
+
+@functools.cache
+def running_in_userns() -> bool:
+    """Whether criproxy itself runs in a user namespace (its uid_map is not the full identity map)."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            fields = f.read().split()
+    except OSError:
+        return False
+    return fields[:3] != ["0", "0", "4294967295"]

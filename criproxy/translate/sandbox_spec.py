@@ -3,7 +3,8 @@
 Pure: every input (paths of the pod's files, the netns, the clamp for oom_score_adj) is passed in,
 so the decisions are unit-tested without containerd. Mirrors what containerd's CRI plugin gives a
 sandbox: the image's entrypoint, the pod's hostname, the pod's own hosts/resolv.conf/hostname and
-/dev/shm, its namespaces (host network/pid/ipc or new ones), sysctls, cgroup parent, run-as user,
+/dev/shm, its namespaces (host network/pid/ipc or new ones), sysctls (with containerd 2.x's
+unprivileged ports/ICMP defaults), cgroup parent, run-as user,
 a read-only root, the lowest CPU shares and oom_score_adj -998 (clamped).
 """
 
@@ -19,6 +20,8 @@ from criproxy.protos import cri
 from criproxy.state.sandbox import namespace_options
 
 SANDBOX_OOM_SCORE_ADJ = -998
+UNPRIVILEGED_PORTS = ("net.ipv4.ip_unprivileged_port_start", "0")
+UNPRIVILEGED_ICMP = ("net.ipv4.ping_group_range", "0 2147483647")
 SANDBOX_CPU_SHARES = 2
 DEFAULT_ARGS = ["/pause"]
 
@@ -54,6 +57,21 @@ def sandbox_annotations(sandbox_id: str, config: cri.PodSandboxConfig, image: st
                     "io.kubernetes.cri.sandbox-cpu-quota": str(res.cpu_quota),
                     "io.kubernetes.cri.sandbox-cpu-shares": str(res.cpu_shares),
                     "io.kubernetes.cri.sandbox-memory": str(res.memory_limit_in_bytes)})
+    return out
+
+
+def pod_sysctls(config: cri.PodSandboxConfig, unprivileged_ports: bool, unprivileged_icmp: bool,
+                in_userns: bool) -> dict[str, str]:
+    """The pod's sysctls plus containerd 2.x's defaults for a pod with its own network namespace:
+    any port may be bound and any group may open ICMP echo sockets without a capability
+    (``enable_unprivileged_ports``/``enable_unprivileged_icmp``). The pod's own values win; the ICMP
+    default is skipped inside a user namespace, where the group range cannot cover every group."""
+    out = dict(config.linux.sysctls)
+    if namespace_options(config).network != cri.NODE:
+        if unprivileged_ports:
+            out.setdefault(*UNPRIVILEGED_PORTS)
+        if unprivileged_icmp and not in_userns:
+            out.setdefault(*UNPRIVILEGED_ICMP)
     return out
 
 
@@ -108,8 +126,10 @@ def _seccomp(config: cri.PodSandboxConfig) -> oci.Option:
 
 
 def pause_spec(sandbox_id: str, config: cri.PodSandboxConfig, image_config: dict[str, Any], image: str,
-               netns: str, files: SandboxFiles, oom_score_adj: int) -> oci.Spec:
-    """The whole pause spec; ``oom_score_adj`` is already clamped by the caller."""
+               netns: str, files: SandboxFiles, oom_score_adj: int,
+               sysctls: dict[str, str] | None = None) -> oci.Spec:
+    """The whole pause spec; ``oom_score_adj`` is already clamped by the caller and ``sysctls`` (from
+    ``pod_sysctls``; the pod's own when None) already carry the defaults."""
     cfg = image_config.get("config") or {}
     host_net = namespace_options(config).network == cri.NODE
     return oci.build_spec(
@@ -122,7 +142,7 @@ def pause_spec(sandbox_id: str, config: cri.PodSandboxConfig, image_config: dict
         *_mounts(files),
         _security(config),
         _seccomp(config),
-        oci.with_sysctls(dict(config.linux.sysctls)),
+        oci.with_sysctls(dict(config.linux.sysctls) if sysctls is None else sysctls),
         oci.with_cgroups_path(cgroups.cgroups_path(config.linux.cgroup_parent, sandbox_id)),
         oci.with_oom_score_adj(oom_score_adj),
         oci.with_annotations(sandbox_annotations(sandbox_id, config, image)),

@@ -3,7 +3,8 @@
 The built-in CRI is kept on so tests can compare criproxy against it on the same containerd
 (criproxy uses namespace ``criproxy``, the built-in CRI ``k8s.io``). It gets its own CNI conf dir,
 the session's pause image as ``sandbox_image``, ``restrict_oom_score_adj`` (root here lacks
-CAP_SYS_RESOURCE) and pod netns pinned under its state dir so cleanup finds them.
+CAP_SYS_RESOURCE), containerd 2.x's unprivileged ports/ICMP pod sysctls (off by default in 1.x; on
+in criproxy) and pod netns pinned under its state dir so cleanup finds them.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ state = "{self.state}"
 [{cri}]
   sandbox_image = "{self.sandbox_image}"
   restrict_oom_score_adj = true
+  enable_unprivileged_ports = true
+  enable_unprivileged_icmp = true
   netns_mounts_under_state_dir = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"

@@ -161,13 +161,6 @@ def test_resources() -> None:
     assert spec["process"]["oomScoreAdj"] == 500 and spec["linux"]["resources"]["devices"]
 
 
-def test_sysctls_drop_host_namespaces() -> None:
-    sysctls = {"net.ipv4.ip_forward": "1", "kernel.shmmax": "1", "kernel.domainname": "x"}
-    assert oc.container_sysctls(sysctls, cri.NamespaceOption()) == sysctls
-    assert oc.container_sysctls(sysctls, cri.NamespaceOption(network=cri.NODE, ipc=cri.NODE)) == \
-        {"kernel.domainname": "x"}
-
-
 @pytest.mark.parametrize(("ctx", "expected"), [
     (sc(), ("unconfined", "")),
     (sc(seccomp=cri.SecurityProfile(profile_type=cri.SecurityProfile.RuntimeDefault)), ("runtime/default", "")),

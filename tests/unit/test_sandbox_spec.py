@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from criproxy.protos import cri
-from criproxy.translate.sandbox_spec import SandboxFiles, pause_spec, process_args
+from criproxy.translate.sandbox_spec import SandboxFiles, pause_spec, pod_sysctls, process_args
 
 FILES = SandboxFiles(hostname="/r/hostname", hosts="/r/hosts", resolv_conf="/r/resolv.conf", shm="/s/shm")
 IMAGE = {"config": {"Entrypoint": ["/pause"], "Env": ["PATH=/bin"]}}
@@ -50,6 +50,28 @@ def test_security_sysctls_cgroups() -> None:
     assert spec["linux"]["sysctl"] == {"net.ipv4.ip_unprivileged_port_start": "0"}
     assert spec["linux"]["cgroupsPath"] == "/kubepods/podu/sid"
     assert spec["process"]["user"]["uid"] == 65535 and spec["process"]["user"]["additionalGids"] == [5]
+
+
+PORTS, PING = "net.ipv4.ip_unprivileged_port_start", "net.ipv4.ping_group_range"
+
+
+def test_pod_sysctl_defaults_of_containerd_2() -> None:
+    cfg = cri.PodSandboxConfig()
+    cfg.linux.sysctls["kernel.shm_rmid_forced"] = "1"
+    assert pod_sysctls(cfg, True, True, False) == {"kernel.shm_rmid_forced": "1", PORTS: "0",
+                                                   PING: "0 2147483647"}
+    assert pod_sysctls(cfg, False, False, False) == {"kernel.shm_rmid_forced": "1"}
+    assert pod_sysctls(cfg, True, True, True) == {"kernel.shm_rmid_forced": "1", PORTS: "0"}
+    cfg.linux.sysctls[PORTS] = "80"
+    cfg.linux.sysctls[PING] = "0 0"
+    assert pod_sysctls(cfg, True, True, False)[PORTS] == "80"                # the pod's own value wins
+    assert pod_sysctls(cfg, True, True, False)[PING] == "0 0"
+    host = cri.PodSandboxConfig()
+    host.linux.security_context.namespace_options.network = cri.NODE
+    assert pod_sysctls(host, True, True, False) == {}                       # the host's netns: untouched
+    spec = pause_spec("sid", cfg, IMAGE, "pause:3.9", "/run/netns/x", FILES, 0,
+                      pod_sysctls(cri.PodSandboxConfig(), True, True, False))
+    assert spec["linux"]["sysctl"] == {PORTS: "0", PING: "0 2147483647"}
 
 
 def test_process_args_default() -> None:

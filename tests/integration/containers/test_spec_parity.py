@@ -94,3 +94,39 @@ def test_oom_score_adj_as_asked_or_raised_to_our_own(testenv: Environment, cripr
     assert pause == (-998 if can_lower else max(-998, own))
     if not can_lower:
         assert "lacks CAP_SYS_RESOURCE" in criproxy.log.read_text()
+
+
+PORTS = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+PING = "/proc/sys/net/ipv4/ping_group_range"
+
+
+def _net_sysctls(pod: Pod, cid: str) -> list[str]:
+    return [" ".join(pod.sh(cid, f"cat {path}").split()) for path in (PORTS, PING)]
+
+
+def test_pod_sysctl_defaults_as_containerd_2(testenv: Environment, make_pod: Callable[..., Pod],
+                                            builtin_pod: Callable[..., Pod]) -> None:
+    """Unprivileged ports and ICMP for every pod with its own netns (the built-in CRI here is set to
+    2.x's defaults); a value the pod sets wins; the pod's sysctls stay on the pod, not each container."""
+    ours, theirs = make_pod("sysd"), builtin_pod("sysd")
+    c_ours, c_theirs = ours.run(command=SLEEP), theirs.run(command=SLEEP)
+    assert _net_sysctls(ours, c_ours) == _net_sysctls(theirs, c_theirs) == ["0", "0 2147483647"]
+    assert "sysctl" not in stored_spec(testenv.ctr, c_ours)["linux"]
+    own = make_pod("syso", linux=cri.LinuxPodSandboxConfig(sysctls={"net.ipv4.ip_unprivileged_port_start": "80"}))
+    c_own = own.run(command=SLEEP)
+    assert _net_sysctls(own, c_own) == ["80", "0 2147483647"]
+    assert stored_spec(testenv.ctr, own.id)["linux"]["sysctl"] == {
+        "net.ipv4.ip_unprivileged_port_start": "80", "net.ipv4.ping_group_range": "0 2147483647"}
+
+
+def test_pod_sysctl_defaults_can_be_turned_off(testenv: Environment, criproxy_factory: Any,
+                                               busybox: str) -> None:
+    proc = criproxy_factory(["--no-enable-unprivileged-ports", "--no-enable-unprivileged-icmp"])
+    with proc.client() as client:
+        pod = Pod(client, pod_config(testenv.scratch_dir("logs"), "sysoff"), busybox)
+        try:
+            cid = pod.run(container_config(busybox, command=SLEEP))
+            assert _net_sysctls(pod, cid) == ["1024", "1 0"]                # a new netns's own defaults
+            assert "sysctl" not in stored_spec(testenv.ctr, pod.id)["linux"]
+        finally:
+            pod.cleanup()
