@@ -5,6 +5,9 @@
 # docker-registry + skopeo + umoci serve test images without the internet, busybox-static and gcc
 # build those images, iproute2/iptables are used by the CNI plugins and the harness cleanup, and
 # apache2-utils gives htpasswd and openssl signs tokens and certificates for registry-auth tests.
+# containerd 1.7 and 2.1 (the test matrix, CRIPROXY_TEST_CONTAINERD) and a kubectl for the streaming
+# tests come from Debian's newer suites, unpacked beside the system packages, never over them
+# (scripts/fetch-debian-binaries.sh).
 #
 # Set CRIPROXY_FORCE_APT=1 to run apt-get even when every package is already installed.
 #
@@ -89,6 +92,15 @@ install_python_env() {
   printf '%s\n' "$want" >"$stamp"
 }
 
+install_debian_binaries() {
+  if [[ "$(id -u)" != 0 ]]; then
+    log "not root: containerd 1.7/2.1 and kubectl are not fetched (the integration tests need root anyway)" >&2
+    return
+  fi
+  bash scripts/fetch-debian-binaries.sh
+}
+
 install_system_packages
+install_debian_binaries
 install_python_env
 log "done"
