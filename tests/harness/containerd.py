@@ -2,15 +2,25 @@
 
 The built-in CRI is kept on so tests can compare criproxy against it on the same containerd
 (criproxy uses namespace ``criproxy``, the built-in CRI ``k8s.io``). It gets its own CNI conf dir,
-the session's pause image as ``sandbox_image``, ``restrict_oom_score_adj`` (root here lacks
+the session's pause image as its sandbox image, ``restrict_oom_score_adj`` (root here lacks
 CAP_SYS_RESOURCE), containerd 2.x's unprivileged ports/ICMP pod sysctls (off by default in 1.x; on
 in criproxy) and pod netns pinned under its state dir so cleanup finds them.
+
+Which containerd runs is ``CRIPROXY_TEST_CONTAINERD``: ``1.6`` (the default) is the system's own
+package; ``1.7`` and ``2.1`` are Debian's newer builds that ``scripts/fetch-debian-binaries.sh``
+unpacked under ``CRIPROXY_TESTENV_DIR``. The daemon runs with that package's ``usr/bin`` first on
+PATH, so it starts the shim of its own release (runc is the system's). 1.x reads a version 2
+config; 2.x a version 3 one, where the CRI plugin is split in ``io.containerd.cri.v1.images`` and
+``io.containerd.cri.v1.runtime`` (plus the server part, still ``io.containerd.grpc.v1.cri``) and NRI
+is on by default, so it gets its own socket and plugin dirs under the session (never the machine's).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,12 +31,51 @@ from .cni import CNI_BIN_DIR
 from .proc import Daemon, HarnessError, kill_trees, pids_with_cmdline, run, unmount_under, wait_until
 
 DEFAULT_RUNC_ROOT = "/run/containerd/runc"
+TESTENV_DIR = Path(os.environ.get("CRIPROXY_TESTENV_DIR", "/var/lib/criproxy-testenv"))
+SYSTEM_BIN_DIR = Path("/usr/bin")
+VERSIONS = ("1.6", "1.7", "2.1")
+
+
+def selected_version() -> str:
+    """The containerd release line under test (``CRIPROXY_TEST_CONTAINERD``, default 1.6)."""
+    version = os.environ.get("CRIPROXY_TEST_CONTAINERD", "1.6")
+    if version not in VERSIONS:
+        raise HarnessError(f"CRIPROXY_TEST_CONTAINERD={version!r}: expected one of {', '.join(VERSIONS)}")
+    return version
+
+
+def bin_dir(version: str) -> Path:
+    """Where that release's ``containerd``, ``ctr`` and ``containerd-shim-runc-v2`` are."""
+    if version == "1.6":
+        return SYSTEM_BIN_DIR  # Debian 12's own package
+    d = TESTENV_DIR / f"containerd-{version}" / "usr" / "bin"
+    if not (d / "containerd").is_file():
+        raise HarnessError(f"containerd {version} is not in {d.parent.parent}: run scripts/install-test-deps.sh "
+                           "(as root) to fetch it")
+    return d
+
+
+def binary_version(binary: Path) -> str:
+    """``1.7.24~ds1`` from ``containerd --version`` (the upstream part Debian's build reports)."""
+    out = run([str(binary), "--version"], timeout=30)
+    m = re.search(r"\sv?(\d+\.\d+\.\d+\S*)", out)
+    if m is None:
+        raise HarnessError(f"cannot read a version from {binary} --version: {out!r}")
+    return m.group(1)
 
 
 class Containerd:
     """containerd under ``base`` (keep ``base`` short: socket paths must stay under ~100 chars)."""
 
-    def __init__(self, base: Path, sandbox_image: str, cni_conf_dir: Path, hosts_dir: Path) -> None:
+    def __init__(self, base: Path, sandbox_image: str, cni_conf_dir: Path, hosts_dir: Path,
+                 version: str | None = None) -> None:
+        self.release = version or selected_version()
+        self.bin_dir = bin_dir(self.release)
+        self.binary = self.bin_dir / "containerd"
+        self.ctr_binary = str(self.bin_dir / "ctr")
+        self.version = binary_version(self.binary)
+        if not self.version.startswith(self.release + "."):
+            raise HarnessError(f"{self.binary} is containerd {self.version}, not {self.release}")
         self.base = base
         self.root = base / "root"
         self.state = base / "state"
@@ -36,9 +85,19 @@ class Containerd:
         self.sandbox_image = sandbox_image
         self.cni_conf_dir = cni_conf_dir
         self.hosts_dir = hosts_dir
-        self.daemon = Daemon("containerd", ["containerd", "--config", str(self.config)], self.log)
+        self.nri_socket = base / "nri.sock"
+        env = {**os.environ, "PATH": f"{self.bin_dir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
+        self.daemon = Daemon("containerd", [str(self.binary), "--config", str(self.config)], self.log, env=env)
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".", 1)[0])
 
     def config_toml(self) -> str:
+        return self._config_v3() if self.major >= 2 else self._config_v2()
+
+    def _config_v2(self) -> str:
+        """containerd 1.x: one CRI plugin ``io.containerd.grpc.v1.cri`` holds every CRI setting."""
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         return f"""version = 2
 root = "{self.root}"
@@ -85,6 +144,68 @@ state = "{self.state}"
   SystemdCgroup = false
 """
 
+    def _config_v3(self) -> str:
+        """containerd 2.x: images and runtime halves of the CRI, the server part, NRI kept private."""
+        images = "plugins.'io.containerd.cri.v1.images'"
+        runtime = "plugins.'io.containerd.cri.v1.runtime'"
+        nri_dir = self.base / "nri"
+        return f"""version = 3
+root = '{self.root}'
+state = '{self.state}'
+
+[grpc]
+  address = '{self.address}'
+
+[ttrpc]
+  address = '{self.address}.ttrpc'
+
+[debug]
+  address = ''
+  level = 'info'
+
+[metrics]
+  address = ''
+
+[{images}]
+  snapshotter = 'overlayfs'
+
+[{images}.pinned_images]
+  sandbox = '{self.sandbox_image}'
+
+[{images}.registry]
+  config_path = '{self.hosts_dir}'
+
+[{runtime}]
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+
+[{runtime}.cni]
+  bin_dirs = ['{CNI_BIN_DIR}']
+  conf_dir = '{self.cni_conf_dir}'
+  max_conf_num = 1
+
+[{runtime}.containerd]
+  default_runtime_name = 'runc'
+
+[{runtime}.containerd.runtimes.runc]
+  runtime_type = 'io.containerd.runc.v2'
+
+[{runtime}.containerd.runtimes.runc.options]
+  SystemdCgroup = false
+
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = '127.0.0.1'
+  stream_server_port = '0'
+
+[plugins.'io.containerd.transfer.v1.local']
+  config_path = '{self.hosts_dir}'
+
+[plugins.'io.containerd.nri.v1.nri']
+  socket_path = '{self.nri_socket}'
+  plugin_path = '{nri_dir / "plugins"}'
+  plugin_config_path = '{nri_dir / "conf.d"}'
+"""
+
     def start(self, timeout: float = 30.0) -> None:
         """Start and wait until ``ctr version`` answers on the private socket."""
         for d in (self.root, self.state):
@@ -101,7 +222,7 @@ state = "{self.state}"
     def _answers(self) -> bool:
         if not self.address.exists():
             return False
-        res = subprocess.run(["ctr", "-a", str(self.address), "version"], capture_output=True, timeout=10)
+        res = subprocess.run([self.ctr_binary, "-a", str(self.address), "version"], capture_output=True, timeout=10)
         return res.returncode == 0
 
     def alive(self) -> bool:
@@ -124,7 +245,7 @@ state = "{self.state}"
             check: bool = True) -> str:
         """Run ``ctr -a SOCK [-n NS] ARGS…`` and return its stdout."""
         ns = ["-n", namespace] if namespace else []
-        return run(["ctr", "-a", str(self.address), *ns, *args], timeout=timeout, check=check)
+        return run([self.ctr_binary, "-a", str(self.address), *ns, *args], timeout=timeout, check=check)
 
     def shim_pids(self) -> list[int]:
         """Shims started by this containerd (their ``-address`` argument is our socket)."""

@@ -15,6 +15,10 @@ from .cni import CNI_BIN_DIR
 from .images import REPO_ROOT
 from .proc import Daemon, HarnessError, wait_until
 
+# The harness's containerd runs runc with SystemdCgroup = false, so criproxy must use cgroupfs too:
+# left on "auto" it would pick systemd on a systemd host and no longer match what it is compared with.
+CGROUP_DRIVER = "cgroupfs"
+
 
 class CriproxyProcess:
     """One criproxy instance with its own socket, root, state and log under ``base``."""
@@ -34,7 +38,7 @@ class CriproxyProcess:
                      "--root", str(self.root), "--state", str(self.state), "--managed-containerd", "never",
                      "--cni-conf-dir", str(cni_conf_dir), "--cni-bin-dir", str(CNI_BIN_DIR),
                      "--registry-config-path", str(hosts_dir), "--pause-image", pause_image,
-                     "--log-level", "debug", *extra_args]
+                     "--log-level", "debug", "--cgroup-driver", CGROUP_DRIVER, *extra_args]
         env = {**os.environ, "CRIPROXY_NETNS_DIR": str(self.netns_dir)}
         self.daemon = Daemon("criproxy", self.argv, self.log, cwd=REPO_ROOT, env=env)
         self.start_seconds = 0.0  # how long the last start took until Version answered

@@ -159,6 +159,12 @@ class Environment:
         return self.ctrd.address
 
     @property
+    def runc_version(self) -> str:
+        """The system runc's version (every containerd of the matrix runs it)."""
+        out = run(["runc", "--version"], check=False)
+        return out.split()[2] if out.startswith("runc version ") else "?"
+
+    @property
     def registry_host(self) -> str:
         """``127.0.0.1:PORT`` of the session registry."""
         return self.registry.host

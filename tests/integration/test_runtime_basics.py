@@ -61,9 +61,16 @@ def test_network_not_ready_without_cni_config(criproxy_factory: object, tmp_path
         assert _conditions(client)["NetworkReady"].status is True  # follows the dir without a restart
 
 
-def test_runtime_config_reports_host_driver(cri: CriClient) -> None:
-    want = cri.pb.SYSTEMD if Path("/run/systemd/system").is_dir() else cri.pb.CGROUPFS
-    assert cri.runtime.RuntimeConfig(cri.pb.RuntimeConfigRequest()).linux.cgroup_driver == want
+def test_runtime_config_reports_configured_driver(cri: CriClient) -> None:
+    # The harness sets cgroupfs explicitly (its containerd runs runc with SystemdCgroup = false).
+    assert cri.runtime.RuntimeConfig(cri.pb.RuntimeConfigRequest()).linux.cgroup_driver == cri.pb.CGROUPFS
+
+
+def test_runtime_config_auto_driver_follows_host(criproxy_factory: object) -> None:
+    proc: CriproxyProcess = criproxy_factory(extra_args=["--cgroup-driver", "auto"])  # type: ignore[operator]
+    with proc.client() as client:
+        want = client.pb.SYSTEMD if Path("/run/systemd/system").is_dir() else client.pb.CGROUPFS
+        assert client.runtime.RuntimeConfig(client.pb.RuntimeConfigRequest()).linux.cgroup_driver == want
 
 
 def test_unimplemented_rpc_says_so(cri: CriClient) -> None:

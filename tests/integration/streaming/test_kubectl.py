@@ -22,6 +22,7 @@ from collections.abc import Callable
 import pytest
 
 from criproxy.protos import cri
+from tests.harness.containerd import TESTENV_DIR
 from tests.harness.proc import free_port, http_get
 from tests.integration.containers.conftest import Pod
 from tests.integration.streaming.fakeapi import FakeApiServer
@@ -29,9 +30,11 @@ from tests.integration.streaming.test_attach import TICKER
 from tests.integration.streaming.test_exec import SLEEPER
 from tests.integration.streaming.test_portforward import serving_pod
 
-# The newest kubectl installed (google-cloud-cli ships kubectl.1.NN beside a dispatcher); another one
+# The kubectl scripts/install-test-deps.sh unpacked from Debian (so a fresh machine runs these tests),
+# else the newest one installed (google-cloud-cli ships kubectl.1.NN beside a dispatcher); another one
 # can be tried with CRIPROXY_TEST_KUBECTL=/path/to/kubectl.
-KUBECTL = os.environ.get("CRIPROXY_TEST_KUBECTL") or next(
+_FETCHED = TESTENV_DIR / "kubectl" / "usr" / "bin" / "kubectl"
+KUBECTL = os.environ.get("CRIPROXY_TEST_KUBECTL") or (str(_FETCHED) if _FETCHED.is_file() else None) or next(
     (p for p in (shutil.which(f"kubectl.1.{v}") for v in range(40, 26, -1)) if p), None) or shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 TRANSPORTS = {"websocket": {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "true"},
