@@ -77,7 +77,10 @@ async def connect_containerd(cfg: Config) -> tuple[Containerd, ManagedContainerd
 
         if mode == "always" or shutil.which(cfg.containerd_binary):
             managed = ManagedContainerd(cfg)
-            address = await managed.start()
+            try:
+                address = await managed.start()
+            except RuntimeError as e:  # no binary, or one that does not say its version
+                raise StartupError(str(e)) from None
     ctrd = Containerd(str(address), cfg.namespace)
     deadline = time.monotonic() + cfg.startup_timeout
     last: Exception | None = None

@@ -3,6 +3,13 @@
 It is the embedded default of the README's run command: a host with nothing but the containerd
 package gets a working runtime. The private daemon keeps everything under criproxy's own dirs,
 has the built-in CRI plugin disabled (criproxy is the CRI here), and is stopped by PID on exit.
+
+The config file speaks the binary's own format: containerd 1.x reads ``version = 2``, 2.x reads
+``version = 3``, where the CRI is three plugins (``io.containerd.grpc.v1.cri`` plus its images and
+runtime halves) and NRI is on by default, listening on the machine-wide NRI socket; all of those are
+disabled so the private daemon never takes a system path. The child gets the binary's directory
+first on PATH: containerd finds its shim on PATH, and the shim of another containerd release (the
+system's, say) must not serve this one.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -19,13 +27,31 @@ from criproxy.config import Config
 log = logging.getLogger("criproxy.managed")
 
 
-def config_text(cfg: Config) -> str:
+# Plugins a managed containerd must not run: the built-in CRI (criproxy is the CRI) and, from 2.x
+# on, its split halves and NRI (whose socket is machine-wide).
+DISABLED_1X = ["io.containerd.grpc.v1.cri"]
+DISABLED_2X = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime",
+               "io.containerd.nri.v1.nri"]
+VERSION_TIMEOUT = 10.0  # seconds for ``containerd --version``
+_VERSION_RE = re.compile(rb"\sv?(\d+)\.(\d+)\.\d+")
+
+
+def parse_version(output: bytes) -> tuple[int, int] | None:
+    """(major, minor) from ``containerd --version`` output
+    (``containerd github.com/containerd/containerd/v2 2.1.9 …``); None when there is none."""
+    m = _VERSION_RE.search(output)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def config_text(cfg: Config, major: int = 1) -> str:
+    """The managed daemon's config in the format of containerd ``major`` (2 for 1.x, 3 for 2.x)."""
     d = cfg.containerd_dir
+    disabled = ", ".join(f'"{p}"' for p in (DISABLED_2X if major >= 2 else DISABLED_1X))
     return "\n".join([
-        "version = 2",
+        f"version = {3 if major >= 2 else 2}",
         f'root = "{cfg.root / "containerd"}"',
         f'state = "{d / "state"}"',
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+        f"disabled_plugins = [{disabled}]",
         "[grpc]",
         f'  address = "{d / "containerd.sock"}"',
         "[ttrpc]",
@@ -50,16 +76,23 @@ class ManagedContainerd:
         if binary is None:
             raise RuntimeError(f"managed containerd requested but '{self.cfg.containerd_binary}' is not on PATH "
                                "(install the containerd package)")
+        version = await binary_version(binary)
+        if version is None:
+            raise RuntimeError(f"managed containerd: cannot tell the version of {binary} "
+                               f"('{binary} --version' said nothing like 1.7.0)")
         d = self.cfg.containerd_dir
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         conf = d / "config.toml"
-        conf.write_text(config_text(self.cfg))
+        conf.write_text(config_text(self.cfg, version[0]))
+        env = {**os.environ, "PATH": os.pathsep.join([str(Path(binary).parent),
+                                                      os.environ.get("PATH", os.defpath)])}
         logf = open(d / "containerd.log", "ab")  # noqa: ASYNC230 - once at start-up, handed to the child
         self.proc = await asyncio.create_subprocess_exec(
             binary, "--config", str(conf), stdout=logf, stderr=logf, stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True)
+            start_new_session=True, env=env)
         logf.close()
-        log.info("started managed containerd pid %d on %s", self.proc.pid, self.socket)
+        log.info("started managed containerd pid %d on %s (containerd %d.%d, %s)", self.proc.pid, self.socket,
+                 *version, binary)
         return self.socket
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -74,6 +107,21 @@ class ManagedContainerd:
             proc.kill()
             await proc.wait()
         log.info("managed containerd pid %d stopped", proc.pid)
+
+
+async def binary_version(binary: str) -> tuple[int, int] | None:
+    """Ask the binary its version: one line, read after it exits (a binary that writes more than a
+    pipe holds, or hangs, is killed at the timeout and the version is unknown)."""
+    proc = await asyncio.create_subprocess_exec(binary, "--version", stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.DEVNULL,
+                                                stdin=asyncio.subprocess.DEVNULL)
+    try:
+        await asyncio.wait_for(proc.wait(), VERSION_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None
+    return parse_version(await proc.stdout.read(4096)) if proc.stdout is not None else None
 
 
 def socket_answers(path: Path) -> bool:

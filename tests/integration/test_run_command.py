@@ -24,7 +24,8 @@ def test_run_script_serves_version(testenv: Environment) -> None:
     with open(log, "wb") as out:
         proc = subprocess.Popen(["bash", str(REPO / "scripts" / "run.sh"), "--listen", str(sock),
                                  "--root", str(base / "root"), "--state", str(base / "st"),
-                                 "--managed-containerd", "always"],
+                                 "--managed-containerd", "always",
+                                 "--containerd-binary", str(testenv.ctrd.binary)],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 300  # first run installs a venv

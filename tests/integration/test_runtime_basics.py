@@ -119,7 +119,8 @@ def test_managed_containerd_lifecycle(testenv: Environment) -> None:
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "criproxy", "serve", "--managed-containerd", "always",
                                  "--listen", str(sock), "--root", str(base / "root"), "--state", str(base / "st"),
-                                 "--containerd-address", str(base / "unused.sock")],
+                                 "--containerd-address", str(base / "unused.sock"),
+                                 "--containerd-binary", str(testenv.ctrd.binary)],
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
         with CriClient(sock) as client:
@@ -129,12 +130,29 @@ def test_managed_containerd_lifecycle(testenv: Environment) -> None:
         assert m, log.read_text()
         ctrd_pid = int(m.group(1))
         assert Path(f"/proc/{ctrd_pid}").exists()
+        # The config speaks the format of the binary under test, with every CRI plugin off (2.x would
+        # migrate a version 2 file, but there disabling io.containerd.grpc.v1.cri leaves its halves on).
+        conf = (base / "st" / "containerd" / "config.toml").read_text()
+        assert conf.startswith(f"version = {3 if testenv.ctrd.major >= 2 else 2}\n"), conf
+        assert '"io.containerd.grpc.v1.cri"' in conf
+        assert Path(os.readlink(f"/proc/{ctrd_pid}/exe")) == testenv.ctrd.binary.resolve()
+        plugins = client_plugins(testenv, base / "st" / "containerd" / "containerd.sock")
+        assert not any(p.startswith(("io.containerd.grpc.v1.cri", "io.containerd.cri.v1")) and ok
+                       for p, ok in plugins.items()), plugins
     finally:
         proc.terminate()
         proc.wait(30)
     assert proc.returncode == 0, log.read_text()[-2000:]
     assert not _pid_alive(ctrd_pid), "managed containerd must stop with criproxy"
     assert not sock.exists()
+
+
+def client_plugins(testenv: Environment, address: Path) -> dict[str, bool]:
+    """``ctr plugins ls`` of the containerd at ``address``: plugin ``type.id`` -> loaded ok."""
+    out = subprocess.run([testenv.ctrd.ctr_binary, "-a", str(address), "plugins", "ls"], capture_output=True,
+                         text=True, timeout=30, check=True).stdout
+    rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
+    return {f"{r[0]}.{r[1]}": r[-1] == "ok" for r in rows if len(r) >= 3}
 
 
 def _answers(client: CriClient) -> bool:
