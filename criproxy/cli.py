@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(cfg: Config) -> int:
     from criproxy import logsetup
-    from criproxy.server import StartupError, serve
+    from criproxy.errors import StartupError
+    from criproxy.server import serve
 
     logsetup.setup(cfg.log_level, cfg.log_format)
     try:

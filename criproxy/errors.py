@@ -63,3 +63,11 @@ class Internal(CriError):
 
 class Unknown(CriError):
     """An error whose class we could not determine (containerd's UNKNOWN)."""
+
+
+class StartupError(Exception):
+    """A reason criproxy cannot start, phrased as the one line an operator should read.
+
+    Not a CriError: it never answers a call; the CLI prints it and exits 1. It lives here, with the
+    other errors, so a part below the server (the streaming server's start step) can raise it.
+    """

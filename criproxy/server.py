@@ -30,15 +30,12 @@ from criproxy.app import App
 from criproxy.config import Config
 from criproxy.containerd import Containerd
 from criproxy.containerd.managed import ManagedContainerd, socket_answers
+from criproxy.errors import StartupError
 from criproxy.grpcapi.edge import generic_handlers
 from criproxy.observability import DebugServer
 from criproxy.oci.spec import detect_oom_score_floor
 
 log = logging.getLogger("criproxy.server")
-
-
-class StartupError(Exception):
-    """A reason criproxy cannot start, phrased as the one line an operator should read."""
 
 
 def take_socket_lock(listen: Path) -> IO[str]:

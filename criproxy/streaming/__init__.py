@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from criproxy.errors import StartupError
 from criproxy.lifecycle import on_start, on_stop
 from criproxy.streaming.server import StreamingServer
 
@@ -23,9 +24,16 @@ def streaming_of(app: App) -> StreamingServer:
     """The App's streaming server, created on first use (the start step and handlers share it)."""
     server = app.parts.get(PART)
     if server is None:
-        server = app.parts[PART] = StreamingServer(app)
+        server = app.parts[PART] = StreamingServer(app, _serve)
     assert isinstance(server, StreamingServer)
     return server
+
+
+async def _serve(server: StreamingServer) -> Any:
+    """Start the HTTP side; aiohttp and the routes load here, with the first streaming URL."""
+    from criproxy.streaming import handlers
+
+    return await handlers.start(server)
 
 
 async def new_url(app: App, kind: str, request: Any) -> str:
@@ -35,8 +43,6 @@ async def new_url(app: App, kind: str, request: Any) -> str:
 @on_start(50)
 async def _bind(app: App) -> None:
     """Bind the listening socket now, so a bad or taken streaming_address stops start-up with one line."""
-    from criproxy.server import StartupError
-
     server = streaming_of(app)
     try:
         server.bind()

@@ -21,7 +21,7 @@ from criproxy.streaming import websocket
 from criproxy.streaming.attach import run_attach
 from criproxy.streaming.exec import run_exec
 from criproxy.streaming.portforward import serve_ws
-from criproxy.streaming.server import StreamingServer
+from criproxy.streaming.server import KINDS, StreamingServer
 from criproxy.streaming.streams import Options, Streams
 from criproxy.streaming.tokens import Pending
 
@@ -119,3 +119,18 @@ async def handle_portforward(request: web.Request) -> Any:
 
 
 HANDLERS = {"exec": handle_exec, "attach": handle_attach, "portforward": handle_portforward}
+
+
+async def start(server: StreamingServer) -> web.AppRunner:
+    """Serve the routes on the server's bound socket (the first streaming URL calls this)."""
+    assert server.sock is not None
+    webapp = web.Application()
+    webapp[SERVER] = server
+    for kind in KINDS:
+        webapp.router.add_route("*", f"/{kind}/{{token}}", HANDLERS[kind])
+    runner = web.AppRunner(webapp, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.SockSite(runner, server.sock)
+    await site.start()
+    log.debug("streaming server started serving on %s", server.base_url)
+    return runner

@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from criproxy import errors
@@ -49,10 +50,15 @@ def url_host(host: str) -> str:
 
 
 class StreamingServer:
-    """Tokens + the listening socket + (once needed) the aiohttp runner."""
+    """Tokens + the listening socket + (once needed) the aiohttp runner.
 
-    def __init__(self, app: App) -> None:
+    ``serve`` starts the HTTP server on the bound socket and returns its runner: the routes live in
+    ``handlers.py``, which imports this module, so they are handed in rather than imported here.
+    """
+
+    def __init__(self, app: App, serve: Callable[[StreamingServer], Awaitable[Any]]) -> None:
         self.app = app
+        self._serve = serve
         self.tokens = TokenCache(app.config.streaming_token_ttl, app.config.streaming_max_tokens)
         self.sock: socket.socket | None = None
         self.runner: Any = None
@@ -95,7 +101,7 @@ class StreamingServer:
             return
         async with self._starting:
             if self.runner is None:
-                self.runner = await _start_runner(self)
+                self.runner = await self._serve(self)
 
     async def stop(self) -> None:
         for task in list(self.sessions):
@@ -108,21 +114,3 @@ class StreamingServer:
             with contextlib.suppress(OSError):
                 self.sock.close()
             self.sock = None
-
-
-async def _start_runner(server: StreamingServer) -> Any:
-    from aiohttp import web
-    assert server.sock is not None
-
-    from criproxy.streaming import handlers
-
-    webapp = web.Application()
-    webapp[handlers.SERVER] = server
-    for kind in KINDS:
-        webapp.router.add_route("*", f"/{kind}/{{token}}", handlers.HANDLERS[kind])
-    runner = web.AppRunner(webapp, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.SockSite(runner, server.sock)
-    await site.start()
-    log.debug("streaming server started serving on %s", server.base_url)
-    return runner
