@@ -80,6 +80,8 @@ class Config(BaseSettings):
     debug_socket: Path | None = None  # metrics and traces over HTTP; default <state>/debug.sock
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    containerd_call_timeout: float = Field(default=30.0, gt=0)  # deadline of a containerd call (slow ones: more)
+    stop_timeout: float = Field(default=60.0, gt=0)   # one attempt at a pod/container stop or remove
     shutdown_grace: float = 10.0
     startup_timeout: float = 10.0
 

@@ -78,7 +78,7 @@ async def connect_containerd(cfg: Config) -> tuple[Containerd, ManagedContainerd
                 address = await managed.start()
             except RuntimeError as e:  # no binary, or one that does not say its version
                 raise StartupError(str(e)) from None
-    ctrd = Containerd(str(address), cfg.namespace)
+    ctrd = Containerd(str(address), cfg.namespace, cfg.containerd_call_timeout)
     deadline = time.monotonic() + cfg.startup_timeout
     last: Exception | None = None
     while time.monotonic() < deadline:

@@ -7,6 +7,14 @@ so no handler ever sees a foreign exception or matches on a message.
 
 Reconnects are grpc's own: the channel is tuned to retry quickly (100 ms to 1 s backoff), so when
 containerd restarts the next call after it is back succeeds without criproxy doing anything.
+
+Every call has a deadline: a hung shim (frozen, swapped out, stuck in D state) makes containerd's
+Kill/Delete/Exec wait on it for ever, and without a deadline one such call would hold a CRI call —
+and every call that joined it — until criproxy restarts. The default is the
+``containerd_call_timeout`` setting; calls known to do a lot of work get the longer deadlines of
+``SLOW_DEADLINES``; calls that wait for something to happen (``WAITS``: Tasks.Wait, the event
+subscription) have none unless the caller gives one, since waiting is their job and their callers
+bound them.
 """
 
 from __future__ import annotations
@@ -28,6 +36,27 @@ from criproxy import protos as p
 
 MAX_MESSAGE = 16 * 1024 * 1024
 Metadata = Sequence[tuple[str, str]]
+
+DEFAULT_DEADLINE = 30.0
+# (service, method) → seconds, for calls that legitimately take long: creating a task starts a
+# shim and runs runc create (hooks, a slow disk); Diff.Apply unpacks a whole layer; Commit and Remove
+# of snapshots walk a layer's files; a Content.Write stream carries a whole layer (the pull's
+# progress watchdog catches a stalled one much sooner).
+SLOW_DEADLINES: dict[tuple[str, str], float] = {
+    ("Tasks", "Create"): 120.0,
+    ("Tasks", "Start"): 60.0,
+    ("Tasks", "Exec"): 60.0,
+    ("Tasks", "Delete"): 60.0,
+    ("Diff", "Apply"): 1800.0,
+    ("Snapshots", "Commit"): 300.0,
+    ("Snapshots", "Remove"): 300.0,
+    ("Snapshots", "Usage"): 120.0,
+    ("Content", "Write"): 3600.0,
+    ("Images", "Delete"): 120.0,
+    ("Leases", "Delete"): 120.0,
+}
+# Calls whose job is to wait for an event: no deadline unless the caller passes one.
+WAITS: frozenset[tuple[str, str]] = frozenset({("Tasks", "Wait"), ("Events", "Subscribe")})
 
 _CODE_TO_ERROR: dict[grpc.StatusCode, type[errors.CriError]] = {
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
@@ -69,9 +98,16 @@ class _Method:
         self._client, self._service, self._method = client, service, method
         self._stub_attr, self._streaming = stub_attr, streaming
 
+    @property
+    def deadline(self) -> float | None:
+        """This method's deadline in seconds when the caller gives none (None: a wait, unbounded)."""
+        return self._client.deadline_for(self._service, self._method)
+
     async def __call__(self, request: Any, *, timeout: float | None = None, lease: str | None = None) -> Any:
         started = time.perf_counter()
         err: BaseException | None = None
+        if timeout is None:
+            timeout = self.deadline
         try:
             return await self._stub_attr(request, metadata=self._client.metadata(lease), timeout=timeout)
         except grpc.aio.AioRpcError as e:
@@ -91,6 +127,8 @@ class _Method:
         """Open a streaming call (server, client or bidi) with our metadata; map errors yourself
         with ``map_error`` or iterate through ``iterate``."""
         args = () if request is None else (request,)
+        if timeout is None:
+            timeout = self.deadline
         call: grpc.aio.Call = self._stub_attr(*args, metadata=self._client.metadata(lease), timeout=timeout)
         return call
 
@@ -171,9 +209,10 @@ class Containerd:
     tasks: _Service
     version: _Service
 
-    def __init__(self, address: str, namespace: str):
+    def __init__(self, address: str, namespace: str, deadline: float = DEFAULT_DEADLINE):
         self.address = address
         self.namespace = namespace
+        self.deadline = deadline
         target = address if address.startswith("unix:") else f"unix://{os.path.abspath(address)}"
         self.channel = grpc.aio.insecure_channel(target, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -186,6 +225,13 @@ class Containerd:
         self._md: tuple[tuple[str, str], ...] = (("containerd-namespace", namespace),)
         for attr, (stub_cls, pb, name) in _SERVICES.items():
             setattr(self, attr, _Service(self, name, stub_cls(self.channel), _streaming_methods(pb, name)))
+
+    def deadline_for(self, service: str, method: str) -> float | None:
+        """The deadline of a call that was given none: None for a wait, else the default or, for a
+        known-slow call, its longer one (never shorter than the default)."""
+        if (service, method) in WAITS:
+            return None
+        return max(self.deadline, SLOW_DEADLINES.get((service, method), 0.0))
 
     def metadata(self, lease: str | None = None) -> Metadata:
         if lease is None:

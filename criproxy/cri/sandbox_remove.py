@@ -1,15 +1,14 @@
 """RemovePodSandbox: stop if needed, remove the pod's containers, then every trace of the sandbox.
 
-Unknown IDs succeed. After this nothing of the pod remains: no task, container record, snapshot,
+Unknown IDs succeed. Like the stop, concurrent calls share one attempt bounded by ``stop_timeout``
+(see ``attempt``). After this nothing of the pod remains: no task, container record, snapshot,
 netns, IP allocation (CNI DEL ran at stop), /dev/shm mount or files, and its name is free again.
 """
 
 from __future__ import annotations
 
-import asyncio
-
 from criproxy.app import App
-from criproxy.cri import rpc, sandbox_events, sandbox_files, sandbox_pause, sandbox_stop
+from criproxy.cri import attempt, rpc, sandbox_events, sandbox_files, sandbox_pause, sandbox_stop
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
 
@@ -18,9 +17,9 @@ from criproxy.state.sandbox import SandboxRecord
 async def remove_pod_sandbox(app: App, request: cri.RemovePodSandboxRequest) -> cri.RemovePodSandboxResponse:
     rec = app.sandboxes.find(request.pod_sandbox_id)
     if rec is not None:
-        if rec.removing is None or rec.removing.done():
-            rec.removing = app.spawn(_remove(app, rec), f"remove-sandbox-{rec.id[:12]}")
-        await asyncio.shield(rec.removing)
+        rec.removing, rec.remove_started = attempt.join_or_start(
+            app, rec.removing, rec.remove_started, lambda: _remove(app, rec), f"remove-sandbox-{rec.id[:12]}")
+        await attempt.wait(app, rec.removing, rec.remove_started, f"removing pod sandbox {rec.id}")
     return cri.RemovePodSandboxResponse()
 
 

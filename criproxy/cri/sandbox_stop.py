@@ -1,8 +1,10 @@
 """StopPodSandbox: stop the pod's containers, then pause and the network (in parallel); idempotent.
 
 Unknown IDs succeed (the kubelet treats cleanup of a missing pod as done). Concurrent calls for one
-sandbox share one stop. The network part (CNI DEL, netns unpin) is remembered once it succeeded and
-retried by every later call until it does, so a plugin failing once does not leak an IP.
+sandbox share one stop attempt, bounded by ``stop_timeout``: a caller gets DEADLINE_EXCEEDED after
+it, and a later call replaces an attempt that overran (a frozen shim) with a fresh one. The network
+part (CNI DEL, netns unpin) is remembered once it succeeded and retried by every later call until it
+does, so a plugin failing once does not leak an IP.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from criproxy.app import App
-from criproxy.cri import rpc, sandbox_events, sandbox_files, sandbox_network, sandbox_pause
+from criproxy.cri import attempt, rpc, sandbox_events, sandbox_files, sandbox_network, sandbox_pause
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
 
@@ -25,9 +27,9 @@ async def stop_pod_sandbox(app: App, request: cri.StopPodSandboxRequest) -> cri.
 
 async def stop(app: App, rec: SandboxRecord) -> None:
     """Run (or join) the one stop of this sandbox; it survives the caller going away."""
-    if rec.stopping is None or rec.stopping.done():
-        rec.stopping = app.spawn(_stop(app, rec), f"stop-sandbox-{rec.id[:12]}")
-    await asyncio.shield(rec.stopping)
+    rec.stopping, rec.stop_started = attempt.join_or_start(
+        app, rec.stopping, rec.stop_started, lambda: _stop(app, rec), f"stop-sandbox-{rec.id[:12]}")
+    await attempt.wait(app, rec.stopping, rec.stop_started, f"stopping pod sandbox {rec.id}")
 
 
 async def _stop(app: App, rec: SandboxRecord) -> None:

@@ -123,7 +123,9 @@ class _Locked(Exception):
 async def _write_once(app: App, lease: str, ref: str, desc: Descriptor, labels: dict[str, str],
                       data: bytes | None, source: Source | None, progress: Progress | None) -> bool:
     started = time.perf_counter()
-    call: Any = _write_call(app)(metadata=app.ctrd.metadata(lease))
+    # In-memory blobs (manifests, configs) are small: the default deadline; a layer gets the long one.
+    timeout = app.ctrd.deadline if data is not None else app.ctrd.deadline_for("Content", "Write")
+    call: Any = _write_call(app)(metadata=app.ctrd.metadata(lease), timeout=timeout)
     code = "OK"
     try:
         await call.write(content_pb.WriteContentRequest(action=content_pb.STAT, ref=ref, total=desc.size,

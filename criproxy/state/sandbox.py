@@ -45,6 +45,8 @@ class SandboxRecord:
     # One in-flight StopPodSandbox / RemovePodSandbox per sandbox: concurrent callers await it.
     stopping: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)
     removing: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)
+    stop_started: float = field(default=0.0, repr=False, compare=False)     # monotonic, of ``stopping``
+    remove_started: float = field(default=0.0, repr=False, compare=False)   # monotonic, of ``removing``
 
     @property
     def ready(self) -> bool:
