@@ -79,6 +79,7 @@ def _security(config: cri.ContainerConfig, sandbox: SandboxRecord) -> list[Optio
     caps = oc.capability_set(sc.capabilities, all_caps)
     ambient = [oc.cap_name(c) for c in sc.capabilities.add_ambient_capabilities]
     return [oc.with_capabilities(caps, ambient), oc.with_paths(list(sc.masked_paths), list(sc.readonly_paths)),
+            oc.with_cgroup_namespace(oc.cgroup_unified()),
             oc.with_seccomp(oc.seccomp_profile(sc, caps)),
             oc.with_apparmor(oc.apparmor_profile(sc, oc.apparmor_enabled())),
             oc.with_no_new_privs(sc.no_new_privs), oc.with_rootfs_readonly(sc.readonly_rootfs)]

@@ -330,13 +330,33 @@ def with_privileged(all_caps: list[str], host_devices: list[dict[str, Any]]) -> 
 
 
 def with_paths(masked: list[str], readonly: list[str]) -> Option:
-    """Replace the default masked/readonly paths when the CRI config names its own."""
+    """Exactly the masked/readonly paths the CRI config names, none when it names none.
+
+    kubelet sends its default lists for procMount Default and empty lists for Unmasked; proto3 cannot
+    tell an empty list from an absent one, so empty must mean none (as in containerd's CRI) or
+    Unmasked could never work. The default spec's lists stay on the pause container only.
+    """
     def opt(spec: Spec) -> None:
-        if masked:
-            spec["linux"]["maskedPaths"] = list(masked)
-        if readonly:
-            spec["linux"]["readonlyPaths"] = list(readonly)
+        spec["linux"]["maskedPaths"] = list(masked)
+        spec["linux"]["readonlyPaths"] = list(readonly)
     return opt
+
+
+def with_cgroup_namespace(unified: bool) -> Option:
+    """A container's own cgroup namespace on a cgroup v2 (unified) host, so /sys/fs/cgroup shows its
+    own cgroup as the root; none on v1/hybrid hosts (as containerd's CRI, for compatibility).
+    Privileged containers never get one (``with_privileged`` comes after and leaves it out)."""
+    def opt(spec: Spec) -> None:
+        nss = [n for n in spec["linux"]["namespaces"] if n["type"] != "cgroup"]
+        if unified:
+            nss.append({"type": "cgroup"})
+        spec["linux"]["namespaces"] = nss
+    return opt
+
+
+def cgroup_unified() -> bool:
+    """cgroup v2 alone mounted at /sys/fs/cgroup (a hybrid host has v2 only under .../unified)."""
+    return Path("/sys/fs/cgroup/cgroup.controllers").exists()
 
 
 def with_rootfs_readonly(readonly: bool) -> Option:

@@ -93,6 +93,28 @@ def test_privileged_clears_confinement() -> None:
     assert "ro" not in sysfs["options"] and "rw" in sysfs["options"]
 
 
+KUBELET_MASKED = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                  "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                  "/sys/devices/virtual/powercap"]
+
+
+def test_masked_and_readonly_paths_exactly_as_sent() -> None:
+    spec = build_spec(default_spec(), oc.with_paths(KUBELET_MASKED, ["/proc/sys"]))
+    assert spec["linux"]["maskedPaths"] == KUBELET_MASKED and spec["linux"]["readonlyPaths"] == ["/proc/sys"]
+    unmasked = build_spec(default_spec(), oc.with_paths([], []))     # procMount Unmasked
+    assert unmasked["linux"]["maskedPaths"] == [] and unmasked["linux"]["readonlyPaths"] == []
+
+
+def test_cgroup_namespace_only_on_unified_hosts() -> None:
+    def types(spec: dict[str, Any]) -> list[str]:
+        return sorted(n["type"] for n in spec["linux"]["namespaces"])
+    v2 = build_spec(default_spec(), oc.with_cgroup_namespace(True))
+    v1 = build_spec(default_spec(), oc.with_cgroup_namespace(False))
+    assert types(v2) == sorted([*types(default_spec()), "cgroup"]) and types(v1) == types(default_spec())
+    pod = build_spec(v2, oc.with_pod_namespaces(cri.NamespaceOption(pid=cri.CONTAINER), 42))
+    assert "cgroup" in types(pod)
+
+
 @pytest.mark.parametrize(("prop", "ro", "expected"), [
     (cri.PROPAGATION_PRIVATE, False, ["rbind", "rprivate", "rw"]),
     (cri.PROPAGATION_HOST_TO_CONTAINER, True, ["rbind", "rslave", "ro"]),

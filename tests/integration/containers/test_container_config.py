@@ -273,8 +273,18 @@ def test_pid_namespace_modes(make_pod: object) -> None:
     assert int(pod.sh(host, "ls -d /proc/[0-9]* | wc -l")) > 20  # the host's processes
 
 
+# What kubelet sends for procMount Default (its defaults; criproxy masks exactly what it is sent).
+KUBELET_MASKED = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                  "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                  "/sys/devices/virtual/powercap"]
+KUBELET_READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+
 def test_masked_and_readonly_paths(pod: Pod) -> None:
-    default = pod.run(container_config(pod.image, name="d", command=SLEEP))
+    cfg = container_config(pod.image, name="d", command=SLEEP)
+    cfg.linux.security_context.masked_paths.extend(KUBELET_MASKED)
+    cfg.linux.security_context.readonly_paths.extend(KUBELET_READONLY)
+    default = pod.run(cfg)
     assert pod.sh(default, "wc -c < /proc/timer_list").strip() == "0"     # masked by /dev/null
     assert pod.exec(default, "sh", "-c", "echo 1 > /proc/sys/kernel/domainname").exit_code != 0
     cfg = container_config(pod.image, name="o", command=SLEEP)

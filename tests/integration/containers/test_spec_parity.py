@@ -130,3 +130,40 @@ def test_pod_sysctl_defaults_can_be_turned_off(testenv: Environment, criproxy_fa
             assert "sysctl" not in stored_spec(testenv.ctr, pod.id)["linux"]
         finally:
             pod.cleanup()
+
+
+def test_procmount_unmasked_means_no_masked_paths(testenv: Environment, make_pod: Callable[..., Pod],
+                                                  builtin_pod: Callable[..., Pod], ctr: Callable[..., str]) -> None:
+    """Empty masked/readonly lists (kubelet's procMount Unmasked; proto3 cannot send "explicitly
+    empty") mean none; kubelet's default lists are applied exactly."""
+    from tests.integration.containers.test_container_config import KUBELET_MASKED, KUBELET_READONLY
+
+    ours, theirs = make_pod("um"), builtin_pod("um")
+    masked = container_config(testenv.busybox_image, name="m", command=SLEEP)
+    masked.linux.security_context.masked_paths.extend(KUBELET_MASKED)
+    masked.linux.security_context.readonly_paths.extend(KUBELET_READONLY)
+    bare = container_config(testenv.busybox_image, name="u", command=SLEEP)
+    check = "head -c 1 /proc/timer_list | wc -c; grep -c ' /proc/sys ' /proc/self/mountinfo || true"
+    seen = {}
+    for name, pod in (("ours", ours), ("theirs", theirs)):
+        for kind, cfg in (("masked", masked), ("bare", bare)):
+            seen[name, kind] = pod.sh(pod.run(cfg), check).split()
+    assert seen["ours", "masked"] == seen["theirs", "masked"]
+    assert seen["ours", "bare"] == seen["theirs", "bare"]
+    assert seen["ours", "bare"] == ["1", "0"]              # timer_list readable, /proc/sys not bound read-only
+    assert seen["ours", "masked"] == ["0", "1"]
+    spec = stored_spec(ctr, ours.containers[-1])["linux"]
+    assert not spec.get("maskedPaths") and not spec.get("readonlyPaths")
+
+
+def test_namespaces_match_the_builtin_cri(testenv: Environment, make_pod: Callable[..., Pod],
+                                         builtin_pod: Callable[..., Pod], ctr: Callable[..., str]) -> None:
+    """The same namespace types (a cgroup namespace only on a cgroup v2 host) as containerd's CRI."""
+    ours, theirs = make_pod("ns"), builtin_pod("ns")
+    c_ours, c_theirs = ours.run(command=SLEEP), theirs.run(command=SLEEP)
+
+    def types(spec: dict[str, Any]) -> list[str]:
+        return sorted(n["type"] for n in spec["linux"]["namespaces"])
+    mine = types(stored_spec(ctr, c_ours))
+    assert mine == types(stored_spec(ctr, c_theirs, namespace="k8s.io"))
+    assert ("cgroup" in mine) == Path("/sys/fs/cgroup/cgroup.controllers").exists()
