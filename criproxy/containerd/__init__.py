@@ -1,5 +1,5 @@
 """Async wrapper around containerd's gRPC API (one channel, namespace header, error mapping, trace)."""
 
-from criproxy.containerd.client import Containerd, Lease
+from criproxy.containerd.client import Containerd
 
-__all__ = ["Containerd", "Lease"]
+__all__ = ["Containerd"]

@@ -19,12 +19,13 @@ bound them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -35,6 +36,7 @@ from criproxy import errors, trace
 from criproxy import protos as p
 
 MAX_MESSAGE = 16 * 1024 * 1024
+LEASE_EXPIRY = 24 * 3600      # seconds a lease outlives a criproxy that died holding it
 Metadata = Sequence[tuple[str, str]]
 
 DEFAULT_DEADLINE = 30.0
@@ -92,11 +94,11 @@ def _code_name(err: BaseException | None) -> str:
 class _Method:
     """One containerd RPC, callable as ``await m(request)`` (unary) or iterated (streaming)."""
 
-    __slots__ = ("_client", "_method", "_service", "_streaming", "_stub_attr")
+    __slots__ = ("_client", "_method", "_service", "_stub_attr")
 
-    def __init__(self, client: Containerd, service: str, method: str, stub_attr: Any, streaming: bool):
+    def __init__(self, client: Containerd, service: str, method: str, stub_attr: Any):
         self._client, self._service, self._method = client, service, method
-        self._stub_attr, self._streaming = stub_attr, streaming
+        self._stub_attr = stub_attr
 
     @property
     def deadline(self) -> float | None:
@@ -151,46 +153,31 @@ class _Method:
 class _Service:
     """Attribute access to one service's methods, each wrapped once and cached."""
 
-    def __init__(self, client: Containerd, name: str, stub: Any, streaming: set[str]):
-        self._client, self._name, self._stub, self._streaming = client, name, stub, streaming
+    def __init__(self, client: Containerd, name: str, stub: Any):
+        self._client, self._name, self._stub = client, name, stub
         self._cache: dict[str, _Method] = {}
 
     def __getattr__(self, method: str) -> _Method:
         try:
             return self._cache[method]
         except KeyError:
-            m = _Method(self._client, self._name, method, getattr(self._stub, method), method in self._streaming)
+            m = _Method(self._client, self._name, method, getattr(self._stub, method))
             self._cache[method] = m
             return m
 
 
-def _streaming_methods(grpc_module: Any, service: str) -> set[str]:
-    pb = grpc_module.DESCRIPTOR if hasattr(grpc_module, "DESCRIPTOR") else None
-    if pb is None:
-        return set()
-    svc = pb.services_by_name.get(service)
-    return {m.name for m in svc.methods if m.client_streaming or m.server_streaming} if svc else set()
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """A containerd lease criproxy holds while it builds objects (pull, container create)."""
-
-    id: str
-
-
-_SERVICES: dict[str, tuple[Callable[[grpc.aio.Channel], Any], Any, str]] = {
-    "containers": (p.containers_grpc.ContainersStub, p.containers_pb, "Containers"),
-    "content": (p.content_grpc.ContentStub, p.content_pb, "Content"),
-    "diff": (p.diff_grpc.DiffStub, p.diff_pb, "Diff"),
-    "events": (p.events_grpc.EventsStub, p.events_pb, "Events"),
-    "images": (p.images_grpc.ImagesStub, p.images_pb, "Images"),
-    "introspection": (p.introspection_grpc.IntrospectionStub, p.introspection_pb, "Introspection"),
-    "leases": (p.leases_grpc.LeasesStub, p.leases_pb, "Leases"),
-    "namespaces": (p.namespaces_grpc.NamespacesStub, p.namespaces_pb, "Namespaces"),
-    "snapshots": (p.snapshots_grpc.SnapshotsStub, p.snapshots_pb, "Snapshots"),
-    "tasks": (p.tasks_grpc.TasksStub, p.tasks_pb, "Tasks"),
-    "version": (p.version_grpc.VersionStub, p.version_pb, "Version"),
+_SERVICES: dict[str, tuple[Callable[[grpc.aio.Channel], Any], str]] = {
+    "containers": (p.containers_grpc.ContainersStub, "Containers"),
+    "content": (p.content_grpc.ContentStub, "Content"),
+    "diff": (p.diff_grpc.DiffStub, "Diff"),
+    "events": (p.events_grpc.EventsStub, "Events"),
+    "images": (p.images_grpc.ImagesStub, "Images"),
+    "introspection": (p.introspection_grpc.IntrospectionStub, "Introspection"),
+    "leases": (p.leases_grpc.LeasesStub, "Leases"),
+    "namespaces": (p.namespaces_grpc.NamespacesStub, "Namespaces"),
+    "snapshots": (p.snapshots_grpc.SnapshotsStub, "Snapshots"),
+    "tasks": (p.tasks_grpc.TasksStub, "Tasks"),
+    "version": (p.version_grpc.VersionStub, "Version"),
 }
 
 
@@ -223,8 +210,8 @@ class Containerd:
             ("grpc.enable_retries", 0),
         ])
         self._md: tuple[tuple[str, str], ...] = (("containerd-namespace", namespace),)
-        for attr, (stub_cls, pb, name) in _SERVICES.items():
-            setattr(self, attr, _Service(self, name, stub_cls(self.channel), _streaming_methods(pb, name)))
+        for attr, (stub_cls, name) in _SERVICES.items():
+            setattr(self, attr, _Service(self, name, stub_cls(self.channel)))
 
     def deadline_for(self, service: str, method: str) -> float | None:
         """The deadline of a call that was given none: None for a wait, else the default or, for a
@@ -246,22 +233,31 @@ class Containerd:
         resp = await self.version.Version(empty_pb2.Empty(), timeout=timeout)
         return str(resp.version)
 
-    @asynccontextmanager
-    async def lease(self, *, expire_hours: int = 24) -> AsyncIterator[Lease]:
-        """Hold a lease while building objects; deleted (not synced) when the block ends.
+    async def new_lease(self, purpose: str, labels: dict[str, str] | None = None) -> str:
+        """Create a lease expiring in 24 h (as containerd's Go client does) and return its ID.
 
-        Like containerd's Go client: anything written under it survives GC until a record that
-        references it (image, container) exists, and an interrupted operation is collected later.
+        Objects written under it survive GC until a record that references them (image, container)
+        exists; when criproxy dies before it deletes the lease, containerd collects them a day later.
+        ``purpose`` names it (``criproxy-<purpose>-…``) for whoever lists leases.
         """
-        lease_id = f"criproxy-{time.time_ns()}-{base64.urlsafe_b64encode(os.urandom(3)).decode()}"
+        lease_id = f"criproxy-{purpose}-{time.time_ns()}-{base64.urlsafe_b64encode(os.urandom(3)).decode()}"
         expire = timestamp_pb2.Timestamp()
-        expire.FromSeconds(int(time.time()) + expire_hours * 3600)
-        labels = {"containerd.io/gc.expire": expire.ToJsonString()}
-        await self.leases.Create(p.leases_pb.CreateRequest(id=lease_id, labels=labels))
+        expire.FromSeconds(int(time.time()) + LEASE_EXPIRY)
+        all_labels = {"containerd.io/gc.expire": expire.ToJsonString(), **(labels or {})}
+        await self.leases.Create(p.leases_pb.CreateRequest(id=lease_id, labels=all_labels))
+        return lease_id
+
+    async def drop_lease(self, lease_id: str) -> None:
+        """Delete a lease (not synced: GC collects what only it held later); shielded from the
+        caller's cancellation, and a failure only leaves it to expire."""
+        with contextlib.suppress(errors.CriError):
+            await asyncio.shield(self.leases.Delete(p.leases_pb.DeleteRequest(id=lease_id)))
+
+    @asynccontextmanager
+    async def lease(self, purpose: str, labels: dict[str, str] | None = None) -> AsyncIterator[str]:
+        """Hold a lease (``new_lease``) for the block; dropped when it ends, however it ends."""
+        lease_id = await self.new_lease(purpose, labels)
         try:
-            yield Lease(lease_id)
+            yield lease_id
         finally:
-            try:
-                await self.leases.Delete(p.leases_pb.DeleteRequest(id=lease_id))
-            except errors.NotFound:
-                pass
+            await self.drop_lease(lease_id)

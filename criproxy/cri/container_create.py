@@ -10,14 +10,11 @@ call's outcome (awaited while in flight) instead of "reserved".
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
 import time
 from collections.abc import Awaitable
-
-from google.protobuf import timestamp_pb2
 
 from criproxy import errors
 from criproxy.app import App
@@ -142,21 +139,6 @@ IMAGE_TTL_NS = 30 * 1_000_000_000
 IMAGE_CACHE_ENTRIES = 256        # references remembered at once (each entry holds a parsed config)
 
 
-async def _new_lease(app: App) -> str:
-    """A lease expiring in 24 h (so a crashed criproxy's leftovers are collected), like the Go client's."""
-    lease_id = f"criproxy-create-{time.time_ns()}-{base64.urlsafe_b64encode(os.urandom(3)).decode()}"
-    expire = timestamp_pb2.Timestamp()
-    expire.FromSeconds(int(time.time()) + 24 * 3600)
-    await app.ctrd.leases.Create(leases_pb.CreateRequest(
-        id=lease_id, labels={"containerd.io/gc.expire": expire.ToJsonString()}))
-    return lease_id
-
-
-async def _drop_lease(app: App, lease_id: str) -> None:
-    with contextlib.suppress(errors.CriError):
-        await app.ctrd.leases.Delete(leases_pb.DeleteRequest(id=lease_id))
-
-
 async def _create_lease(app: App) -> str:
     """The process's creation lease: made once and rotated every 12 h, so CreateContainer pays no
     Leases.Create; each snapshot leaves it (DeleteResource, in the background) once its container
@@ -164,7 +146,7 @@ async def _create_lease(app: App) -> str:
     held = app.parts.get(LEASE_KEY)
     now = time.time_ns()
     if held is None or now - held[1] > LEASE_ROTATE_NS:
-        lease_id = await _new_lease(app)
+        lease_id = await app.ctrd.new_lease("create")
         app.parts[LEASE_KEY] = (lease_id, now)
         if held is not None:
             app.spawn(_drop_lease_later(app, held[0]), "lease-rotate")
@@ -174,7 +156,7 @@ async def _create_lease(app: App) -> str:
 
 async def _drop_lease_later(app: App, lease_id: str) -> None:
     await asyncio.sleep(600)          # creates still running under the old lease finish first
-    await _drop_lease(app, lease_id)
+    await app.ctrd.drop_lease(lease_id)
 
 
 async def _release_snapshot(app: App, lease_id: str, key: str) -> None:

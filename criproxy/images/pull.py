@@ -15,18 +15,14 @@ references share blob downloads and layer unpacks.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import logging
-import os
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
-
-from google.protobuf import timestamp_pb2
 
 from criproxy import errors, lifecycle, trace
 from criproxy.app import App
@@ -74,7 +70,7 @@ async def ensure_unpacked(app: App, image: LocalImage) -> None:
     layers = manifest.parse_manifest(doc, str(doc.get("mediaType", ""))).layers
     diff_ids = manifest.diff_ids(image.config, len(layers))
     chains = chain_ids(diff_ids)
-    async with pull_lease(app) as lease:
+    async with app.ctrd.lease("pull", {LEASE_LABEL: "1"}) as lease:
         parent = ""
         for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True):
             await _unpack_shared(app, lease, layer, diff_id, chain, parent)
@@ -138,28 +134,13 @@ async def _watched_pull(app: App, ref: reference.Reference, creds: Credentials) 
             await asyncio.gather(work, return_exceptions=True)
 
 
-@asynccontextmanager
-async def pull_lease(app: App) -> AsyncIterator[str]:
-    """A lease (24 h expiry, like containerd's client, plus our label) deleted when the pull ends."""
-    lease_id = f"criproxy-pull-{time.time_ns()}-{base64.urlsafe_b64encode(os.urandom(3)).decode()}"
-    expire = timestamp_pb2.Timestamp()
-    expire.FromSeconds(int(time.time()) + 24 * 3600)
-    labels = {"containerd.io/gc.expire": expire.ToJsonString(), LEASE_LABEL: "1"}
-    await app.ctrd.leases.Create(leases_pb.CreateRequest(id=lease_id, labels=labels))
-    try:
-        yield lease_id
-    finally:
-        with contextlib.suppress(errors.CriError):
-            await asyncio.shield(app.ctrd.leases.Delete(leases_pb.DeleteRequest(id=lease_id)))
-
-
 async def _pull(app: App, ref: reference.Reference, creds: Credentials, progress: content.Progress) -> LocalImage:
     started = time.monotonic()
     from criproxy.images.registry import Registry  # aiohttp loads on the first pull, not at start-up
 
     reg = Registry(app, ref, creds)
     log.info("pulling %s", ref)
-    async with pull_lease(app) as lease:
+    async with app.ctrd.lease("pull", {LEASE_LABEL: "1"}) as lease:
         root, body = await reg.manifest(ref.digest or ref.tag, resolve=not ref.digest)
         trace.note(f"resolved {ref} to {root.media_type} {root.digest}")
         src = dict([manifest.source_label(ref.domain, ref.path)])

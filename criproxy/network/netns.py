@@ -101,22 +101,6 @@ def _on_thread(path: str, done: Callable[[str | None, BaseException | None], Non
     threading.Thread(target=body, name="netns-create", daemon=True).start()
 
 
-def create_sync(netns_dir: Path, path: str = "") -> str:
-    """Create and pin a fresh network namespace; returns its path (blocking)."""
-    box: list[tuple[str | None, BaseException | None]] = []
-    ev = threading.Event()
-
-    def done(res: str | None, err: BaseException | None) -> None:
-        box.append((res, err))
-        ev.set()
-    _on_thread(path or new_path(netns_dir), done)
-    ev.wait()
-    res, err = box[0]
-    if err is not None:
-        raise err
-    return res or ""
-
-
 async def create(netns_dir: Path, path: str = "") -> str:
     """Create and pin a network namespace (at ``path`` if given) without blocking the event loop."""
     loop = asyncio.get_running_loop()

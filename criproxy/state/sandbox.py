@@ -105,10 +105,6 @@ class SandboxStore:
             rec.state = state
             self.generation += 1
 
-    def touch(self) -> None:
-        """Record that a sandbox changed in a way list answers show (labels are frozen, so rare)."""
-        self.generation += 1
-
     def find(self, id_or_prefix: str) -> SandboxRecord | None:
         """The sandbox with this ID or unique ID prefix; None when there is none."""
         return find_by_prefix(self._by_id, id_or_prefix, "sandbox")
