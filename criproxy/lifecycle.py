@@ -1,8 +1,8 @@
 """Start-up and shutdown steps that feature modules register, run by server.py in order.
 
 Start steps run after containerd answers and before the readiness gate opens: that is where each
-feature recovers its cache from containerd (``cri/recover.py`` style). Stop steps run in reverse
-order after the gRPC server has drained. Registering by decorator keeps server.py free of
+feature recovers its cache from containerd (``cri/recover_sandboxes.py``, ``cri/container_recover.py``).
+Stop steps run in reverse order after the gRPC server has drained. Registering by decorator keeps server.py free of
 knowledge about individual features.
 """
 

@@ -46,7 +46,7 @@ def http_get(path: Path, target: str) -> str:
 
 
 def drive(env: Environment, rt: object, im: object, logs: Path) -> None:
-    """A static pod's life, kubelet's order (KUBELET.md), minus the polling."""
+    """A static pod's life in the order a kubelet makes the calls, minus the polling."""
     uid = str(uuid.uuid4())
     pod = cri.PodSandboxConfig(metadata=cri.PodSandboxMetadata(name="web", namespace="default", uid=uid),
                                hostname="web", log_directory=str(logs / f"default_web_{uid}"))

@@ -46,7 +46,7 @@ async def prepare_snapshot(app: App, rec: SandboxRecord) -> list[mount_pb.Mount]
     """The pause rootfs snapshot (key = sandbox ID); the image is re-ensured once if its chain is gone.
 
     No lease: the container record, created first, already names this snapshot key, and containerd's
-    GC keeps every snapshot a container references (FACTS §1), so nothing is ever collectable.
+    GC keeps every snapshot a container record names (its ``snapshot_key``), so nothing is ever collectable.
     """
     for attempt in (0, 1):
         img = await pause_image(app, refresh=attempt == 1)

@@ -13,7 +13,8 @@ what exists, in reverse):
    container's metadata extension (network.json already holds it on disk).
 
 The work runs in its own task, not the caller's: when the kubelet times out and retries with the same
-name and attempt, the retry awaits the same task and gets the same sandbox ID (KUBELET.md).
+name and attempt, the retry awaits the same task and gets the same sandbox ID
+(docs/sandboxes.md).
 """
 
 from __future__ import annotations

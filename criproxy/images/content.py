@@ -1,6 +1,6 @@
 """Writing blobs into containerd's content store through Content.Write, as containerd's client does.
 
-The protocol (CONTAINERD-FACTS §2): STAT with ref ``<kind>-<digest>``, total and expected digest;
+The protocol (docs/images.md): STAT with ref ``<kind>-<digest>``, total and expected digest;
 ALREADY_EXISTS means the blob is committed (and now also held by our lease); a locked ref means
 another writer holds it, so we back off and retry. Data goes in WRITE messages of at most 1 MiB
 with responses read by a concurrent reader, so the stream is pipelined and memory stays bounded;

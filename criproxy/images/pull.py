@@ -1,4 +1,4 @@
-"""Pulling an image into containerd the way a containerd-native pull lands it (FACTS §2).
+"""Pulling an image into containerd the way a containerd-native pull lands it (docs/images.md).
 
 Order: take a lease → resolve the reference → write the index (if any) and pick this host's
 manifest → write the manifest → download config and layers concurrently (at most MAX_DOWNLOADS

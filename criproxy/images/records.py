@@ -1,4 +1,4 @@
-"""containerd image records as the built-in CRI keeps them (FACTS §2, "CRI additions").
+"""containerd image records as the built-in CRI keeps them (docs/images.md, "the three image records").
 
 One pulled image gets up to three records sharing target and labels: the repo tag
 (``docker.io/library/busybox:latest``), the repo digest (``…/busybox@sha256:<manifest or index>``)

@@ -1,4 +1,4 @@
-"""Unpacking layers into snapshots keyed by chain ID, as containerd's unpacker does (FACTS §2).
+"""Unpacking layers into snapshots keyed by chain ID, as containerd's unpacker does (docs/images.md).
 
 Per layer: Stat(chain[i]) → present means done; else Prepare an ``extract-… <chain>`` key on the
 parent chain, Diff.Apply the compressed layer onto exactly the mounts Prepare returned, check the
