@@ -10,6 +10,8 @@ is served, and one without a handler answers UNIMPLEMENTED with its name.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -60,11 +62,20 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], name: str, err: Bas
     await context.abort(grpc.StatusCode.UNKNOWN, f"{name}: internal error: {type(err).__name__}: {err}")
 
 
+def _ended(app: App, tr: trace.Trace, code: str) -> None:
+    """Account for one finished call, unary or streamed alike: metrics, the trace ring, the debug log."""
+    app.observer.observe(tr, code, time.perf_counter() - tr.started)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("trace %s", tr.render())
+
+
+def _code(err: BaseException) -> str:
+    if isinstance(err, errors.CriError):
+        return str(status_of(err).name)
+    return "CANCELLED" if isinstance(err, asyncio.CancelledError) else "UNKNOWN"
+
+
 def _unary(app: App, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    debug = log.isEnabledFor(logging.DEBUG)
-
-    observe = app.observer.observe
-
     async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if not app.ready.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_READY)
@@ -74,25 +85,35 @@ def _unary(app: App, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return await fn(app, request)
         except Exception as err:
-            code = status_of(err).name if isinstance(err, errors.CriError) else "UNKNOWN"
+            code = _code(err)
             await _fail(context, name, err)
         finally:
             trace.current.reset(token)
-            observe(tr, code, time.perf_counter() - tr.started)
-            if debug:
-                log.debug("trace %s", tr.render())
+            _ended(app, tr, code)
     return behavior
 
 
 def _server_stream(app: App, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """As ``_unary``, for the whole stream: one trace from the request to the last message (or the
+    client going away, CANCELLED)."""
     async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         if not app.ready.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_READY)
+        tr = trace.Trace(name)
+        token = trace.current.set(tr)
+        code = "OK"
         try:
             async for item in fn(app, request):
                 yield item
-        except Exception as err:
+        except BaseException as err:
+            code = _code(err)
+            if not isinstance(err, Exception):
+                raise
             await _fail(context, name, err)
+        finally:
+            with contextlib.suppress(ValueError):   # closed from another context: nothing to restore
+                trace.current.reset(token)
+            _ended(app, tr, code)
     return behavior
 
 

@@ -31,7 +31,12 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[App, cri_grpc.RuntimeSer
     async def fails(app: App, request: cri.ContainerStatusRequest) -> cri.ContainerStatusResponse:
         raise raise_this[0]
 
-    table = {**handlers.load_all(), "ContainerStatus": fails}
+    async def fails_streaming(app: App, request: cri.StreamContainersRequest
+                              ) -> AsyncIterator[cri.StreamContainersResponse]:
+        yield cri.StreamContainersResponse()
+        raise raise_this[0]
+
+    table = {**handlers.load_all(), "ContainerStatus": fails, "StreamContainers": fails_streaming}
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(generic_handlers(app, table))
     sock = tmp_path / "edge.sock"
@@ -85,3 +90,29 @@ async def test_unregistered_method_is_unimplemented(
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await stub.CheckpointContainer(cri.CheckpointContainerRequest(container_id="x"))
     assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def _counted(app: App, method: str, code: str) -> int:
+    for _ in range(200):  # the status reaches the client before the edge's finally block has run
+        if app.observer.rpc_codes[(method, code)]:
+            break
+        await asyncio.sleep(0.005)
+    return app.observer.rpc_codes[(method, code)]
+
+
+async def test_server_streams_are_traced_and_counted_like_unary_calls(
+        served: tuple[App, cri_grpc.RuntimeServiceStub, list[Exception]]) -> None:
+    app, stub, raise_this = served
+    app.ready.set()
+    got = [m async for m in stub.StreamPodSandboxes(cri.StreamPodSandboxesRequest())]
+    assert len(got) == 1
+    assert await _counted(app, "StreamPodSandboxes", "OK") == 1
+    assert "StreamPodSandboxes" in app.observer.prometheus()
+
+    raise_this.append(errors.NotFound("gone"))
+    call = stub.StreamContainers(cri.StreamContainersRequest())
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        async for _ in call:
+            pass
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    assert await _counted(app, "StreamContainers", "NOT_FOUND") == 1
