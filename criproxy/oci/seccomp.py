@@ -1,61 +1,76 @@
-"""criproxy's RuntimeDefault seccomp profile, written here rather than copied from anywhere.
+"""criproxy's RuntimeDefault seccomp profile: an allow-list kept as data (``seccomp_default.json``).
 
-Why a deny-list (default ALLOW, listed calls fail with EPERM) and not Docker's allow-list: an
-allow-list that forgets one syscall breaks ordinary programs in ways that are hard to see (glibc
-falls back on ENOSYS, not on EPERM), while the danger a default profile is meant to remove is a short,
-well-known list: kernel modules, kexec, reboot, clock setting, keyrings, BPF and perf, ptrace and
-process_vm_*, namespace creation, mounting, swap, accounting, and obsolete calls. Calls that a
-capability legitimately unlocks (mount with CAP_SYS_ADMIN, ptrace with CAP_SYS_PTRACE …) stay allowed
-when the container holds that capability, as Docker's profile does.
+Why an allow-list (default ERRNO/EPERM, listed calls allowed): it is what containerd's CRI and Docker
+apply, so a pod gets the same confinement whichever runtime runs it, and a syscall the kernel adds
+later (io_uring was one) stays refused until someone decides it is safe. The data holds the facts:
+syscall names grouped with the conditions under which they are allowed (a capability the container
+holds or must not hold, the host architecture, a minimum kernel, argument filters such as the
+harmless ``personality`` values, the AF_VSOCK-less ``socket`` and the namespace-less ``clone``).
+
+``default_profile`` resolves those conditions for one container — its capabilities and this host's
+architecture and kernel — into the OCI ``linux.seccomp`` object, as containerd does at create time.
+Names the host's libseccomp does not know are skipped by runc, so one list serves every kernel.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
+import platform
+from importlib import resources
 from typing import Any
 
-EPERM = 1
-ENOSYS = 38
-ARCHES = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
-
-# Always refused: no capability makes these reasonable inside a pod.
-ALWAYS_DENIED = [
-    "add_key", "create_module", "get_kernel_syms", "keyctl", "kexec_file_load", "kexec_load", "nfsservctl",
-    "open_by_handle_at", "query_module", "request_key", "uselib",
-    "userfaultfd", "ustat", "vm86", "vm86old", "_sysctl", "sysfs", "fsconfig", "fsmount", "fsopen",
-    "fspick", "move_mount", "open_tree",
-]
-
-# Refused unless the container holds the capability named.
-DENIED_WITHOUT_CAP: dict[str, list[str]] = {
-    "CAP_SYS_ADMIN": ["bpf", "fanotify_init", "lookup_dcookie", "mount", "name_to_handle_at", "perf_event_open",
-                      "quotactl", "setdomainname", "sethostname", "setns", "umount", "umount2", "unshare",
-                      "pivot_root", "swapon", "swapoff", "syslog"],
-    "CAP_SYS_BOOT": ["reboot"],
-    "CAP_SYS_MODULE": ["delete_module", "init_module", "finit_module"],
-    "CAP_SYS_PTRACE": ["kcmp", "process_vm_readv", "process_vm_writev", "ptrace"],
-    "CAP_SYS_RAWIO": ["iopl", "ioperm"],
-    "CAP_SYS_TIME": ["settimeofday", "stime", "clock_settime", "clock_adjtime", "adjtimex"],
-    "CAP_SYS_NICE": ["get_mempolicy", "mbind", "set_mempolicy", "move_pages"],
-    "CAP_SYS_PACCT": ["acct"],
-}
-
-# clone() flags that create namespaces; refused without CAP_SYS_ADMIN (one rule per bit, because
-# seccomp can only compare a masked argument for equality).
-CLONE_NS_FLAGS = [0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000]
+DATA = "seccomp_default.json"
 
 
-def default_profile(capabilities: list[str]) -> dict[str, Any]:
-    """The OCI ``linux.seccomp`` object for RuntimeDefault, given the container's effective caps."""
+@functools.cache
+def profile_data() -> dict[str, Any]:
+    """The packaged rules (read once; a few kilobytes shipped with criproxy)."""
+    data: dict[str, Any] = json.loads(resources.files("criproxy.oci").joinpath(DATA).read_text())
+    return data
+
+
+def host_arch(machine: str | None = None) -> str:
+    """The profile's name for this host's architecture ("amd64", "arm64", …; "" if unknown)."""
+    machines: dict[str, str] = profile_data()["machines"]
+    return machines.get(machine if machine is not None else platform.machine(), "")
+
+
+def _kernel_at_least(release: str, wanted: str) -> bool:
+    def parts(v: str) -> tuple[int, ...]:
+        out = []
+        for p in v.split("-")[0].split(".")[:2]:
+            digits = "".join(ch for ch in p if ch.isdigit())
+            out.append(int(digits or 0))
+        return tuple(out)
+    return parts(release) >= parts(wanted)
+
+
+def _applies(when: dict[str, Any], caps: set[str], arch: str, kernel: str) -> bool:
+    if "arches" in when and arch not in when["arches"]:
+        return False
+    if arch in when.get("notArches", ()):
+        return False
+    if not set(when.get("caps", ())) <= caps:
+        return False
+    if set(when.get("notCaps", ())) & caps:
+        return False
+    return "minKernel" not in when or _kernel_at_least(kernel, when["minKernel"])
+
+
+def default_profile(capabilities: list[str], arch: str | None = None,
+                    kernel: str | None = None) -> dict[str, Any]:
+    """The OCI ``linux.seccomp`` object for RuntimeDefault, given the container's capabilities (its
+    bounding set, as containerd reads it), the host architecture and the kernel release."""
+    data = profile_data()
+    arch = host_arch() if arch is None else arch
+    kernel = platform.release() if kernel is None else kernel
     caps = set(capabilities)
-    denied = list(ALWAYS_DENIED)
-    for cap, names in DENIED_WITHOUT_CAP.items():
-        if cap not in caps:
-            denied += [n for n in names if n not in denied]
-    syscalls: list[dict[str, Any]] = [{"names": sorted(denied), "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM}]
-    if "CAP_SYS_ADMIN" not in caps:
-        syscalls += [{"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
-                      "args": [{"index": 0, "value": bit, "valueTwo": bit, "op": "SCMP_CMP_MASKED_EQ"}]}
-                     for bit in CLONE_NS_FLAGS]
-        # clone3 passes its flags in memory seccomp cannot read: ENOSYS makes libc fall back to clone.
-        syscalls.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS})
-    return {"defaultAction": "SCMP_ACT_ALLOW", "architectures": list(ARCHES), "syscalls": syscalls}
+    syscalls = []
+    for rule in data["rules"]:
+        if not _applies(rule.get("when", {}), caps, arch, kernel):
+            continue
+        syscalls.append({k: copy.deepcopy(v) for k, v in rule.items() if k != "when"})
+    return {"defaultAction": data["defaultAction"], "defaultErrnoRet": data["defaultErrnoRet"],
+            "architectures": list(data["architectures"].get(arch, [])), "syscalls": syscalls}

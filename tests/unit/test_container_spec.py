@@ -10,7 +10,6 @@ import pytest
 
 from criproxy import errors
 from criproxy.oci import container as oc
-from criproxy.oci import seccomp
 from criproxy.oci.spec import DEFAULT_CAPS, build_spec, default_spec
 from criproxy.protos import cri
 
@@ -194,17 +193,6 @@ def test_resources() -> None:
 ])
 def test_seccomp_choice(ctx: cri.LinuxContainerSecurityContext, expected: tuple[str, str]) -> None:
     assert oc.seccomp_choice(ctx) == expected
-
-
-def test_default_seccomp_profile_follows_capabilities() -> None:
-    plain = seccomp.default_profile(list(DEFAULT_CAPS))
-    denied = plain["syscalls"][0]["names"]
-    assert plain["defaultAction"] == "SCMP_ACT_ALLOW"
-    assert {"mount", "kexec_load", "ptrace", "unshare", "reboot"} <= set(denied)
-    assert any(s["names"] == ["clone3"] and s["errnoRet"] == seccomp.ENOSYS for s in plain["syscalls"])
-    admin = seccomp.default_profile([*DEFAULT_CAPS, "CAP_SYS_ADMIN"])
-    assert "mount" not in admin["syscalls"][0]["names"] and "kexec_load" in admin["syscalls"][0]["names"]
-    assert not any(s["names"] == ["clone"] for s in admin["syscalls"])
 
 
 def test_localhost_seccomp_profile(tmp_path: Path) -> None:

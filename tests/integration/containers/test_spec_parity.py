@@ -167,3 +167,116 @@ def test_namespaces_match_the_builtin_cri(testenv: Environment, make_pod: Callab
     mine = types(stored_spec(ctr, c_ours))
     assert mine == types(stored_spec(ctr, c_theirs, namespace="k8s.io"))
     assert ("cgroup" in mine) == Path("/sys/fs/cgroup/cgroup.controllers").exists()
+
+
+PROBE_C = r"""
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#ifndef SYS_io_uring_setup
+#define SYS_io_uring_setup 425
+#endif
+/* Each argument names one call to try; prints "<name> ok" or "<name> errno=<n>". */
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        long r;
+        unsigned char params[120];
+        memset(params, 0, sizeof params);
+        if (!strcmp(argv[i], "io_uring_setup")) r = syscall(SYS_io_uring_setup, 1, params);
+        else if (!strcmp(argv[i], "vsock")) r = socket(40, SOCK_STREAM, 0);
+        else if (!strcmp(argv[i], "inet")) r = socket(AF_INET, SOCK_STREAM, 0);
+        else if (!strcmp(argv[i], "unix")) r = socket(AF_UNIX, SOCK_STREAM, 0);
+        else { printf("%s unknown\n", argv[i]); continue; }
+        if (r < 0) printf("%s errno=%d\n", argv[i], errno);
+        else printf("%s ok\n", argv[i]);
+    }
+    return 0;
+}
+"""
+PROBES = ["io_uring_setup", "vsock", "inet", "unix"]
+
+
+@pytest.fixture(scope="module")
+def probe(testenv: Environment, busybox: str) -> tuple[str, dict[str, str]]:
+    """An image with a static probe binary (busybox has no applet making these calls), and what the
+    probe gets on the host itself, unconfined."""
+    from tests.harness import File, ImageConfig, build_image, busybox_layers
+    from tests.harness.proc import run
+
+    work = testenv.scratch_dir("probe")
+    (work / "probe.c").write_text(PROBE_C)
+    run(["gcc", "-static", "-O2", "-o", str(work / "probe"), str(work / "probe.c")])
+    host = _probe_results(run([str(work / "probe"), *PROBES]))
+    layout = build_image("sysprobe", "v1", {"probe": File(work / "probe", 0o755)},
+                         ImageConfig(cmd=["sleep", "1000"]), base=busybox_layers())
+    ref = testenv.push(layout)
+    with CriClient(testenv.criproxies[0].socket) as c:
+        c.image.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=ref)), timeout=120)
+    return ref, host
+
+
+def _probe_results(out: str) -> dict[str, str]:
+    return dict(line.split(" ", 1) for line in out.splitlines())
+
+
+def _seccomp_cfg(image: str, name: str, kind: int) -> cri.ContainerConfig:
+    cfg = container_config(image, name=name, command=SLEEP)
+    cfg.linux.security_context.seccomp.profile_type = kind  # type: ignore[assignment]
+    return cfg
+
+
+def test_runtime_default_seccomp_refuses_io_uring_and_vsock(make_pod: Callable[..., Pod],
+                                                             probe: tuple[str, dict[str, str]]) -> None:
+    """RuntimeDefault is an allow-list: io_uring_setup and socket(AF_VSOCK) fail with EPERM/ENOSYS;
+    ordinary sockets work; the same calls under Unconfined get what the host gets."""
+    image, host = probe
+    if host["io_uring_setup"] != "ok" or host["vsock"] != "ok":
+        pytest.skip(f"the host itself refuses these calls: {host}")
+    pod = make_pod("sec")
+    confined = pod.run(_seccomp_cfg(image, "d", cri.SecurityProfile.RuntimeDefault))
+    free = pod.run(_seccomp_cfg(image, "u", cri.SecurityProfile.Unconfined))
+    seen = _probe_results(pod.sh(confined, "/probe " + " ".join(PROBES)))
+    assert seen["io_uring_setup"] in ("errno=1", "errno=38") and seen["vsock"] in ("errno=1", "errno=38"), seen
+    assert seen["inet"] == seen["unix"] == "ok"
+    assert _probe_results(pod.sh(free, "/probe " + " ".join(PROBES))) == host
+
+
+def _unconditional(profile: dict[str, Any]) -> set[str]:
+    return {n for r in profile["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" and not r.get("args")
+            for n in r["names"]}
+
+
+def test_runtime_default_covers_what_containerd_allows(testenv: Environment, make_pod: Callable[..., Pod],
+                                                       builtin_pod: Callable[..., Pod],
+                                                       ctr: Callable[..., str]) -> None:
+    """Same shape as the built-in CRI's profile (allow-list, same architectures, personality by
+    argument, clone by flags); everything it allows outright we allow too, except io_uring (refused
+    since containerd 2.0) and socket (allowed only for families other than AF_VSOCK)."""
+    ours, theirs = make_pod("cov"), builtin_pod("cov")
+    cfg = _seccomp_cfg(testenv.busybox_image, "c", cri.SecurityProfile.RuntimeDefault)
+    mine = stored_spec(ctr, ours.run(cfg))["linux"]["seccomp"]
+    ref = stored_spec(ctr, theirs.run(cfg), namespace="k8s.io")["linux"]["seccomp"]
+    assert (mine["defaultAction"], mine["architectures"]) == (ref["defaultAction"], ref["architectures"])
+    missing = _unconditional(ref) - _unconditional(mine)
+    assert missing <= {"io_uring_setup", "io_uring_enter", "io_uring_register", "socket"}, missing
+    for name in ("personality", "clone"):
+        assert sorted(json.dumps(r["args"], sort_keys=True) for r in mine["syscalls"] if r["names"] == [name]) == \
+            sorted(json.dumps(r["args"], sort_keys=True) for r in ref["syscalls"] if r["names"] == [name]), name
+
+
+def test_ordinary_workload_runs_under_runtime_default(make_pod: Callable[..., Pod], busybox: str) -> None:
+    """Everyday busybox work (fork/exec, pipes, files, signals, sockets, chown/chmod, a local server)
+    succeeds under the allow-list, pause included."""
+    pod = make_pod("work", linux=cri.LinuxPodSandboxConfig(security_context=cri.LinuxSandboxSecurityContext(
+        seccomp=cri.SecurityProfile(profile_type=cri.SecurityProfile.RuntimeDefault))))
+    cid = pod.run(_seccomp_cfg(busybox, "w", cri.SecurityProfile.RuntimeDefault))
+    script = ("set -e; mkdir -p /tmp/w/d && cd /tmp/w && echo hi > f && chmod 600 f && chown 1000:1000 f; "
+              "ln -s f l && cat l | tr a-z A-Z | sort; tar cf t.tar f d && tar tf t.tar | wc -l; "
+              "sleep 30 & kill $!; wait $! || true; date +%Y > /dev/null; ps -o pid | wc -l > /dev/null; "
+              "httpd -p 127.0.0.1:8080 -h /tmp/w; wget -q -O - http://127.0.0.1:8080/f; "
+              "nslookup localhost 127.0.0.1 > /dev/null 2>&1 || true; echo done")
+    out = pod.sh(cid, script).split()
+    assert out == ["HI", "2", "hi", "done"], out
