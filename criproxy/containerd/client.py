@@ -34,6 +34,7 @@ from google.protobuf import empty_pb2, timestamp_pb2
 
 from criproxy import errors, trace
 from criproxy import protos as p
+from criproxy.labels import GC_EXPIRE
 
 MAX_MESSAGE = 16 * 1024 * 1024
 LEASE_EXPIRY = 24 * 3600      # seconds a lease outlives a criproxy that died holding it
@@ -243,7 +244,7 @@ class Containerd:
         lease_id = f"criproxy-{purpose}-{time.time_ns()}-{base64.urlsafe_b64encode(os.urandom(3)).decode()}"
         expire = timestamp_pb2.Timestamp()
         expire.FromSeconds(int(time.time()) + LEASE_EXPIRY)
-        all_labels = {"containerd.io/gc.expire": expire.ToJsonString(), **(labels or {})}
+        all_labels = {GC_EXPIRE: expire.ToJsonString(), **(labels or {})}
         await self.leases.Create(p.leases_pb.CreateRequest(id=lease_id, labels=all_labels))
         return lease_id
 

@@ -23,6 +23,7 @@ from criproxy.cri.container_spec import container_spec
 from criproxy.cri.container_task import publish
 from criproxy.images.catalog import resolve_local
 from criproxy.images.local import LocalImage
+from criproxy.labels import CONTAINER_METADATA
 from criproxy.lru import LRU
 from criproxy.oci import imagefiles
 from criproxy.protos import containers_pb, cri, leases_pb, mount_pb, snapshots_pb
@@ -104,7 +105,7 @@ def _containerd_container(app: App, rec: ContainerRecord, image: LocalImage, spe
                                 snapshot_key=rec.id)
     c.spec.type_url = t.SPEC_TYPE_URL
     c.spec.value = json.dumps(spec, separators=(",", ":")).encode()
-    ext = c.extensions[t.METADATA_EXTENSION]
+    ext = c.extensions[CONTAINER_METADATA]
     ext.type_url, ext.value = t.METADATA_TYPE_URL, t.metadata_json(rec)
     return c
 

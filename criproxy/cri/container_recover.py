@@ -28,6 +28,7 @@ from criproxy.cri.container_remove import remove
 from criproxy.cri.container_task import delete_task_retrying, fail_start, handle_exit, resync, stop, watch
 from criproxy.events.relay import relay_of
 from criproxy.io.container import ContainerIO, io_dir
+from criproxy.labels import CONTAINER_METADATA, KIND, KIND_CONTAINER
 from criproxy.protos import containers_pb, cri, task_types, tasks_pb
 from criproxy.state.container import ContainerRecord, ContainerStatusData
 from criproxy.translate import container as t
@@ -85,7 +86,7 @@ async def close_log_pumps(app: App) -> None:
 
 
 async def _list_ours(app: App) -> list[containers_pb.Container]:
-    flt = f'labels."{t.KIND_LABEL}"=={t.KIND_CONTAINER}'
+    flt = f'labels."{KIND}"=={KIND_CONTAINER}'
     return list((await app.ctrd.containers.List(containers_pb.ListContainersRequest(filters=[flt]))).containers)
 
 
@@ -95,7 +96,7 @@ async def _tasks(app: App) -> dict[str, Any]:
 
 
 def _load(app: App, c: containers_pb.Container) -> ContainerRecord | None:
-    ext = c.extensions.get(t.METADATA_EXTENSION)
+    ext = c.extensions.get(CONTAINER_METADATA)
     if ext is None:
         return None
     try:

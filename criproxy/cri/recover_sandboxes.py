@@ -22,13 +22,14 @@ from criproxy.app import App
 from criproxy.cri import sandbox_events, sandbox_files, sandbox_network, sandbox_pause
 from criproxy.cri.runtime_update_config import load_pod_cidr
 from criproxy.events.relay import relay_of
+from criproxy.labels import KIND, KIND_SANDBOX, SANDBOX_METADATA
 from criproxy.network import cni, netns, pod
 from criproxy.protos import containers_pb, cri, task_types, tasks_pb
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import sandbox as t
 
 log = logging.getLogger("criproxy.sandbox.recover")
-SANDBOX_FILTER = f'labels."{t.KIND_LABEL}"=={t.KIND_SANDBOX}'
+SANDBOX_FILTER = f'labels."{KIND}"=={KIND_SANDBOX}'
 
 
 @lifecycle.on_start(20)
@@ -70,7 +71,7 @@ async def relist_sandboxes(app: App) -> None:
 
 
 def record_of(c: containers_pb.Container) -> SandboxRecord | None:
-    ext = c.extensions.get(t.METADATA_EXTENSION)
+    ext = c.extensions.get(SANDBOX_METADATA)
     if ext is None:
         log.warning("sandbox container %s has no metadata extension; leaving it alone", c.id)
         return None

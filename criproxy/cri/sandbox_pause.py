@@ -20,6 +20,7 @@ from criproxy.app import App
 from criproxy.cri import sandbox_events, sandbox_files
 from criproxy.images.local import LocalImage
 from criproxy.images.pull import ensure_image
+from criproxy.labels import SANDBOX_METADATA
 from criproxy.oci.spec import clamp_oom_score_adj, running_in_userns
 from criproxy.protos import containers_pb, mount_pb, snapshots_pb, tasks_pb
 from criproxy.state.sandbox import SandboxRecord
@@ -67,7 +68,7 @@ def container_record(app: App, rec: SandboxRecord, spec: dict[str, object]) -> c
         snapshotter=app.config.snapshotter, snapshot_key=rec.id)
     c.spec.type_url = SPEC_TYPE_URL
     c.spec.value = json.dumps(spec, separators=(",", ":")).encode()
-    ext = c.extensions[t.METADATA_EXTENSION]
+    ext = c.extensions[SANDBOX_METADATA]
     ext.type_url, ext.value = t.METADATA_TYPE_URL, t.metadata_json(rec)
     return c
 
@@ -158,11 +159,11 @@ async def save_network_facts(app: App, rec: SandboxRecord) -> None:
     disk, and recovery reads it when criproxy died before this update landed.
     """
     c = containers_pb.Container(id=rec.id)
-    ext = c.extensions[t.METADATA_EXTENSION]
+    ext = c.extensions[SANDBOX_METADATA]
     ext.type_url, ext.value = t.METADATA_TYPE_URL, t.metadata_json(rec)
     try:
         await app.ctrd.containers.Update(containers_pb.UpdateContainerRequest(
-            container=c, update_mask={"paths": [f"extensions.{t.METADATA_EXTENSION}"]}))
+            container=c, update_mask={"paths": [f"extensions.{SANDBOX_METADATA}"]}))
     except errors.NotFound:
         pass   # removed meanwhile
     except errors.CriError as e:

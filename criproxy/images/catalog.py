@@ -18,7 +18,7 @@ from criproxy import errors
 from criproxy.app import App
 from criproxy.images import reference
 from criproxy.images.local import LocalImage, describe
-from criproxy.images.records import PINNED
+from criproxy.labels import IMAGE_PINNED
 from criproxy.protos import cri, images_pb
 
 log = logging.getLogger("criproxy.images.catalog")
@@ -77,7 +77,7 @@ def _user(config: dict[str, Any]) -> tuple[int | None, str]:
 def to_cri(app: App, entry: CatalogEntry) -> cri.Image:
     img = entry.image
     uid, username = _user(img.config)
-    pinned = PINNED in entry.labels or is_pause(app, img.names)
+    pinned = IMAGE_PINNED in entry.labels or is_pause(app, img.names)
     out = cri.Image(id=img.id, repo_tags=img.repo_tags, repo_digests=img.repo_digests, size=img.size,
                     username=username, spec=cri.ImageSpec(image=img.id), pinned=pinned)
     if uid is not None:

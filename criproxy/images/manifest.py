@@ -16,6 +16,7 @@ from typing import Any
 
 from criproxy import errors
 from criproxy.images.descriptor import Descriptor
+from criproxy.labels import DISTRIBUTION_SOURCE, GC_REF_CONTENT
 
 # The most criproxy reads into memory of a manifest or index and of an image config (from a registry
 # or from containerd's content store); containerd's own limits are the same order.
@@ -128,7 +129,7 @@ def child_labels(doc: dict[str, Any], media_type: str) -> dict[str, str]:
 
     index → ``m.<i>`` for each manifest (all platforms); manifest → ``config`` and ``l.<i>``.
     """
-    prefix = "containerd.io/gc.ref.content."
+    prefix = GC_REF_CONTENT
     with _well_formed("index" if media_type in INDEX_TYPES or "manifests" in doc else "manifest"):
         if media_type in INDEX_TYPES or "manifests" in doc:
             return {f"{prefix}m.{i}": str(m["digest"]) for i, m in enumerate(doc.get("manifests", []))}
@@ -139,7 +140,7 @@ def child_labels(doc: dict[str, Any], media_type: str) -> dict[str, str]:
 
 def source_label(domain: str, path: str) -> tuple[str, str]:
     """``containerd.io/distribution.source.<host without port>`` = repository path."""
-    return f"containerd.io/distribution.source.{domain.split(':')[0]}", path
+    return DISTRIBUTION_SOURCE + domain.split(":")[0], path
 
 
 def write_kind(media_type: str) -> str:

@@ -31,6 +31,7 @@ from criproxy.images.auth import Credentials, from_auth_config
 from criproxy.images.catalog import resolve_local
 from criproxy.images.descriptor import Descriptor
 from criproxy.images.local import LocalImage, chain_ids, check_size, describe, read_blob, read_json
+from criproxy.labels import GC_REF_SNAPSHOT, PULL_LEASE
 from criproxy.protos import descriptor_pb, leases_pb
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("criproxy.images.pull")
 
-LEASE_LABEL = "criproxy.io/pull"
 PULLS_KEY = "images.pulls"
 BLOBS_KEY = "images.blobs"
 CHAINS_KEY = "images.chains"
@@ -70,12 +70,12 @@ async def ensure_unpacked(app: App, image: LocalImage) -> None:
     layers = manifest.parse_manifest(doc, str(doc.get("mediaType", ""))).layers
     diff_ids = manifest.diff_ids(image.config, len(layers))
     chains = chain_ids(diff_ids)
-    async with app.ctrd.lease("pull", {LEASE_LABEL: "1"}) as lease:
+    async with app.ctrd.lease("pull", {PULL_LEASE: "1"}) as lease:
         parent = ""
         for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True):
             await _unpack_shared(app, lease, layer, diff_id, chain, parent)
             parent = chain
-        await content.update_labels(app, image.id, {f"containerd.io/gc.ref.snapshot.{snapshotter}": chains[-1]})
+        await content.update_labels(app, image.id, {GC_REF_SNAPSHOT + snapshotter: chains[-1]})
     trace.note(f"unpacked {image.id} from local content ({len(layers)} layers)")
 
 
@@ -140,7 +140,7 @@ async def _pull(app: App, ref: reference.Reference, creds: Credentials, progress
 
     reg = Registry(app, ref, creds)
     log.info("pulling %s", ref)
-    async with app.ctrd.lease("pull", {LEASE_LABEL: "1"}) as lease:
+    async with app.ctrd.lease("pull", {PULL_LEASE: "1"}) as lease:
         root, body = await reg.manifest(ref.digest or ref.tag, resolve=not ref.digest)
         trace.note(f"resolved {ref} to {root.media_type} {root.digest}")
         src = dict([manifest.source_label(ref.domain, ref.path)])
@@ -149,7 +149,7 @@ async def _pull(app: App, ref: reference.Reference, creds: Credentials, progress
         chains = await _content_and_snapshots(app, reg, lease, man, progress, src)
         if chains:
             await content.update_labels(app, man.config.digest,
-                                        {f"containerd.io/gc.ref.snapshot.{app.config.snapshotter}": chains[-1]})
+                                        {GC_REF_SNAPSHOT + app.config.snapshotter: chains[-1]})
         names = records.names_for(ref, root.digest, man.config.digest)
         await records.put_all(app, names, root, records.labels_for(is_pinned(app, ref)))
     note = f"pulled {ref} ({man.config.digest}): {progress.describe()} in {time.monotonic() - started:.2f}s"
@@ -258,7 +258,7 @@ async def _unpack_shared(app: App, lease: str, layer: Descriptor, diff_id: str, 
 @lifecycle.on_start(20)
 async def drop_stale_pull_leases(app: App) -> None:
     """Leases of pulls a killed criproxy left behind: delete them so GC collects their content."""
-    resp = await app.ctrd.leases.List(leases_pb.ListRequest(filters=[f'labels."{LEASE_LABEL}"']))
+    resp = await app.ctrd.leases.List(leases_pb.ListRequest(filters=[f'labels."{PULL_LEASE}"']))
     for lease in resp.leases:
         with contextlib.suppress(errors.NotFound):
             await app.ctrd.leases.Delete(leases_pb.DeleteRequest(id=lease.id))

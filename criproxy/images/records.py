@@ -14,10 +14,8 @@ from criproxy import errors
 from criproxy.app import App
 from criproxy.images.descriptor import Descriptor
 from criproxy.images.reference import Reference
+from criproxy.labels import IMAGE_MANAGED, IMAGE_PINNED
 from criproxy.protos import descriptor_pb, images_pb
-
-MANAGED = "io.cri-containerd.image"
-PINNED = "io.cri-containerd.pinned"
 
 
 def names_for(ref: Reference, target_digest: str, image_id: str) -> list[str]:
@@ -31,9 +29,9 @@ def names_for(ref: Reference, target_digest: str, image_id: str) -> list[str]:
 
 
 def labels_for(pinned: bool) -> dict[str, str]:
-    labels = {MANAGED: "managed"}
+    labels = {IMAGE_MANAGED: "managed"}
     if pinned:
-        labels[PINNED] = "pinned"
+        labels[IMAGE_PINNED] = "pinned"
     return labels
 
 

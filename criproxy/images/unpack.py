@@ -19,10 +19,8 @@ from criproxy import errors, trace
 from criproxy.app import App
 from criproxy.images.content import update_labels
 from criproxy.images.descriptor import Descriptor
+from criproxy.labels import SNAPSHOT_REF, UNCOMPRESSED
 from criproxy.protos import descriptor_pb, diff_pb, leases_pb, snapshots_pb
-
-SNAPSHOT_REF = "containerd.io/snapshot.ref"
-UNCOMPRESSED = "containerd.io/uncompressed"
 
 
 async def is_unpacked(app: App, snapshotter: str, chain_id: str) -> bool:

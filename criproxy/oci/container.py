@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from criproxy import errors
+from criproxy import labels as lb
 from criproxy.oci import seccomp
 from criproxy.oci.spec import DEFAULT_CAPS, Option, Spec
 from criproxy.protos import cri
@@ -463,10 +464,9 @@ def container_annotations(container_id: str, sandbox_id: str, config: cri.Contai
     """The io.kubernetes.cri.* annotations (the shim groups a pod's containers by sandbox-id)."""
     meta = sandbox_config.metadata
     return {
-        "io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.container-name": config.metadata.name,
-        "io.kubernetes.cri.sandbox-id": sandbox_id, "io.kubernetes.cri.sandbox-name": meta.name,
-        "io.kubernetes.cri.sandbox-namespace": meta.namespace, "io.kubernetes.cri.sandbox-uid": meta.uid,
-        "io.kubernetes.cri.image-name": image_name,
+        lb.CONTAINER_TYPE: "container", lb.CONTAINER_NAME: config.metadata.name,
+        lb.SANDBOX_ID_ANNOTATION: sandbox_id, lb.SANDBOX_NAME: meta.name,
+        lb.SANDBOX_NAMESPACE: meta.namespace, lb.SANDBOX_UID: meta.uid, lb.IMAGE_NAME: image_name,
     }
 
 

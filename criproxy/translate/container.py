@@ -11,13 +11,10 @@ from typing import Any
 from google.protobuf import json_format
 
 from criproxy import errors
+from criproxy.labels import KIND, KIND_CONTAINER, RESERVED_PREFIXES, SANDBOX_ID
 from criproxy.protos import cri
 from criproxy.state.container import ContainerRecord, exit_reason
 
-KIND_LABEL = "io.cri-containerd.kind"
-KIND_CONTAINER = "container"
-SANDBOX_ID_LABEL = "io.cri-containerd.sandbox-id"
-METADATA_EXTENSION = "io.cri-containerd.container.metadata"
 METADATA_TYPE_URL = "github.com/containerd/cri/pkg/store/container/Metadata"
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
@@ -33,10 +30,10 @@ def container_name(meta: cri.ContainerMetadata, pod: cri.PodSandboxMetadata) -> 
 def containerd_labels(config: cri.ContainerConfig, image_labels: dict[str, str], sandbox_id: str) -> dict[str, str]:
     """Image labels (minus containerd's own), the CRI labels over them, the kind and sandbox markers."""
     labels = {k: v for k, v in image_labels.items()
-              if not k.startswith(("containerd.io/", "io.cri-containerd")) and len(k) + len(v) <= 4096}
+              if not k.startswith(RESERVED_PREFIXES) and len(k) + len(v) <= 4096}
     labels.update(config.labels)
-    labels[KIND_LABEL] = KIND_CONTAINER
-    labels[SANDBOX_ID_LABEL] = sandbox_id
+    labels[KIND] = KIND_CONTAINER
+    labels[SANDBOX_ID] = sandbox_id
     return labels
 
 

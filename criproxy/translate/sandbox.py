@@ -14,12 +14,10 @@ from google.protobuf import json_format
 
 from criproxy import errors
 from criproxy.config import Config, RuntimeHandler
+from criproxy.labels import KIND, KIND_SANDBOX
 from criproxy.protos import containers_pb, cri, runc_options
 from criproxy.state.sandbox import SandboxRecord, namespace_options
 
-KIND_LABEL = "io.cri-containerd.kind"
-KIND_SANDBOX = "sandbox"
-METADATA_EXTENSION = "io.cri-containerd.sandbox.metadata"
 METADATA_TYPE_URL = "github.com/containerd/cri/pkg/store/sandbox/Metadata"
 # criproxy's own recovery facts beside containerd-compatible ones (Go ignores unknown JSON keys).
 CRIPROXY_KEY = "Criproxy"
@@ -61,7 +59,7 @@ def matches(rec: SandboxRecord, flt: cri.PodSandboxFilter) -> bool:
 def container_labels(config: cri.PodSandboxConfig) -> dict[str, str]:
     """containerd labels of the pause container: the pod's labels plus the kind marker."""
     labels = dict(config.labels)
-    labels[KIND_LABEL] = KIND_SANDBOX
+    labels[KIND] = KIND_SANDBOX
     return labels
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from criproxy import labels as lb
 from criproxy.oci import cgroups
 from criproxy.oci import container as oc
 from criproxy.oci import spec as oci
@@ -46,17 +47,13 @@ def process_args(image_config: dict[str, Any]) -> list[str]:
 def sandbox_annotations(sandbox_id: str, config: cri.PodSandboxConfig, image: str) -> dict[str, str]:
     """The annotations the shim and hooks read (the sandbox ID also groups a pod's shim)."""
     meta = config.metadata
-    out = {"io.kubernetes.cri.container-type": "sandbox", "io.kubernetes.cri.sandbox-id": sandbox_id,
-           "io.kubernetes.cri.sandbox-name": meta.name, "io.kubernetes.cri.sandbox-namespace": meta.namespace,
-           "io.kubernetes.cri.sandbox-uid": meta.uid,
-           "io.kubernetes.cri.sandbox-log-directory": config.log_directory,
-           "io.kubernetes.cri.podsandbox.image-name": image}
+    out = {lb.CONTAINER_TYPE: "sandbox", lb.SANDBOX_ID_ANNOTATION: sandbox_id, lb.SANDBOX_NAME: meta.name,
+           lb.SANDBOX_NAMESPACE: meta.namespace, lb.SANDBOX_UID: meta.uid,
+           lb.SANDBOX_LOG_DIRECTORY: config.log_directory, lb.SANDBOX_IMAGE_NAME: image}
     res = config.linux.resources
     if config.linux.HasField("resources"):
-        out.update({"io.kubernetes.cri.sandbox-cpu-period": str(res.cpu_period),
-                    "io.kubernetes.cri.sandbox-cpu-quota": str(res.cpu_quota),
-                    "io.kubernetes.cri.sandbox-cpu-shares": str(res.cpu_shares),
-                    "io.kubernetes.cri.sandbox-memory": str(res.memory_limit_in_bytes)})
+        out.update({lb.SANDBOX_CPU_PERIOD: str(res.cpu_period), lb.SANDBOX_CPU_QUOTA: str(res.cpu_quota),
+                    lb.SANDBOX_CPU_SHARES: str(res.cpu_shares), lb.SANDBOX_MEMORY: str(res.memory_limit_in_bytes)})
     return out
 
 

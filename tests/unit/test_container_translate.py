@@ -95,7 +95,8 @@ def test_filters() -> None:
 def test_labels_and_name() -> None:
     cfg = record().config
     labels = t.containerd_labels(cfg, {"containerd.io/x": "1", "vendor": "v", "a": "img"}, "sb1")
-    assert labels == {"vendor": "v", "a": "1", "b": "2", t.KIND_LABEL: "container", t.SANDBOX_ID_LABEL: "sb1"}
+    assert labels == {"vendor": "v", "a": "1", "b": "2", "io.cri-containerd.kind": "container",
+                      "io.cri-containerd.sandbox-id": "sb1"}
     pod = cri.PodSandboxMetadata(name="p", namespace="n", uid="u")
     assert t.container_name(cfg.metadata, pod) == "app_p_n_u_2"
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2] / "criproxy"
 # Lowest first. A module belongs to the layer of its longest matching prefix; a module may import its
 # own layer and the ones below.
 LAYERS: list[tuple[str, ...]] = [
-    ("criproxy._gen", "criproxy.protos", "criproxy.errors", "criproxy.config", "criproxy.trace",
+    ("criproxy._gen", "criproxy.protos", "criproxy.errors", "criproxy.config", "criproxy.labels", "criproxy.trace",
      "criproxy.lru", "criproxy.logsetup", "criproxy"),                 # vocabulary: no criproxy logic
     ("criproxy.translate", "criproxy.oci", "criproxy.state"),          # pure conversions and records
     ("criproxy.containerd", "criproxy.observability"),                # the containerd client; metrics
