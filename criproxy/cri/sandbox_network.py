@@ -1,5 +1,12 @@
 """Setting a pod's network up and tearing it down: pinned netns, CNI ADD/DEL, the on-disk record.
 
+A pod gets two networks, as in containerd's CRI: the conflist's (interface ``eth0``, the pod's IPs)
+and the loopback network (``cni.LOOPBACK``, interface ``lo``), which brings ``lo`` up whatever the
+user's conflist holds — containers of one pod talk over 127.0.0.1 and port-forward dials it. Both
+ADDs run side by side (go-cni attaches networks concurrently); DEL runs loopback's then the
+conflist's, every one even if another failed. A conflist that lists ``loopback`` itself is fine:
+the plugin only sets ``lo`` up (or down) and does so again.
+
 The record (``network.json`` in the sandbox dir) is written before ADD and after it, so DEL can run
 after any crash with the same conflist and the cached result; teardown marks it torn down only when
 DEL succeeded, which is how StopPodSandbox keeps retrying DEL until it works.
@@ -7,7 +14,9 @@ DEL succeeded, which is how StopPodSandbox keeps retrying DEL until it works.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import logging
 from typing import Any
 
@@ -46,18 +55,33 @@ def plan(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig) -> pod.Networ
     return st
 
 
+def loopback_attachment(att: cni.Attachment) -> cni.Attachment:
+    """The loopback network's inputs: the pod's, on ``lo`` (its plugin declares no capabilities)."""
+    return dataclasses.replace(att, ifname=cni.LOOPBACK_IFNAME)
+
+
 async def add(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig, st: pod.NetworkState) -> None:
-    """CNI ADD into the pod's netns; on failure DEL runs at once (ADD may have stopped half way)."""
+    """CNI ADD of the conflist and of the loopback network, side by side, into the pod's netns; on
+    any failure both are DEL'd at once (an ADD may have stopped half way)."""
     assert rec.dir is not None
     att = st.to_attachment()
+    bins = app.config.cni_bin_dirs
+    lo_att = loopback_attachment(att)
     try:
-        st.result = await cni.add(net, att, app.config.cni_bin_dirs)
+        outcome = await asyncio.gather(cni.add(net, att, bins), cni.add(cni.LOOPBACK, lo_att, bins),
+                                       return_exceptions=True)
+        failed = next((r for r in outcome if isinstance(r, BaseException)), None)
+        if failed is not None:
+            raise failed
     except BaseException as e:
-        with contextlib.suppress(cni.CniError):
-            await cni.delete(net, att, app.config.cni_bin_dirs, None)
+        for d_net, d_att in ((cni.LOOPBACK, lo_att), (net, att)):
+            with contextlib.suppress(cni.CniError):
+                await cni.delete(d_net, d_att, bins, None)
         if isinstance(e, cni.CniError):
             raise errors.Unknown(f"failed to set up pod network: {e}") from None
         raise
+    assert isinstance(outcome[0], dict)
+    st.result = outcome[0]
     pod.save(rec.dir, st)
     rec.cni_result = st.result
     ips = cni.pod_ips(st.result, att.ifname)
@@ -68,18 +92,21 @@ async def add(app: App, rec: SandboxRecord, net: cniconf.NetworkConfig, st: pod.
 DelInputs = tuple[cniconf.NetworkConfig, cni.Attachment, dict[str, Any] | None]
 
 
-def _del_inputs(app: App, rec: SandboxRecord, st: pod.NetworkState | None) -> DelInputs | None:
-    """What DEL runs with: the conflist and inputs ADD used (network.json), else today's network;
-    None when there is neither (then only the netns can be cleaned up)."""
+def _del_inputs(app: App, rec: SandboxRecord, st: pod.NetworkState | None) -> list[DelInputs]:
+    """The DELs to run, in order: loopback's, then the conflist's with the inputs ADD used
+    (network.json), else with today's network; only loopback's when there is no conflist at all."""
     if st is not None:
         net = cniconf.parse_dict(st.conflist, source=str(rec.dir))
-        return net, st.to_attachment(), st.result or rec.cni_result
+        att = st.to_attachment()
+        main: list[DelInputs] = [(net, att, st.result or rec.cni_result)]
+        return ([(cni.LOOPBACK, loopback_attachment(att), None)] if st.loopback else []) + main
+    att = pod.attachment(rec.id, rec.netns_path, rec.config, app.pod_cidr)
+    inputs: list[DelInputs] = [(cni.LOOPBACK, loopback_attachment(att), None)]
     try:
-        net = current_network(app)
+        inputs.append((current_network(app), att, rec.cni_result))
     except errors.FailedPrecondition as e:
-        log.warning("sandbox %s: no network.json and %s; only unpinning its netns", rec.id, e)
-        return None
-    return net, pod.attachment(rec.id, rec.netns_path, rec.config, app.pod_cidr), rec.cni_result
+        log.warning("sandbox %s: no network.json and %s; DEL of the loopback network only", rec.id, e)
+    return inputs
 
 
 async def teardown(app: App, rec: SandboxRecord) -> None:
@@ -87,12 +114,14 @@ async def teardown(app: App, rec: SandboxRecord) -> None:
     if rec.network_torn_down or rec.host_network:
         return
     st = pod.load(rec.dir) if rec.dir else None
-    inputs = None if st is not None and st.torn_down else _del_inputs(app, rec, st)
-    if inputs is not None:
+    first: cni.CniError | None = None
+    for net, att, cached in [] if st is not None and st.torn_down else _del_inputs(app, rec, st):
         try:
-            await cni.delete(inputs[0], inputs[1], app.config.cni_bin_dirs, inputs[2])
+            await cni.delete(net, att, app.config.cni_bin_dirs, cached)
         except cni.CniError as e:
-            raise errors.Unknown(f"failed to tear down pod network of {rec.id}: {e}") from None
+            first = first or e
+    if first is not None:
+        raise errors.Unknown(f"failed to tear down pod network of {rec.id}: {first}") from None
     netns.remove(rec.netns_path)
     rec.network_torn_down = True
     if st is not None and not st.torn_down and rec.dir is not None and rec.dir.exists():

@@ -2,9 +2,12 @@
 
 ADD runs the plugins in order, each getting the previous plugin's result as ``prevResult``; DEL runs
 them in reverse, each getting the cached result of the whole ADD (spec ≥ 0.4.0). Runtime capabilities
-(``portMappings``, ``bandwidth``, ``ipRanges``) reach only the plugins whose ``capabilities`` ask for
-them, under ``runtimeConfig``. A failing plugin's JSON error (``code``/``msg``/``details``) becomes the
-message of ``CniError``. Nothing here knows about pods: ``sandbox_network`` builds the inputs.
+(``portMappings``, ``bandwidth``, ``ipRanges``, ``dns``, ``io.kubernetes.cri.pod-annotations``) reach
+only the plugins whose ``capabilities`` ask for them, under ``runtimeConfig``. ``LOOPBACK`` is the
+network containerd's CRI attaches to every pod besides the configured one (interface ``lo``), so a
+pod's ``lo`` is up whatever the user's conflist holds. A failing plugin's JSON error
+(``code``/``msg``/``details``) becomes the message of ``CniError``. Nothing here knows about pods:
+``sandbox_network`` builds the inputs.
 """
 
 from __future__ import annotations
@@ -42,6 +45,14 @@ class Attachment:
 
     def cni_args(self) -> str:
         return ";".join(f"{k}={v}" for k, v in self.args)
+
+
+LOOPBACK_IFNAME = "lo"
+# The network go-cni's WithLoNetwork adds (containerd's CRI loads it for every pod): the host's
+# loopback plugin alone, under this name and version, run with CNI_IFNAME=lo.
+LOOPBACK = NetworkConfig(path=Path("cni-loopback"), name="cni-loopback", cni_version="0.3.1",
+                         plugins=[{"type": "loopback"}],
+                         raw={"cniVersion": "0.3.1", "name": "cni-loopback", "plugins": [{"type": "loopback"}]})
 
 
 def find_plugin(plugin_type: str, bin_dirs: list[Path]) -> Path:

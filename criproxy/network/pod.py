@@ -1,10 +1,13 @@
 """A pod's network: the CNI inputs a kubelet pod gets, and the on-disk record that makes DEL safe.
 
-``attachment`` turns a PodSandboxConfig into what the plugins see: CNI_ARGS with the K8S_* keys,
-``portMappings`` for host ports, ``bandwidth`` from the kubernetes.io bandwidth annotations and
-``ipRanges`` from UpdateRuntimeConfig's pod CIDR. ``NetworkState`` is written to the sandbox
-directory before ADD (netns path, the exact conflist) and after it (the result), and again when DEL
-succeeds, so a crash anywhere still leaves enough to tear the network down later.
+``attachment`` turns a PodSandboxConfig into what the plugins see, as containerd's CRI builds it:
+CNI_ARGS with the K8S_* keys, ``portMappings`` for host ports (left out when there are none),
+``bandwidth`` from the kubernetes.io bandwidth annotations, ``dns`` from the pod's DNS config,
+``io.kubernetes.cri.pod-annotations`` (the pod's annotations, always) and ``ipRanges`` from
+UpdateRuntimeConfig's pod CIDR. ``NetworkState`` is written to the sandbox directory before ADD
+(netns path, the exact conflist, whether the loopback network is attached too) and after it (the
+result), and again when DEL succeeds, so a crash anywhere still leaves enough to tear the network
+down later.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ IFNAME = "eth0"
 STATE_FILE = "network.json"
 INGRESS_ANNOTATION = "kubernetes.io/ingress-bandwidth"
 EGRESS_ANNOTATION = "kubernetes.io/egress-bandwidth"
+ANNOTATIONS_CAPABILITY = "io.kubernetes.cri.pod-annotations"
 MAX_BURST = 2**32 - 1  # what containerd's CRI passes as burst (effectively unlimited)
 _PROTOCOLS = {cri.TCP: "tcp", cri.UDP: "udp", cri.SCTP: "sctp"}
 _SUFFIX = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
@@ -67,15 +71,26 @@ def bandwidth(annotations: dict[str, str]) -> dict[str, int] | None:
     return out
 
 
+def dns(config: cri.DNSConfig) -> dict[str, list[str]]:
+    """The ``dns`` capability, in the CNI conventions' shape (Go plugins read containerd's
+    capitalised field names and these alike)."""
+    return {"servers": list(config.servers), "searches": list(config.searches), "options": list(config.options)}
+
+
 def attachment(sandbox_id: str, netns: str, config: cri.PodSandboxConfig, pod_cidr: str) -> Attachment:
     """Everything the plugins get besides their own config."""
     meta = config.metadata
     args = (("IgnoreUnknown", "1"), ("K8S_POD_NAMESPACE", meta.namespace), ("K8S_POD_NAME", meta.name),
             ("K8S_POD_INFRA_CONTAINER_ID", sandbox_id), ("K8S_POD_UID", meta.uid))
-    caps: dict[str, Any] = {"portMappings": port_mappings(config)}
+    caps: dict[str, Any] = {ANNOTATIONS_CAPABILITY: dict(config.annotations)}
+    ports = port_mappings(config)
+    if ports:
+        caps["portMappings"] = ports
     bw = bandwidth(dict(config.annotations))
     if bw:
         caps["bandwidth"] = bw
+    if config.HasField("dns_config"):
+        caps["dns"] = dns(config.dns_config)
     if pod_cidr:
         caps["ipRanges"] = [[{"subnet": c.strip()}] for c in pod_cidr.split(",") if c.strip()]
     return Attachment(container_id=sandbox_id, netns=netns, ifname=IFNAME, args=args, capabilities=caps)
@@ -90,6 +105,9 @@ class NetworkState:
     attachment: dict[str, Any]
     result: dict[str, Any] | None = None
     torn_down: bool = False
+    # The loopback network (cni.LOOPBACK) is attached beside the conflist and must be DEL'd with it;
+    # records written before criproxy attached it lack the key and load as False.
+    loopback: bool = False
 
     def to_attachment(self) -> Attachment:
         a = self.attachment
@@ -99,7 +117,7 @@ class NetworkState:
 
 
 def state_for(netns: str, conflist: dict[str, Any], att: Attachment) -> NetworkState:
-    return NetworkState(netns=netns, conflist=conflist, attachment=asdict(att))
+    return NetworkState(netns=netns, conflist=conflist, attachment=asdict(att), loopback=True)
 
 
 def save(directory: Path, st: NetworkState) -> None:

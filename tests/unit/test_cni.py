@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,9 @@ def test_attachment_from_pod_config() -> None:
     cfg = cri.PodSandboxConfig(metadata=cri.PodSandboxMetadata(name="p", namespace="ns", uid="u"),
                                port_mappings=[cri.PortMapping(protocol=cri.UDP, container_port=53, host_port=5353),
                                               cri.PortMapping(container_port=80)],
-                               annotations={pod.INGRESS_ANNOTATION: "1M"})
+                               annotations={pod.INGRESS_ANNOTATION: "1M"},
+                               dns_config=cri.DNSConfig(servers=["10.96.0.10"], searches=["a.svc", "svc"],
+                                                        options=["ndots:5"]))
     att = pod.attachment("sid", "/run/netns/x", cfg, "10.244.1.0/24")
     assert dict(att.args)["K8S_POD_NAME"] == "p" and dict(att.args)["K8S_POD_INFRA_CONTAINER_ID"] == "sid"
     assert dict(att.args)["K8S_POD_UID"] == "u" and dict(att.args)["K8S_POD_NAMESPACE"] == "ns"
@@ -77,6 +80,23 @@ def test_attachment_from_pod_config() -> None:
                                                  "hostIP": ""}]
     assert att.capabilities["bandwidth"] == {"ingressRate": 1_000_000, "ingressBurst": pod.MAX_BURST}
     assert att.capabilities["ipRanges"] == [[{"subnet": "10.244.1.0/24"}]]
+    assert att.capabilities["dns"] == {"servers": ["10.96.0.10"], "searches": ["a.svc", "svc"], "options": ["ndots:5"]}
+    assert att.capabilities["io.kubernetes.cri.pod-annotations"] == {pod.INGRESS_ANNOTATION: "1M"}
+
+
+def test_attachment_leaves_out_what_the_pod_does_not_ask_for() -> None:
+    """As containerd's CRI: no portMappings without a host port, no dns without a DNS config, no
+    bandwidth or ipRanges; the annotations capability is always there."""
+    cfg = cri.PodSandboxConfig(metadata=cri.PodSandboxMetadata(name="p", namespace="ns", uid="u"),
+                               port_mappings=[cri.PortMapping(container_port=80)])
+    assert pod.attachment("sid", "/run/netns/x", cfg, "").capabilities == {"io.kubernetes.cri.pod-annotations": {}}
+
+
+def test_loopback_network_is_containerds() -> None:
+    assert cni.LOOPBACK.name == "cni-loopback" and cni.LOOPBACK.cni_version == "0.3.1"
+    assert cni.LOOPBACK.plugins == [{"type": "loopback"}] and cni.LOOPBACK_IFNAME == "lo"
+    conf = cni.plugin_config(cni.LOOPBACK, cni.LOOPBACK.plugins[0], _att(portMappings=[{"hostPort": 1}]), None)
+    assert conf == {"type": "loopback", "name": "cni-loopback", "cniVersion": "0.3.1"}   # no capabilities
 
 
 def test_network_state_round_trip(tmp_path: Path) -> None:
@@ -86,4 +106,15 @@ def test_network_state_round_trip(tmp_path: Path) -> None:
     pod.save(tmp_path, st)
     back = pod.load(tmp_path)
     assert back is not None and back.to_attachment() == att and back.result == {"ips": []}
+    assert back.loopback is True
     assert pod.load(tmp_path / "missing") is None
+
+
+def test_network_state_written_before_loopback_existed_has_none(tmp_path: Path) -> None:
+    """A record from before the loopback network was attached must not get a DEL it never had."""
+    doc = {"netns": "/run/netns/x", "conflist": NET.raw, "result": None, "torn_down": False,
+           "attachment": {"container_id": "c1", "netns": "/run/netns/x", "ifname": "eth0", "args": [],
+                          "capabilities": {}}}
+    (tmp_path / pod.STATE_FILE).write_text(json.dumps(doc))
+    back = pod.load(tmp_path)
+    assert back is not None and back.loopback is False
