@@ -29,11 +29,16 @@ def sandbox_name(meta: cri.PodSandboxMetadata) -> str:
 
 
 def to_cri_status(rec: SandboxRecord) -> cri.PodSandboxStatus:
-    """The PodSandboxStatus kubelet sees (also embedded in container events)."""
+    """The PodSandboxStatus kubelet sees (also embedded in container events). Once the network is
+    torn down (CNI DEL done, netns unpinned) the IPs are no longer reported, as containerd reports
+    none for a closed netns; the record keeps them (recovery, the metadata extension)."""
     cfg = rec.config
+    up = not rec.network_torn_down
+    network = cri.PodSandboxNetworkStatus(ip=rec.ip if up else "",
+                                          additional_ips=[cri.PodIP(ip=i) for i in rec.additional_ips] if up else [])
     return cri.PodSandboxStatus(
         id=rec.id, metadata=cfg.metadata, state=rec.state, created_at=rec.created_at,  # type: ignore[arg-type]
-        network=cri.PodSandboxNetworkStatus(ip=rec.ip, additional_ips=[cri.PodIP(ip=i) for i in rec.additional_ips]),
+        network=network,
         linux=cri.LinuxPodSandboxStatus(namespaces=cri.Namespace(options=namespace_options(cfg))),
         labels=cfg.labels, annotations=cfg.annotations, runtime_handler=rec.runtime_handler)
 

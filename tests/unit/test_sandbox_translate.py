@@ -35,6 +35,14 @@ def test_to_cri_status() -> None:
     assert st.metadata.attempt == 2 and st.labels["app"] == "web" and st.runtime_handler == "runc"
 
 
+def test_status_reports_no_ip_once_the_network_is_torn_down() -> None:
+    rec = _rec(state=cri.SANDBOX_NOTREADY, network_torn_down=True)
+    st = t.to_cri_status(rec)
+    assert st.network.ip == "" and list(st.network.additional_ips) == []
+    assert rec.ip == "10.1.0.5" and rec.additional_ips == ["fd00::5"]     # kept for the record
+    assert t.to_cri_status(_rec(state=cri.SANDBOX_NOTREADY)).network.ip == "10.1.0.5"  # DEL still owed
+
+
 def test_to_cri_item() -> None:
     item = t.to_cri_item(_rec(state=cri.SANDBOX_NOTREADY))
     assert item.state == cri.SANDBOX_NOTREADY and item.annotations == {"a": "b"}

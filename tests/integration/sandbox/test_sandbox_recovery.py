@@ -52,6 +52,7 @@ def test_recovery_after_sigkill_with_ten_pods(pods: Pods, criproxy: CriproxyProc
     netns = {sid: str(pods.info(sid)["netnsPath"]) for sid in ids}
     pods.stop(ids[0])
     before[ids[0]] = (cri.SANDBOX_NOTREADY, before[ids[0]][1])
+    ips[ids[0]] = ""                                                  # torn down: no IP, as containerd
     criproxy.kill()
     os.kill(_pid_from_ctr(ctr, ids[1]), signal.SIGKILL)              # dies while criproxy is down
     before[ids[1]] = (cri.SANDBOX_NOTREADY, before[ids[1]][1])
