@@ -78,7 +78,11 @@ def acquire_slot(timeout: float = 900.0) -> Slot:
 
 
 def conflist(net: Network, ipam_dir: Path) -> dict[str, object]:
-    """bridge (gateway, no masquerade, no extra routes) + host-local + loopback + portmap."""
+    """bridge (gateway, no masquerade, no extra routes) + host-local + portmap: the shape users write.
+
+    No ``loopback``: bringing a pod's ``lo`` up is the runtime's duty (containerd's CRI does it
+    whatever the conflist says), and a test conflist that did it would hide a runtime that does not.
+    Both criproxy and the built-in CRI get this shape."""
     return {
         "cniVersion": "1.0.0",
         "name": net.name,
@@ -87,7 +91,6 @@ def conflist(net: Network, ipam_dir: Path) -> dict[str, object]:
              "hairpinMode": True,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": net.subnet}]],
                       "dataDir": str(ipam_dir)}},
-            {"type": "loopback"},
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }

@@ -33,10 +33,13 @@ class CriproxyProcess:
         # Pod netns are pinned under the instance dir (not /var/run/netns) so teardown finds them.
         self.netns_dir = base / "netns"
         self.namespace = namespace
+        # --cni-bin-dir appends, so an instance naming its own plugin dirs gets only those, in its order
+        # (a test's wrapper of a real plugin must be found before it).
+        bins = [] if "--cni-bin-dir" in extra_args else ["--cni-bin-dir", str(CNI_BIN_DIR)]
         self.argv = [sys.executable, "-m", "criproxy", "serve", "--listen", str(self.socket),
                      "--containerd-address", str(containerd_address), "--namespace", namespace,
                      "--root", str(self.root), "--state", str(self.state), "--managed-containerd", "never",
-                     "--cni-conf-dir", str(cni_conf_dir), "--cni-bin-dir", str(CNI_BIN_DIR),
+                     "--cni-conf-dir", str(cni_conf_dir), *bins,
                      "--registry-config-path", str(hosts_dir), "--pause-image", pause_image,
                      "--log-level", "debug", "--cgroup-driver", CGROUP_DRIVER, *extra_args]
         env = {**os.environ, "CRIPROXY_NETNS_DIR": str(self.netns_dir)}
