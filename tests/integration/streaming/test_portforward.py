@@ -13,6 +13,7 @@ import pytest
 
 from criproxy.protos import cri
 from tests.harness import CriproxyFactory
+from tests.harness.client import CriClient
 from tests.harness.env import Environment
 from tests.harness.proc import free_port
 from tests.integration.containers.conftest import Pod, pod_config
@@ -38,10 +39,10 @@ async def http_through(url: str, port_count: int = 1, protocols: tuple[str, ...]
         await s.close()
 
 
-async def serving_pod(pod: Pod) -> None:
+async def serving_pod(pod: Pod, query: str = "") -> None:
     pod.run(command=HTTPD)
     for _ in range(100):
-        res = await http_through(pf_url(pod, 8080))
+        res = await http_through(pf_url(pod, 8080) + query)
         if b"hello-from-pod" in res.out[0]:
             return
         await asyncio.sleep(0.05)
@@ -171,3 +172,16 @@ async def test_host_network_pod_forwards_to_host_loopback(make_pod: Callable[...
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"no answer through port-forward: {res.frames}")
+
+
+# -- the same against containerd's built-in CRI: the reference reaches a pod's 127.0.0.1 on the same
+# user-shaped conflist (no loopback plugin in it) -----------------------------------------------------
+async def test_builtin_cri_port_forward_reaches_pod_loopback(builtin_cri: CriClient,
+                                                            testenv: Environment) -> None:
+    builtin_cri.image.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=testenv.busybox_image)),
+                                timeout=300)
+    pod = Pod(builtin_cri, pod_config(testenv.scratch_dir("logs"), "pf-builtin"), testenv.busybox_image)
+    try:
+        await serving_pod(pod, query="?port=8080")   # its WebSocket port-forward takes ports from the query
+    finally:
+        pod.cleanup()
