@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import Awaitable
+from pathlib import Path
 
 from criproxy import errors
 from criproxy.app import App
@@ -25,7 +26,7 @@ from criproxy.images.catalog import resolve_local
 from criproxy.images.local import LocalImage
 from criproxy.labels import CONTAINER_METADATA
 from criproxy.lru import LRU
-from criproxy.oci import imagefiles
+from criproxy.oci import imagefiles, volumes
 from criproxy.protos import containers_pb, cri, leases_pb, mount_pb, snapshots_pb
 from criproxy.state.container import ContainerRecord
 from criproxy.state.sandbox import SandboxRecord
@@ -192,7 +193,8 @@ async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord
     mounts = await asyncio.shield(prepare)
     rec.mounts = mounts
     files = await asyncio.to_thread(imagefiles.read_user_files, mounts)     # untrusted image content
-    result = container_spec(app, rec.id, rec.config, sandbox, image, files)
+    result = container_spec(app, rec.id, rec.config, sandbox, image, files,
+                            await _seed_volumes(app, undo, rec, image, mounts))
     rec.uid, rec.gid, rec.groups = result.identity.uid, result.identity.gid, result.identity.groups
     rec.stop_signal, rec.process = result.stop_signal, result.spec["process"]
     runtime = await _sandbox_runtime(app, sandbox.id)
@@ -202,6 +204,22 @@ async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord
         container=_containerd_container(app, rec, image, result.spec, runtime)), lease=lease))
     undo.push_async_callback(_delete_container, app, rec.id, create)
     await asyncio.shield(create)
+
+
+def container_root(app: App, container_id: str) -> Path:
+    """The container's persistent dir (its image volumes), beside its status file."""
+    return app.config.root / "containers" / container_id
+
+
+async def _seed_volumes(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord, image: LocalImage,
+                        mounts: list[mount_pb.Mount]) -> list[tuple[str, str]]:
+    """A dir per image VOLUME not covered by a CRI mount, holding the image's content there."""
+    wanted = volumes.image_volumes(image.config, [m.container_path for m in rec.config.mounts])
+    if not wanted:
+        return []
+    root = container_root(app, rec.id)
+    undo.push_async_callback(asyncio.to_thread, volumes.remove_container_root, root)
+    return await asyncio.to_thread(volumes.seed_volumes, root, mounts, wanted)
 
 
 async def _delete_container(app: App, cid: str, create: Awaitable[object]) -> None:

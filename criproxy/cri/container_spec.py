@@ -25,6 +25,7 @@ from criproxy.oci.spec import (
     with_annotations,
     with_cgroups_path,
 )
+from criproxy.oci.volumes import volume_mounts
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import container as t
@@ -93,7 +94,9 @@ def _target_pid(app: App, opts: cri.NamespaceOption) -> int:
 
 
 def container_spec(app: App, container_id: str, config: cri.ContainerConfig, sandbox: SandboxRecord,
-                   image: LocalImage, files: oc.UserFiles) -> SpecResult:
+                   image: LocalImage, files: oc.UserFiles,
+                   volumes: list[tuple[str, str]] | None = None) -> SpecResult:
+    """``volumes``: (container path, host dir) of the image's seeded VOLUMEs (see oci/volumes.py)."""
     img = image.config.get("config") or {}
     sc = config.linux.security_context
     ident = oc.resolve_identity(sc, str(img.get("User") or ""), files)
@@ -107,7 +110,7 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
         oc.with_envs([f"HOSTNAME={_hostname(sandbox)}"], list(img.get("Env") or []), oc.config_env(config)),
         oc.with_identity(ident),
         oc.with_pod_namespaces(opts, sandbox.pid, _target_pid(app, opts)),
-        oc.with_container_mounts(_mounts(config, sandbox)),
+        oc.with_container_mounts(_mounts(config, sandbox) + volume_mounts(volumes or [])),
         *_security(config, sandbox),
         oc.with_devices(devices, rules),
         oc.with_resources(resources, clamp_oom_score_adj(int(resources.oom_score_adj), app.oom_score_floor),

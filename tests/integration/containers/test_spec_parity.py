@@ -280,3 +280,48 @@ def test_ordinary_workload_runs_under_runtime_default(make_pod: Callable[..., Po
               "nslookup localhost 127.0.0.1 > /dev/null 2>&1 || true; echo done")
     out = pod.sh(cid, script).split()
     assert out == ["HI", "2", "hi", "done"], out
+
+
+@pytest.fixture(scope="module")
+def volume_image(testenv: Environment, busybox: str) -> str:
+    """An image declaring VOLUMEs, with content at /data (owned by app) and at /cfg."""
+    from tests.harness import Dir, File, ImageConfig, build_image, busybox_layers
+
+    layout = build_image("volimg", "v1", {"data": Dir(0o750, 1000, 1000),
+                                          "data/seed.txt": File("from image\n", 0o640, 1000, 1000),
+                                          "data/sub/deep.txt": File("deep\n"), "cfg/x": File("x\n")},
+                         ImageConfig(cmd=["sleep", "1000"], volumes=["/data", "/empty", "/cfg"]),
+                         base=busybox_layers())
+    ref = testenv.push(layout)
+    with CriClient(testenv.criproxies[0].socket) as c:
+        c.image.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=ref)), timeout=120)
+    return ref
+
+
+def test_image_volumes_seeded_per_container_and_removed(testenv: Environment, make_pod: Callable[..., Pod],
+                                                        builtin_pod: Callable[..., Pod], builtin_cri: CriClient,
+                                                        volume_image: str) -> None:
+    """Each VOLUME not mounted by the CRI config is a bind-mounted dir of the container's own,
+    seeded from the image (content, owner, mode); writes land there, not in the rootfs; a second
+    container gets a fresh copy; RemoveContainer removes the dir. The built-in CRI sees the same."""
+    builtin_cri.image.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=volume_image)), timeout=120)
+    host_cfg = testenv.scratch_dir("cfgmount")
+    (host_cfg / "from-host").write_text("h\n")
+    cfg = container_config(volume_image, command=SLEEP, mounts=[cri.Mount(container_path="/cfg",
+                                                                          host_path=str(host_cfg))])
+    check = ("cat /data/seed.txt /data/sub/deep.txt; stat -c '%u:%g %a' /data /data/seed.txt; ls /empty | wc -l; "
+             "ls /cfg; grep -c -E ' /(data|empty) ' /proc/self/mountinfo")
+    ours, theirs = make_pod("vol"), builtin_pod("vol")
+    c_ours = ours.run(cfg)
+    seen = ours.sh(c_ours, check)
+    assert seen == theirs.sh(theirs.run(cfg), check)
+    assert seen.split("\n") == ["from image", "deep", "1000:1000 750", "1000:1000 640", "0", "from-host", "2", ""]
+    ours.sh(c_ours, "echo written > /data/new")
+    vol_dirs = list((testenv.criproxies[0].root / "containers" / c_ours / "volumes").iterdir())
+    assert len(vol_dirs) == 2 and [(d / "new").read_text() for d in vol_dirs if (d / "new").exists()] == ["written\n"]
+    second = ours.run(container_config(volume_image, name="c2", command=SLEEP))
+    assert ours.exec(second, "cat", "/data/new").exit_code != 0               # its own fresh copy
+    assert ours.sh(second, "cat /cfg/x") == "x\n"                              # no CRI mount: the image volume
+    ours.rt.StopContainer(cri.StopContainerRequest(container_id=c_ours, timeout=0))
+    ours.rt.RemoveContainer(cri.RemoveContainerRequest(container_id=c_ours))
+    assert not (testenv.criproxies[0].root / "containers" / c_ours).exists()
