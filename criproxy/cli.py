@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, get_args, get_origin
 
+from pydantic.fields import FieldInfo
+
 from criproxy import __version__
 from criproxy.config import Config, ConfigError, load
 
@@ -22,17 +24,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"criproxy: error: {message} (see '{self.prog} --help')\n")
 
 
+def _default_text(name: str, value: Any) -> str:
+    """A default as an operator types it: paths plain, modes in octal, lists comma-separated."""
+    if name.endswith("_mode") and isinstance(value, int):
+        return f"{value:04o}"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "none" if value is None else str(value)
+
+
+def _help(name: str, field: FieldInfo) -> str:
+    default = field.get_default(call_default_factory=True)
+    text = field.description or name.replace("_", " ")
+    return text if default is None else f"{text} (default {_default_text(name, default)})"
+
+
 def _add_setting_flags(p: argparse.ArgumentParser) -> None:
     for name, field in Config.model_fields.items():
         flag = "--" + name.replace("_", "-")
         ann = field.annotation
-        help_text = f"(default {field.default!r})" if field.default_factory is None else ""
+        help_text = _help(name, field).replace("%", "%%")
         if get_origin(ann) is list:
             p.add_argument(flag.rstrip("s"), dest=name, action="append", default=None, help=help_text)
         elif get_origin(ann) is dict:
             continue  # tables (runtime handlers) come from the config file only
         elif ann is bool:
-            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             choices = list(get_args(ann)) if get_args(ann) and all(isinstance(a, str) for a in get_args(ann)) \
                 else None
@@ -41,6 +60,7 @@ def _add_setting_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="criproxy", description="A CRI v1 runtime on containerd's own API.")
+    parser.add_argument("--version", action="version", version=f"criproxy {__version__}")
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     serve = sub.add_parser("serve", help="serve the CRI socket")
     serve.add_argument("--config", type=Path, default=None, help="TOML config file")

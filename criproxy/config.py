@@ -123,6 +123,45 @@ class Config(BaseSettings):
         return "systemd" if Path("/run/systemd/system").is_dir() else "cgroupfs"
 
 
+# One line per setting for ``criproxy serve --help`` (set as each field's description below, so the
+# CLI reads it from the model). A setting without a line here fails the unit tests.
+FIELD_HELP: dict[str, str] = {
+    "listen": "unix socket the CRI is served on (kubelet's --container-runtime-endpoint)",
+    "listen_mode": "file mode of the CRI socket, octal as chmod reads it",
+    "containerd_address": "containerd's gRPC socket",
+    "namespace": "containerd namespace criproxy keeps its containers, images and leases in",
+    "root": "persistent state directory (sandbox records, pod files)",
+    "state": "runtime state directory (lock, debug socket, a managed containerd)",
+    "managed_containerd": "start a private containerd: auto (when none answers), always, never",
+    "containerd_binary": "containerd executable a managed containerd runs (1.x or 2.x; name or path)",
+    "snapshotter": "containerd snapshotter for images and container root filesystems",
+    "cgroup_driver": "cgroup driver for pods: auto (systemd when it is PID 1), cgroupfs, systemd",
+    "runtime_handlers": "runtime handlers by name (config file only)",
+    "default_runtime_handler": "handler for pods that name none",
+    "cni_conf_dir": "directory of CNI network configs; the first one (by name) is used",
+    "cni_bin_dirs": "directories searched for CNI plugins (repeat the flag for several)",
+    "netns_dir": "where pod network namespaces are pinned",
+    "restrict_oom_score_adj": "raise any oom_score_adj below criproxy's own to its own",
+    "enable_unprivileged_ports": "pods may bind any port (net.ipv4.ip_unprivileged_port_start=0)",
+    "enable_unprivileged_icmp": "any group in a pod may ping (net.ipv4.ping_group_range)",
+    "sandbox_shm_size": "size in bytes of each pod's /dev/shm",
+    "registry_config_path": "containerd-style hosts directory (<host>/hosts.toml) for registries",
+    "pause_image": "image of each pod's sandbox (pause) container",
+    "pull_progress_timeout": "seconds a pull may go without progress before it is cancelled",
+    "streaming_address": "host:port of the exec/attach/port-forward server",
+    "streaming_token_ttl": "seconds an Exec/Attach/PortForward URL stays valid",
+    "streaming_max_tokens": "streaming URLs outstanding at once",
+    "streaming_idle_timeout": "seconds a streaming session may stay silent before it is closed (0: never)",
+    "debug_socket": "unix socket for metrics and traces over HTTP (default <state>/debug.sock)",
+    "log_level": "least severe log level written",
+    "log_format": "log line format",
+    "shutdown_grace": "seconds in-flight calls get to finish on SIGTERM",
+    "startup_timeout": "seconds to wait for containerd to answer at start",
+}
+for _name, _field in Config.model_fields.items():
+    _field.description = FIELD_HELP.get(_name)
+
+
 class ConfigError(Exception):
     """A config problem, already phrased as the one line the operator should read."""
 

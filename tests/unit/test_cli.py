@@ -37,3 +37,25 @@ def test_unreachable_containerd_without_managed_mode(tmp_path: Path) -> None:
 def test_version_command() -> None:
     r = run("version")
     assert r.returncode == 0 and r.stdout.startswith("criproxy ")
+
+
+def test_version_flag() -> None:
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("criproxy ") and r.stdout.strip() == run("version").stdout.strip()
+
+
+def test_every_serve_flag_is_described() -> None:
+    from criproxy.config import Config
+
+    r = run("serve", "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())  # argparse wraps long lines
+    for name, field in Config.model_fields.items():
+        assert field.description, f"setting {name} has no description (add it to config.FIELD_HELP)"
+        if name == "runtime_handlers":
+            continue  # a table: config file only
+        flag = "--" + name.replace("_", "-").removesuffix("s") if name == "cni_bin_dirs" else \
+            "--" + name.replace("_", "-")
+        assert flag in text, flag
+        assert " ".join(field.description.split()) in text, name
+    assert "(default 0660)" in text  # a mode is shown as chmod takes it, not as decimal 432
