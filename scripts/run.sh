@@ -6,11 +6,11 @@
 # masquerading, so pods reach each other and the host, nothing else), and runs `criproxy serve` in
 # the foreground. With no containerd answering on /run/containerd/containerd.sock, criproxy starts a
 # private one under its own state dir (--managed-containerd=auto) and stops it on exit.
-# Extra arguments go to `criproxy serve` (e.g. --log-level debug).
+# Extra arguments go to `criproxy serve` (e.g. --log-level debug). CRIPROXY_VENV moves the venv.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV=/opt/criproxy/venv
+VENV="${CRIPROXY_VENV:-/opt/criproxy/venv}"
 PACKAGES=(containerd runc containernetworking-plugins iproute2 iptables)
 
 if [[ "$(id -u)" != 0 ]]; then
@@ -28,10 +28,25 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 
-if [[ ! -x "$VENV/bin/criproxy" ]] || [[ "$ROOT/pyproject.toml" -nt "$VENV/bin/criproxy" ]]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q "$ROOT"
+# Reinstall whenever the checkout differs from what the venv holds: a hash of pyproject.toml and
+# every file of the package, so an updated checkout (same version number, newer code) never runs old
+# code. One installer at a time; the dependencies stay, only criproxy itself is replaced.
+source_hash="$(cd "$ROOT" && find pyproject.toml criproxy -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
+  | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+stamp="$VENV/.criproxy-source"
+if [[ ! -x "$VENV/bin/criproxy" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$source_hash" ]]; then
+  mkdir -p "$(dirname "$VENV")"
+  (
+    flock 9
+    if [[ ! -x "$VENV/bin/criproxy" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$source_hash" ]]; then
+      echo "run.sh: installing criproxy from $ROOT into $VENV"
+      [[ -x "$VENV/bin/pip" ]] || python3 -m venv "$VENV"
+      "$VENV/bin/pip" install -q --upgrade pip
+      "$VENV/bin/pip" uninstall -q -y criproxy >/dev/null 2>&1 || true
+      "$VENV/bin/pip" install -q "$ROOT"
+      printf '%s\n' "$source_hash" >"$stamp"
+    fi
+  ) 9>"$VENV.lock"
 fi
 
 if ! ls /etc/cni/net.d/*.conflist /etc/cni/net.d/*.conf >/dev/null 2>&1; then

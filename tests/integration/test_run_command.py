@@ -26,7 +26,10 @@ def test_run_script_serves_version(testenv: Environment) -> None:
                                  "--root", str(base / "root"), "--state", str(base / "st"),
                                  "--managed-containerd", "always",
                                  "--containerd-binary", str(testenv.ctrd.binary)],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                # this checkout's own venv: checkouts tested at once must not
+                                # reinstall one shared venv under each other's running criproxy
+                                env={**os.environ, "CRIPROXY_VENV": str(REPO / ".testenv" / "run-venv")})
     try:
         deadline = time.monotonic() + 300  # first run installs a venv
         answered = None
