@@ -6,8 +6,8 @@ has the built-in CRI plugin disabled (criproxy is the CRI here), and is stopped 
 
 The config file speaks the binary's own format: containerd 1.x reads ``version = 2``, 2.x reads
 ``version = 3``, where the CRI is three plugins (``io.containerd.grpc.v1.cri`` plus its images and
-runtime halves) and NRI is on by default, listening on the machine-wide NRI socket; all of those are
-disabled so the private daemon never takes a system path. The child gets the binary's directory
+runtime halves). From 1.7 on NRI is built in and on, listening on the machine-wide NRI socket. All
+of those are disabled, so the private daemon never takes a system path. The child gets the binary's directory
 first on PATH: containerd finds its shim on PATH, and the shim of another containerd release (the
 system's, say) must not serve this one.
 """
@@ -27,11 +27,15 @@ from criproxy.config import Config
 log = logging.getLogger("criproxy.managed")
 
 
-# Plugins a managed containerd must not run: the built-in CRI (criproxy is the CRI) and, from 2.x
-# on, its split halves and NRI (whose socket is machine-wide).
-DISABLED_1X = ["io.containerd.grpc.v1.cri"]
-DISABLED_2X = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime",
-               "io.containerd.nri.v1.nri"]
+# Plugins a managed containerd must not run: the built-in CRI (criproxy is the CRI), NRI from 1.7 on
+# (built in and on, on a machine-wide socket) and, from 2.x on, the CRI's split halves.
+CRI = "io.containerd.grpc.v1.cri"
+NRI = "io.containerd.nri.v1.nri"
+CRI_2X = ["io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime"]
+
+
+def disabled_plugins(version: tuple[int, int]) -> list[str]:
+    return [CRI] + ([NRI] if version >= (1, 7) else []) + (CRI_2X if version >= (2, 0) else [])
 VERSION_TIMEOUT = 10.0  # seconds for ``containerd --version``
 _VERSION_RE = re.compile(rb"\sv?(\d+)\.(\d+)\.\d+")
 
@@ -43,12 +47,12 @@ def parse_version(output: bytes) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def config_text(cfg: Config, major: int = 1) -> str:
-    """The managed daemon's config in the format of containerd ``major`` (2 for 1.x, 3 for 2.x)."""
+def config_text(cfg: Config, version: tuple[int, int] = (1, 6)) -> str:
+    """The managed daemon's config in the format of that containerd (``version = 2`` for 1.x, 3 for 2.x)."""
     d = cfg.containerd_dir
-    disabled = ", ".join(f'"{p}"' for p in (DISABLED_2X if major >= 2 else DISABLED_1X))
+    disabled = ", ".join(f'"{p}"' for p in disabled_plugins(version))
     return "\n".join([
-        f"version = {3 if major >= 2 else 2}",
+        f"version = {3 if version >= (2, 0) else 2}",
         f'root = "{cfg.root / "containerd"}"',
         f'state = "{d / "state"}"',
         f"disabled_plugins = [{disabled}]",
@@ -83,7 +87,7 @@ class ManagedContainerd:
         d = self.cfg.containerd_dir
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         conf = d / "config.toml"
-        conf.write_text(config_text(self.cfg, version[0]))
+        conf.write_text(config_text(self.cfg, version))
         env = {**os.environ, "PATH": os.pathsep.join([str(Path(binary).parent),
                                                       os.environ.get("PATH", os.defpath)])}
         logf = open(d / "containerd.log", "ab")  # noqa: ASYNC230 - once at start-up, handed to the child

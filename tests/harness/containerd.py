@@ -11,8 +11,9 @@ package; ``1.7`` and ``2.1`` are Debian's newer builds that ``scripts/fetch-debi
 unpacked under ``CRIPROXY_TESTENV_DIR``. The daemon runs with that package's ``usr/bin`` first on
 PATH, so it starts the shim of its own release (runc is the system's). 1.x reads a version 2
 config; 2.x a version 3 one, where the CRI plugin is split in ``io.containerd.cri.v1.images`` and
-``io.containerd.cri.v1.runtime`` (plus the server part, still ``io.containerd.grpc.v1.cri``) and NRI
-is on by default, so it gets its own socket and plugin dirs under the session (never the machine's).
+``io.containerd.cri.v1.runtime`` (plus the server part, still ``io.containerd.grpc.v1.cri``). From
+1.7 on NRI is built in and on, so it gets its own socket and plugin dirs under the session (never
+the machine's ``/var/run/nri``).
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ class Containerd:
     def major(self) -> int:
         return int(self.version.split(".", 1)[0])
 
+    @property
+    def has_nri(self) -> bool:
+        """NRI is built in (and on by default) from containerd 1.7."""
+        major, minor = (int(x) for x in self.version.split(".")[:2])
+        return (major, minor) >= (1, 7)
+
     def config_toml(self) -> str:
         return self._config_v3() if self.major >= 2 else self._config_v2()
 
@@ -142,13 +149,22 @@ state = "{self.state}"
 
 [{cri}.containerd.runtimes.runc.options]
   SystemdCgroup = false
+""" + (self._nri_section('plugins."io.containerd.nri.v1.nri"') if self.has_nri else "")
+
+    def _nri_section(self, table: str) -> str:
+        """NRI (1.7 on) listens on a machine-wide socket by default: keep each session's private."""
+        nri_dir = self.base / "nri"
+        return f"""
+[{table}]
+  socket_path = "{self.nri_socket}"
+  plugin_path = "{nri_dir / "plugins"}"
+  plugin_config_path = "{nri_dir / "conf.d"}"
 """
 
     def _config_v3(self) -> str:
         """containerd 2.x: images and runtime halves of the CRI, the server part, NRI kept private."""
         images = "plugins.'io.containerd.cri.v1.images'"
         runtime = "plugins.'io.containerd.cri.v1.runtime'"
-        nri_dir = self.base / "nri"
         return f"""version = 3
 root = '{self.root}'
 state = '{self.state}'
@@ -199,12 +215,7 @@ state = '{self.state}'
 
 [plugins.'io.containerd.transfer.v1.local']
   config_path = '{self.hosts_dir}'
-
-[plugins.'io.containerd.nri.v1.nri']
-  socket_path = '{self.nri_socket}'
-  plugin_path = '{nri_dir / "plugins"}'
-  plugin_config_path = '{nri_dir / "conf.d"}'
-"""
+""" + self._nri_section("plugins.'io.containerd.nri.v1.nri'")
 
     def start(self, timeout: float = 30.0) -> None:
         """Start and wait until ``ctr version`` answers on the private socket."""

@@ -139,6 +139,7 @@ def test_managed_containerd_lifecycle(testenv: Environment) -> None:
         plugins = client_plugins(testenv, base / "st" / "containerd" / "containerd.sock")
         assert not any(p.startswith(("io.containerd.grpc.v1.cri", "io.containerd.cri.v1")) and ok
                        for p, ok in plugins.items()), plugins
+        assert not plugins.get("io.containerd.nri.v1.nri"), plugins  # NRI's socket is machine-wide
     finally:
         proc.terminate()
         proc.wait(30)

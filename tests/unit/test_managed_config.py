@@ -26,16 +26,22 @@ def test_parse_version(output: bytes, want: tuple[int, int] | None) -> None:
 
 def test_config_for_1x_is_version_2_without_cri(tmp_path: Path) -> None:
     cfg = Config(state=tmp_path / "st", root=tmp_path / "root")
-    doc = tomllib.loads(config_text(cfg, 1))
+    doc = tomllib.loads(config_text(cfg, (1, 6)))
     assert doc["version"] == 2
     assert doc["disabled_plugins"] == ["io.containerd.grpc.v1.cri"]
     assert doc["grpc"]["address"] == str(tmp_path / "st" / "containerd" / "containerd.sock")
     assert doc["root"] == str(tmp_path / "root" / "containerd")
 
 
+def test_config_for_17_disables_nri_too(tmp_path: Path) -> None:
+    doc = tomllib.loads(config_text(Config(state=tmp_path / "st", root=tmp_path / "root"), (1, 7)))
+    assert doc["version"] == 2
+    assert set(doc["disabled_plugins"]) == {"io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri"}
+
+
 def test_config_for_2x_is_version_3_without_any_cri_part_or_nri(tmp_path: Path) -> None:
     cfg = Config(state=tmp_path / "st", root=tmp_path / "root")
-    doc = tomllib.loads(config_text(cfg, 2))
+    doc = tomllib.loads(config_text(cfg, (2, 1)))
     assert doc["version"] == 3
     assert set(doc["disabled_plugins"]) == {"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images",
                                             "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri"}
