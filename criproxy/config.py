@@ -155,6 +155,8 @@ FIELD_HELP: dict[str, str] = {
     "debug_socket": "unix socket for metrics and traces over HTTP (default <state>/debug.sock)",
     "log_level": "least severe log level written",
     "log_format": "log line format",
+    "containerd_call_timeout": "seconds a containerd call may take (slow calls get a multiple)",
+    "stop_timeout": "seconds one attempt at stopping or removing a pod or container may take",
     "shutdown_grace": "seconds in-flight calls get to finish on SIGTERM",
     "startup_timeout": "seconds to wait for containerd to answer at start",
 }
