@@ -10,19 +10,15 @@ awaited only briefly: a background child that inherited stdout must not hold the
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
-import signal
-from typing import Any
 
 from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import rpc
+from criproxy.io import exec as process
 from criproxy.io.container import ContainerIO
-from criproxy.protos import cri, tasks_pb
+from criproxy.protos import cri
 from criproxy.state.container import ContainerRecord
-from criproxy.translate import container as t
 
 MAX_OUTPUT = 16 * 1024 * 1024
 # The reply itself must fit gRPC's 16 MiB message limit: framing and the exit code need a little room.
@@ -41,36 +37,14 @@ class _Collector:
             buf += data[:room]
 
 
-def _process(rec: ContainerRecord, cmd: list[str]) -> dict[str, Any]:
-    if rec.process is None:
-        raise errors.FailedPrecondition(f"container {rec.id} has no process spec")
-    proc = dict(rec.process)
-    proc["args"], proc["terminal"] = list(cmd), False
-    return proc
-
-
-async def _exec(app: App, rec: ContainerRecord, exec_id: str, cio: ContainerIO, cmd: list[str]) -> None:
-    req = tasks_pb.ExecProcessRequest(container_id=rec.id, exec_id=exec_id, stdout=cio.stdout, stderr=cio.stderr)
-    req.spec.type_url = t.PROCESS_TYPE_URL
-    req.spec.value = json.dumps(_process(rec, cmd), separators=(",", ":")).encode()
-    await app.ctrd.tasks.Exec(req)
-
-
 async def _run(app: App, rec: ContainerRecord, exec_id: str, cio: ContainerIO, cmd: list[str],
                timeout: float | None) -> int:
-    await _exec(app, rec, exec_id, cio, cmd)
-    wait = asyncio.ensure_future(app.ctrd.tasks.Wait(tasks_pb.WaitRequest(container_id=rec.id, exec_id=exec_id)))
+    wait = await process.start(app, rec.id, exec_id, process.exec_process(rec, cmd, tty=False),
+                               stdout=cio.stdout, stderr=cio.stderr, started=cio.release_holders)
     try:
-        try:
-            await app.ctrd.tasks.Start(tasks_pb.StartRequest(container_id=rec.id, exec_id=exec_id))
-        finally:
-            cio.release_holders()           # the shim opens its writers during exec Start
         done, _ = await asyncio.wait([wait], timeout=timeout)
         if not done:
-            with contextlib.suppress(errors.CriError):
-                await app.ctrd.tasks.Kill(tasks_pb.KillRequest(container_id=rec.id, exec_id=exec_id,
-                                                               signal=signal.SIGKILL))
-            await asyncio.wait([wait], timeout=5)      # reaped, so DeleteProcess can succeed
+            await process.kill(app, rec.id, exec_id, wait)
             raise errors.DeadlineExceeded(f"command {cmd!r} timed out after {timeout:g}s")
         resp = wait.result()
     finally:
@@ -79,23 +53,13 @@ async def _run(app: App, rec: ContainerRecord, exec_id: str, cio: ContainerIO, c
     return int(resp.exit_status)
 
 
-async def _kill_abandoned(app: App, container_id: str, exec_id: str) -> None:
-    """The call ended without the exit (the caller went away, or Start failed): the process must not
-    keep running in the container, and it must be reaped before DeleteProcess can succeed."""
-    with contextlib.suppress(errors.CriError):
-        await app.ctrd.tasks.Kill(tasks_pb.KillRequest(container_id=container_id, exec_id=exec_id,
-                                                       signal=signal.SIGKILL))
-    with contextlib.suppress(errors.CriError):
-        await app.ctrd.tasks.Wait(tasks_pb.WaitRequest(container_id=container_id, exec_id=exec_id), timeout=5)
-
-
 async def _cleanup(app: App, container_id: str, exec_id: str, cio: ContainerIO, finished: bool) -> None:
+    """The call ended without the exit (the caller went away, or Start failed): the process must not
+    keep running in the container. Then DeleteProcess and the FIFOs go."""
     try:
         if not finished:
-            await _kill_abandoned(app, container_id, exec_id)
-        with contextlib.suppress(errors.CriError):
-            await app.ctrd.tasks.DeleteProcess(tasks_pb.DeleteProcessRequest(container_id=container_id,
-                                                                             exec_id=exec_id))
+            await process.kill(app, container_id, exec_id)
+        await process.delete(app, container_id, exec_id)
     finally:
         cio.remove()
 

@@ -12,39 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import signal
 from typing import Any
 
 from criproxy import errors
 from criproxy.app import App
+from criproxy.io import exec as process
 from criproxy.protos import cri, tasks_pb
 from criproxy.state.container import ContainerRecord
 from criproxy.streaming import protocol as p
 from criproxy.streaming.fifo import ExecIO
 from criproxy.streaming.streams import Streams
-from criproxy.translate import container as t
 
 log = logging.getLogger("criproxy.streaming")
 DRAIN_AFTER_EXIT = 2.0
 INITIAL_SIZE_WAIT = 0.25
 COPY_CHUNK = 256 * 1024
-
-
-def exec_process(rec: ContainerRecord, cmd: list[str], tty: bool) -> dict[str, Any]:
-    """The OCI process of an exec: the container's, with new args, terminal and (tty) TERM."""
-    if rec.process is None:
-        raise errors.FailedPrecondition(f"container {rec.id} has no process spec")
-    proc = dict(rec.process)
-    proc["args"], proc["terminal"] = list(cmd), tty
-    env = list(proc.get("env") or [])
-    if tty and not any(e.startswith("TERM=") for e in env):
-        env.append("TERM=xterm")
-    proc["env"] = env
-    proc.pop("consoleSize", None)
-    return proc
 
 
 def running_container(app: App, container_id: str) -> ContainerRecord:
@@ -75,8 +59,7 @@ async def run_exec(app: App, req: cri.ExecRequest, streams: Streams) -> None:
             eio.remove()                    # our FIFO ends: nothing more can come from them
         await streams.finish(status)
     finally:
-        with contextlib.suppress(errors.CriError):
-            await app.ctrd.tasks.DeleteProcess(tasks_pb.DeleteProcessRequest(container_id=rec.id, exec_id=exec_id))
+        await process.delete(app, rec.id, exec_id)
 
 
 def _status(cmd: list[str], code: int | None) -> dict[str, Any]:
@@ -89,19 +72,16 @@ def _internal(e: errors.CriError) -> dict[str, Any]:
     return p.status_internal(f"error executing command in container: {e}")
 
 
-async def _create(app: App, rec: ContainerRecord, exec_id: str, cmd: list[str], eio: ExecIO,
-                  streams: Streams) -> None:
+async def _start(app: App, rec: ContainerRecord, exec_id: str, cmd: list[str], eio: ExecIO,
+                 streams: Streams) -> asyncio.Future[Any]:
     tty = streams.opts.tty
-    req = tasks_pb.ExecProcessRequest(container_id=rec.id, exec_id=exec_id, terminal=tty,
-                                      stdin=eio.paths.get("stdin", ""), stdout=eio.paths.get("stdout", ""),
-                                      stderr=eio.paths.get("stderr", ""))
-    proc = exec_process(rec, cmd, tty)
+    proc = process.exec_process(rec, cmd, tty)
     size = await initial_size(streams) if tty else None
     if size is not None:                    # the terminal starts at the client's size, not 0x0
         proc["consoleSize"] = {"width": size[0], "height": size[1]}
-    req.spec.type_url = t.PROCESS_TYPE_URL
-    req.spec.value = json.dumps(proc, separators=(",", ":")).encode()
-    await app.ctrd.tasks.Exec(req)
+    return await process.start(app, rec.id, exec_id, proc, stdin=eio.paths.get("stdin", ""),
+                               stdout=eio.paths.get("stdout", ""), stderr=eio.paths.get("stderr", ""),
+                               started=eio.release_holders)
 
 
 async def initial_size(streams: Streams) -> tuple[int, int] | None:
@@ -119,22 +99,19 @@ async def initial_size(streams: Streams) -> tuple[int, int] | None:
 async def _run(app: App, rec: ContainerRecord, exec_id: str, cmd: list[str], eio: ExecIO,
                streams: Streams) -> int | None:
     """Exit code of the process, or None when the client left first (the process is killed)."""
-    await _create(app, rec, exec_id, cmd, eio, streams)
-    wait = asyncio.ensure_future(app.ctrd.tasks.Wait(tasks_pb.WaitRequest(container_id=rec.id, exec_id=exec_id)))
+    wait: asyncio.Future[Any] | None = None
     helpers: list[asyncio.Task[Any]] = []
     try:
-        try:
-            await app.ctrd.tasks.Start(tasks_pb.StartRequest(container_id=rec.id, exec_id=exec_id))
-        finally:
-            eio.release_holders()
+        wait = await _start(app, rec, exec_id, cmd, eio, streams)
         helpers = _helpers(app, rec.id, exec_id, eio, streams)
         return await _until_exit(app, rec.id, exec_id, wait, helpers, streams)
     except asyncio.CancelledError:          # criproxy is stopping: leave no process behind
-        if not wait.done():
-            await asyncio.shield(_kill(app, rec.id, exec_id, wait))
+        if wait is None or not wait.done():
+            await asyncio.shield(process.kill(app, rec.id, exec_id, wait))
         raise
     finally:
-        wait.cancel()
+        if wait is not None:
+            wait.cancel()
         for h in helpers:
             h.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
@@ -148,7 +125,7 @@ async def _until_exit(app: App, container_id: str, exec_id: str, wait: asyncio.F
     finally:
         gone.cancel()
     if not wait.done():
-        await _kill(app, container_id, exec_id, wait)
+        await process.kill(app, container_id, exec_id, wait)
         return None
     copies = [h for h in helpers if h.get_name() == "copy"]
     if copies:
@@ -199,8 +176,3 @@ async def resize_loop(app: App, container_id: str, exec_id: str, streams: Stream
             log.debug("resize %s/%s to %dx%d: %s", container_id[:12], exec_id[:12], width, height, e)
 
 
-async def _kill(app: App, container_id: str, exec_id: str, wait: asyncio.Future[Any]) -> None:
-    with contextlib.suppress(errors.CriError):
-        await app.ctrd.tasks.Kill(tasks_pb.KillRequest(container_id=container_id, exec_id=exec_id,
-                                                       signal=signal.SIGKILL))
-    await asyncio.wait([wait], timeout=5)          # reaped, so DeleteProcess can succeed

@@ -166,7 +166,7 @@ def _record(process: dict[str, object] | None) -> object:
 
 
 def test_exec_process_replaces_args_and_sets_term_for_tty() -> None:
-    from criproxy.streaming.exec import exec_process
+    from criproxy.io.exec import exec_process
 
     base = {"args": ["sleep", "1"], "env": ["PATH=/bin"], "cwd": "/w", "user": {"uid": 5, "gid": 6},
             "terminal": False, "consoleSize": {"height": 1, "width": 1}}
@@ -182,7 +182,7 @@ def test_exec_process_replaces_args_and_sets_term_for_tty() -> None:
 
 
 def test_exec_process_needs_a_spec() -> None:
-    from criproxy.streaming.exec import exec_process
+    from criproxy.io.exec import exec_process
 
     with pytest.raises(errors.FailedPrecondition):
         exec_process(_record(None), ["ls"], tty=False)  # type: ignore[arg-type]
