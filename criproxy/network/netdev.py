@@ -11,19 +11,12 @@ pinned namespace (not ``/proc/<pause pid>/net/dev``) works whatever happens to t
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import threading
 
-CLONE_NEWNET = 0x40000000
+from criproxy.network.netns import setns_net
+
 NET_DEV = "/proc/thread-self/net/dev"
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
 
 
 def _enter(path: str) -> bool:
@@ -33,7 +26,7 @@ def _enter(path: str) -> bool:
     except OSError:
         return False
     try:
-        _setns(fd)
+        setns_net(fd)
     except OSError:
         return False
     finally:
@@ -55,7 +48,7 @@ def read_all_sync(paths: list[str]) -> dict[str, str]:
             except OSError:
                 pass
             finally:
-                _setns(own)
+                setns_net(own)
     finally:
         os.close(own)
     return out

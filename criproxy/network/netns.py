@@ -43,6 +43,15 @@ def _check(rc: int, what: str) -> None:
         raise NetnsError(f"{what}: {os.strerror(err)}")
 
 
+def setns_net(fd: int) -> None:
+    """Move the calling thread into the network namespace open at ``fd`` (setns(2); Python 3.11 has
+    no ``os.setns``). Only ever called on a dedicated thread that goes back or ends: namespaces are
+    per thread, and a pooled thread left in a pod's namespace would carry it into unrelated work."""
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
 def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     """mount(2); raises NetnsError naming the target."""
     rc = _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,

@@ -11,19 +11,11 @@ namespace with it. Python 3.11 has no ``os.setns``, hence ctypes.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import socket
 import threading
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
+from criproxy.network.netns import setns_net
 
 
 def _socket_in(netns_path: str, family: int) -> socket.socket:
@@ -32,13 +24,13 @@ def _socket_in(netns_path: str, family: int) -> socket.socket:
     try:
         target = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _setns(target)
+            setns_net(target)
         finally:
             os.close(target)
         try:
             return socket.socket(family, socket.SOCK_STREAM)
         finally:
-            _setns(own)
+            setns_net(own)
     finally:
         os.close(own)
 
