@@ -18,13 +18,11 @@ import time
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri.container_status import cached_response
-from criproxy.events.relay import relay_of
+from criproxy.cri import sandbox_events
 from criproxy.io.container import ContainerIO, io_dir
 from criproxy.protos import cri, snapshots_pb, task_types, tasks_pb
 from criproxy.state.container import REASON_START_ERROR, ContainerRecord
 from criproxy.translate import container as t
-from criproxy.translate import sandbox as ts
 
 log = logging.getLogger("criproxy.container")
 DRAIN_SECONDS = 2.0
@@ -32,16 +30,8 @@ START_ERROR_EXIT_CODE = 128
 
 
 def publish(app: App, rec: ContainerRecord, kind: int) -> None:
-    """A CRI container event with the pod's status and all its containers' statuses."""
-    relay = relay_of(app)
-    if not relay.subscribers:
-        return
-    sb = app.sandboxes.find(rec.sandbox_id)
-    pod = ts.to_cri_status(sb) if sb is not None else cri.PodSandboxStatus(id=rec.sandbox_id)
-    statuses = [cached_response(r).status for r in app.containers.for_sandbox(rec.sandbox_id)]
-    relay.publish(cri.ContainerEventResponse(
-        container_id=rec.id, container_event_type=kind, created_at=time.time_ns(),  # type: ignore[arg-type]
-        pod_sandbox_status=pod, containers_statuses=statuses))
+    """A CRI container event for this container (``sandbox_events.publish_event``)."""
+    sandbox_events.publish_event(app, rec.id, rec.sandbox_id, kind)
 
 
 def container_dir(app: App, container_id: str) -> str:
