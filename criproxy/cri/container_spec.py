@@ -113,7 +113,8 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
         oc.with_container_mounts(_mounts(config, sandbox) + volume_mounts(volumes or [])),
         *_security(config, sandbox),
         oc.with_devices(devices, rules),
-        oc.with_resources(resources, clamp_oom_score_adj(int(resources.oom_score_adj), app.oom_score_floor),
+        oc.with_resources(resources, clamp_oom_score_adj(int(resources.oom_score_adj), app.oom_score_floor)
+                          if config.linux.HasField("resources") else None,
                           oc.swap_supported(), oc.hugetlb_supported()),
         with_cgroups_path(cgroups.cgroups_path(sandbox.config.linux.cgroup_parent, container_id)),
         with_annotations(oc.container_annotations(container_id, sandbox.id, config, sandbox.config,

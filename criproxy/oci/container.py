@@ -442,11 +442,14 @@ def linux_resources(r: cri.LinuxContainerResources, swap_supported: bool = True,
     return out
 
 
-def with_resources(r: cri.LinuxContainerResources, oom_score_adj: int, swap_supported: bool = True,
+def with_resources(r: cri.LinuxContainerResources, oom_score_adj: int | None, swap_supported: bool = True,
                    hugetlb_supported: bool = True) -> Option:
+    """``oom_score_adj`` None: the config sent no resources, so none is set (the runtime's own is
+    inherited), as containerd's CRI does."""
     def opt(spec: Spec) -> None:
         spec["linux"]["resources"].update(linux_resources(r, swap_supported, hugetlb_supported))
-        spec["process"]["oomScoreAdj"] = oom_score_adj
+        if oom_score_adj is not None:
+            spec["process"]["oomScoreAdj"] = oom_score_adj
     return opt
 
 

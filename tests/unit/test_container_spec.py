@@ -179,6 +179,7 @@ def test_resources() -> None:
     assert "swap" not in oc.linux_resources(r, swap_supported=False)["memory"]
     assert oc.linux_resources(cri.LinuxContainerResources()) == {}
     spec = build_spec(default_spec(), oc.with_resources(r, 500))
+    assert "oomScoreAdj" not in build_spec(default_spec(), oc.with_resources(r, None))["process"]
     assert spec["process"]["oomScoreAdj"] == 500 and spec["linux"]["resources"]["devices"]
 
 

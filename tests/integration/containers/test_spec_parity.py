@@ -328,3 +328,15 @@ def test_image_volumes_seeded_per_container_and_removed(testenv: Environment, ma
     ours.rt.StopContainer(cri.StopContainerRequest(container_id=c_ours, timeout=0))
     ours.rt.RemoveContainer(cri.RemoveContainerRequest(container_id=c_ours))
     assert not (testenv.criproxies[0].root / "containers" / c_ours).exists()
+
+
+def test_no_resources_means_no_oom_score_adj(testenv: Environment, make_pod: Callable[..., Pod],
+                                             builtin_pod: Callable[..., Pod], ctr: Callable[..., str]) -> None:
+    """A config without linux.resources sets no oomScoreAdj (the shim's is inherited), as containerd."""
+    ours, theirs = make_pod("nores"), builtin_pod("nores")
+    cfg = container_config(testenv.busybox_image, command=SLEEP)
+    assert not cfg.linux.HasField("resources")
+    c_ours, c_theirs = ours.run(cfg), theirs.run(cfg)
+    assert "oomScoreAdj" not in stored_spec(ctr, c_ours)["process"]
+    assert "oomScoreAdj" not in stored_spec(ctr, c_theirs, namespace="k8s.io")["process"]
+    assert ours.sh(c_ours, "cat /proc/self/oom_score_adj") == theirs.sh(c_theirs, "cat /proc/self/oom_score_adj")
