@@ -24,6 +24,7 @@ from criproxy.oci.spec import (
     default_spec,
     with_annotations,
     with_cgroups_path,
+    with_env,
 )
 from criproxy.oci.volumes import volume_mounts
 from criproxy.protos import cri
@@ -107,7 +108,7 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
         default_spec(),
         oc.with_process(oc.process_args(config, img), config.working_dir or str(img.get("WorkingDir") or ""),
                         config.tty, config.stdin),
-        oc.with_envs([f"HOSTNAME={_hostname(sandbox)}"], list(img.get("Env") or []), oc.config_env(config)),
+        with_env([f"HOSTNAME={_hostname(sandbox)}"], list(img.get("Env") or []), oc.config_env(config)),
         oc.with_identity(ident),
         oc.with_pod_namespaces(opts, sandbox.pid, _target_pid(app, opts)),
         oc.with_container_mounts(_mounts(config, sandbox) + volume_mounts(volumes or [])),

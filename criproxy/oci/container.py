@@ -23,7 +23,7 @@ from typing import Any
 from criproxy import errors
 from criproxy import labels as lb
 from criproxy.oci import seccomp
-from criproxy.oci.spec import DEFAULT_CAPS, Option, Spec
+from criproxy.oci.spec import DEFAULT_CAPS, Option, Spec, merge_env
 from criproxy.protos import cri
 
 # Capability names by bit number (linux/capability.h), for "ALL" = every capability the host has.
@@ -64,23 +64,10 @@ def with_process(args: list[str], cwd: str, tty: bool, stdin: bool) -> Option:
         proc = spec["process"]
         proc["args"], proc["cwd"], proc["terminal"] = args, cwd or "/", tty
         if tty:
-            _set_env(proc, ["TERM=xterm"])
+            proc["env"] = merge_env(proc["env"], ["TERM=xterm"])
     return opt
 
 
-def _set_env(proc: dict[str, Any], env: Iterable[str]) -> None:
-    out: dict[str, str] = {}
-    for item in [*proc["env"], *env]:
-        out[item.split("=", 1)[0]] = item
-    proc["env"] = list(out.values())
-
-
-def with_envs(*groups: Iterable[str]) -> Option:
-    """Env from several sources in order; a later KEY= replaces an earlier one."""
-    def opt(spec: Spec) -> None:
-        for group in groups:
-            _set_env(spec["process"], group)
-    return opt
 
 
 def config_env(config: cri.ContainerConfig) -> list[str]:

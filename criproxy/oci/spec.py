@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 Spec = dict[str, Any]
@@ -80,13 +80,20 @@ def with_args(args: list[str]) -> Option:
     return opt
 
 
-def with_env(env: list[str]) -> Option:
-    """Set env entries, a later KEY=… replacing an earlier one (image env, then config env)."""
-    def opt(spec: Spec) -> None:
-        out: dict[str, str] = {}
-        for item in [*spec["process"]["env"], *env]:
+def merge_env(*groups: Iterable[str]) -> list[str]:
+    """KEY=value entries from several sources in order, a later KEY replacing an earlier one in its
+    place (the one rule for pause and container env: defaults, image env, then the config's)."""
+    out: dict[str, str] = {}
+    for group in groups:
+        for item in group:
             out[item.split("=", 1)[0]] = item
-        spec["process"]["env"] = list(out.values())
+    return list(out.values())
+
+
+def with_env(*groups: Iterable[str]) -> Option:
+    """Add env entries to the spec's (``merge_env``)."""
+    def opt(spec: Spec) -> None:
+        spec["process"]["env"] = merge_env(spec["process"]["env"], *groups)
     return opt
 
 

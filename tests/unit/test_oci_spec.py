@@ -51,3 +51,8 @@ def test_oom_score_adj_clamped_without_the_capability_or_when_restricted() -> No
         assert s.clamp_oom_score_adj(-998, floor) == -500
         assert s.clamp_oom_score_adj(-100, floor) == -100
         assert s.clamp_oom_score_adj(1000, floor) == 1000
+
+
+def test_merge_env_later_key_replaces_earlier_in_place() -> None:
+    assert s.merge_env(["PATH=/bin", "A=1"], ["A=2", "B=x=y"], ["PATH=/usr/bin"]) == ["PATH=/usr/bin", "A=2", "B=x=y"]
+    assert s.merge_env(["FLAG", "A=1"], ["FLAG=on"]) == ["FLAG=on", "A=1"]
