@@ -372,6 +372,38 @@ def test_pause_and_container_share_the_pod_cgroup(make_pod: object) -> None:
                     (h / d.lstrip("/")).rmdir()
 
 
+@pytest.mark.skipif(not Path("/run/systemd/system").is_dir(),
+                    reason="systemd is not PID 1 here: runc's systemd cgroup driver cannot run")
+def test_systemd_driver_pause_and_container_share_the_pod_slice(criproxy_factory: object, busybox: str,
+                                                                testenv: Environment) -> None:
+    """With the systemd driver and a kubelet-style slice parent, both processes run in scopes
+    ``cri-containerd-<id>.scope`` inside the pod's slice, and RuntimeConfig says SYSTEMD."""
+    import json
+    import uuid
+
+    from tests.integration.containers.conftest import pod_config
+
+    proc = criproxy_factory(extra_args=["--cgroup-driver", "systemd"])  # type: ignore[operator]
+    uid = str(uuid.uuid4())
+    parent = f"/criproxytest.slice/criproxytest-pod{uid.replace('-', '_')}.slice"
+    with proc.client() as client:
+        resp = client.runtime.RuntimeConfig(cri.RuntimeConfigRequest())
+        assert resp.linux.cgroup_driver == cri.SYSTEMD
+        cfg = pod_config(testenv.scratch_dir("logs"), "sdshare", linux=cri.LinuxPodSandboxConfig(cgroup_parent=parent))
+        pod = Pod(client, cfg, busybox)
+        try:
+            cid = pod.run(container_config(busybox, command=SLEEP))
+            sandbox = pod.rt.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=pod.id, verbose=True))
+            pause = _cgroups_of(int(json.loads(sandbox.info["info"])["pid"]))
+            status = pod.rt.ContainerStatus(cri.ContainerStatusRequest(container_id=cid, verbose=True))
+            work = _cgroups_of(int(json.loads(status.info["info"])["pid"]))
+            placed = {h for h, p in pause.items() if p == f"{parent}/cri-containerd-{pod.id}.scope"}
+            assert placed, f"pause is in no {parent}/cri-containerd-<sandbox id>.scope: {pause}"
+            assert placed == {h for h, p in work.items() if p == f"{parent}/cri-containerd-{cid}.scope"}, work
+        finally:
+            pod.cleanup()
+
+
 def test_cgroup_under_pod_parent_and_removed(make_pod: object) -> None:
     import uuid
 
