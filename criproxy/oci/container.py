@@ -418,8 +418,10 @@ def linux_resources(r: cri.LinuxContainerResources, swap_supported: bool = True,
     mem: dict[str, int] = {}
     if r.memory_limit_in_bytes:
         mem["limit"] = r.memory_limit_in_bytes
-    if r.memory_swap_limit_in_bytes and swap_supported:
-        mem["swap"] = r.memory_swap_limit_in_bytes
+    if swap_supported and (r.memory_swap_limit_in_bytes or r.memory_limit_in_bytes):
+        # No swap limit of its own: swap+memory = memory, so a limited container does not swap
+        # (containerd's CRI does the same where the swap controller exists).
+        mem["swap"] = r.memory_swap_limit_in_bytes or r.memory_limit_in_bytes
     if mem:
         out["memory"] = mem
     if r.hugepage_limits and hugetlb_supported:
@@ -518,13 +520,14 @@ _SKIP_DEV = ("/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/fd", "/dev/.udev", "/d
 
 
 def host_devices() -> list[dict[str, Any]]:
-    """Every device node under /dev, for privileged containers."""
+    """Every device node under /dev, for privileged containers; symlinks are not devices (runc's
+    and containerd's host-device list skips them too)."""
     out = []
     for root, dirs, files in os.walk("/dev"):
         dirs[:] = [d for d in dirs if os.path.join(root, d) not in _SKIP_DEV]
         for f in files:
             path = os.path.join(root, f)
-            if path in _SKIP_DEV:
+            if path in _SKIP_DEV or os.path.islink(path):   # /dev/stdin -> /proc/self/fd/0 stays a link
                 continue
             try:
                 out.append(device_entry(path, path, "rwm")[0])

@@ -178,6 +178,9 @@ def test_resources() -> None:
     assert out["hugepageLimits"] == [{"pageSize": "2MB", "limit": 0}] and out["unified"] == {"memory.high": "1"}
     assert "swap" not in oc.linux_resources(r, swap_supported=False)["memory"]
     assert oc.linux_resources(cri.LinuxContainerResources()) == {}
+    only_limit = cri.LinuxContainerResources(memory_limit_in_bytes=32 << 20)
+    assert oc.linux_resources(only_limit)["memory"] == {"limit": 32 << 20, "swap": 32 << 20}   # no swapping
+    assert oc.linux_resources(only_limit, swap_supported=False)["memory"] == {"limit": 32 << 20}
     spec = build_spec(default_spec(), oc.with_resources(r, 500))
     assert "oomScoreAdj" not in build_spec(default_spec(), oc.with_resources(r, None))["process"]
     assert spec["process"]["oomScoreAdj"] == 500 and spec["linux"]["resources"]["devices"]

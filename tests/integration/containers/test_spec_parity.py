@@ -340,3 +340,29 @@ def test_no_resources_means_no_oom_score_adj(testenv: Environment, make_pod: Cal
     assert "oomScoreAdj" not in stored_spec(ctr, c_ours)["process"]
     assert "oomScoreAdj" not in stored_spec(ctr, c_theirs, namespace="k8s.io")["process"]
     assert ours.sh(c_ours, "cat /proc/self/oom_score_adj") == theirs.sh(c_theirs, "cat /proc/self/oom_score_adj")
+
+
+def test_memory_limit_without_swap_limit_means_no_swap(make_pod: Callable[..., Pod], builtin_pod: Callable[..., Pod],
+                                                       testenv: Environment) -> None:
+    memsw = "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"
+    if not Path(memsw).exists() and not Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        pytest.skip("no swap accounting on this host")
+    cfg = container_config(testenv.busybox_image, command=SLEEP)
+    cfg.linux.resources.memory_limit_in_bytes = 64 << 20
+    ours, theirs = make_pod("swap"), builtin_pod("swap")
+    read = f"cat {memsw} 2>/dev/null || cat /sys/fs/cgroup/memory.swap.max"
+    seen = ours.sh(ours.run(cfg), read).strip()
+    assert seen == theirs.sh(theirs.run(cfg), read).strip()
+    assert seen in (str(64 << 20), "0")          # v1: memory+swap = memory; v2: no swap
+
+
+def test_privileged_host_devices_skip_symlinks(make_pod: Callable[..., Pod], builtin_pod: Callable[..., Pod],
+                                               testenv: Environment) -> None:
+    linux = cri.LinuxPodSandboxConfig(security_context=cri.LinuxSandboxSecurityContext(privileged=True))
+    ours, theirs = make_pod("privdev", linux=linux), builtin_pod("privdev", linux=linux)
+    cfg = container_config(testenv.busybox_image, command=SLEEP)
+    cfg.linux.security_context.privileged = True
+    check = "for f in /dev/stdin /dev/fd; do readlink $f || echo $f-not-a-link; done; test -c /dev/null && echo devnull"
+    seen = ours.sh(ours.run(cfg), check)
+    assert seen == theirs.sh(theirs.run(cfg), check) and seen.split() == ["/proc/self/fd/0", "/proc/self/fd",
+                                                                          "devnull"]
