@@ -55,7 +55,7 @@ def main() -> int:
                               linux=pb.LinuxPodSandboxConfig(cgroup_parent=parent))
     try:
         sid = c.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=600).pod_sandbox_id
-    except Exception as e:  # noqa: BLE001 - the message is the result
+    except Exception as e:
         check("RunPodSandbox with a systemd pod slice", False, str(e).replace("\n", " ")[:400])
         return failures
     check("RunPodSandbox with a systemd pod slice", True)
@@ -70,7 +70,7 @@ def main() -> int:
         cid = c.runtime.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=sid, config=ccfg,
                                                                   sandbox_config=cfg), timeout=600).container_id
         c.runtime.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=600)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         check("CreateContainer + StartContainer", False, str(e).replace("\n", " ")[:400])
         return failures
     check("CreateContainer + StartContainer", True)
