@@ -3,7 +3,8 @@
 #
 # It installs containerd, runc and the CNI plugins from Debian, installs criproxy into a venv under
 # /opt/criproxy, writes a default CNI network when /etc/cni/net.d has none (a private bridge with no
-# masquerading, so pods reach each other and the host, nothing else), and runs `criproxy serve` in
+# masquerading, so pods reach each other and the host, nothing else; no loopback plugin: criproxy
+# brings every pod's lo up itself, as containerd does), and runs `criproxy serve` in
 # the foreground. With no containerd answering on /run/containerd/containerd.sock, criproxy starts a
 # private one under its own state dir (--managed-containerd=auto) and stops it on exit.
 # Extra arguments go to `criproxy serve` (e.g. --log-level debug). CRIPROXY_VENV moves the venv.
@@ -58,8 +59,7 @@ if ! ls /etc/cni/net.d/*.conflist /etc/cni/net.d/*.conf >/dev/null 2>&1; then
   "plugins": [
     {"type": "bridge", "bridge": "criproxy0", "isGateway": true, "ipMasq": false,
      "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]], "routes": [{"dst": "10.88.0.0/16"}]}},
-    {"type": "portmap", "capabilities": {"portMappings": true}},
-    {"type": "loopback"}
+    {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
 JSON
