@@ -41,6 +41,13 @@ async def start_relay(app: App) -> None:
     relay.on("/tasks/oom", _on_oom)
     app.spawn(relay.run(app), "events-relay")
     app.spawn(relay.relist_forever(app), "events-relist-timer")
+    app.observer.gauges.update({
+        "events_received": lambda: relay.received_total,    # containerd events taken in
+        "events_published": lambda: relay.published_total,  # CRI events sent to subscribers
+        "events_dropped": lambda: relay.dropped_total,      # lost to a subscriber too slow
+        "events_reconnects": lambda: relay.reconnects,      # containerd event stream re-opened
+        "events_subscribers": lambda: len(relay.subscribers),
+    })
 
 
 @rpc("GetContainerEvents")

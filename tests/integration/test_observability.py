@@ -37,6 +37,8 @@ def test_metrics_and_traces(criproxy: CriproxyProcess, cri: CriClient) -> None:
     assert 'criproxy_cri_requests_total{method="PodSandboxStatus",code="NOT_FOUND"}' in body
     assert 'criproxy_containerd_calls_total{service="Version",method="Version",code="OK"}' in body
     assert 'criproxy_cri_request_seconds_count{method="Status"}' in body
+    for gauge in ("received", "published", "dropped", "reconnects", "subscribers"):   # the event relay
+        assert f"criproxy_events_{gauge} " in body
     status, body = http_get(str(sock), "/traces")
     traces = json.loads(body)
     status_traces = [t for t in traces if t["rpc"] == "Status"]
