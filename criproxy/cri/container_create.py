@@ -48,6 +48,22 @@ def _validate(config: cri.ContainerConfig) -> None:
         raise errors.InvalidArgument("container config must include metadata.name")
     if not config.image.image:
         raise errors.InvalidArgument("container config must name an image")
+    _validate_log_path(config.log_path)
+
+
+def _validate_log_path(path: str) -> None:
+    """log_path is relative to the pod's log directory and must stay inside it: criproxy (root)
+    creates and writes that file, so an absolute or ``..``-escaping path would write anywhere."""
+    if not path:
+        return
+    if "\0" in path:
+        raise errors.InvalidArgument("container log_path contains a NUL character")
+    if os.path.isabs(path):
+        raise errors.InvalidArgument(f"container log_path {path[:200]!r} must be relative to the pod's "
+                                     "log directory")
+    norm = os.path.normpath(path)
+    if norm == ".." or norm.startswith("../") or norm == ".":
+        raise errors.InvalidArgument(f"container log_path {path[:200]!r} leaves the pod's log directory")
 
 
 async def _retry_outcome(app: App, name: str, request: cri.CreateContainerRequest) -> str | None:

@@ -43,6 +43,9 @@ def validate(app: App, request: cri.RunPodSandboxRequest) -> None:
     missing = [f for f in ("name", "uid", "namespace") if not getattr(meta, f)]
     if missing:
         raise errors.InvalidArgument(f"pod sandbox config metadata is missing {', '.join(missing)}")
+    log_dir = request.config.log_directory
+    if log_dir and (not os.path.isabs(log_dir) or "\0" in log_dir):
+        raise errors.InvalidArgument(f"pod log_directory {log_dir[:200]!r} must be an absolute path")
     cgroups.check_parent(request.config.linux.cgroup_parent, t.systemd_cgroup(app.config, request.runtime_handler))
     ns = request.config.linux.security_context.namespace_options
     if ns.HasField("userns_options") and ns.userns_options.mode == cri.POD:
