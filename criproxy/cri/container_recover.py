@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -31,6 +32,7 @@ from criproxy.io.container import ContainerIO, io_dir
 from criproxy.labels import CONTAINER_METADATA, KIND, KIND_CONTAINER
 from criproxy.protos import containers_pb, cri, task_types, tasks_pb
 from criproxy.state.container import ContainerRecord, ContainerStatusData
+from criproxy.state.lookup import is_object_id
 from criproxy.translate import container as t
 
 log = logging.getLogger("criproxy.container.recover")
@@ -102,9 +104,17 @@ def _load(app: App, c: containers_pb.Container) -> ContainerRecord | None:
     try:
         rec = t.record_from_metadata(ext.value, c.created_at.ToNanoseconds())
         rec.process = json.loads(c.spec.value).get("process")
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         log.warning("container %s: unreadable metadata (%s); skipped", c.id, e)
         return None
+    if rec.id != c.id or not is_object_id(rec.id):
+        log.warning("container %r: metadata names ID %r (not this container's, or not 64 hex); skipped",
+                    c.id[:80], str(rec.id)[:80])
+        return None
+    if rec.log_path and (not os.path.isabs(rec.log_path) or os.path.normpath(rec.log_path) != rec.log_path):
+        log.warning("container %s: log path %r is not a clean absolute path; no log is written", rec.id,
+                    rec.log_path[:200])
+        rec.log_path = ""
     rec.status = app.containers.load_status(rec.id) or ContainerStatusData()
     sb = app.sandboxes.find(rec.sandbox_id)
     rec.sandbox_config = sb.config if sb is not None else None

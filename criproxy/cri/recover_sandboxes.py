@@ -25,6 +25,7 @@ from criproxy.events.relay import relay_of
 from criproxy.labels import KIND, KIND_SANDBOX, SANDBOX_METADATA
 from criproxy.network import cni, netns, pod
 from criproxy.protos import containers_pb, cri, task_types, tasks_pb
+from criproxy.state.lookup import is_object_id
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import sandbox as t
 
@@ -47,10 +48,12 @@ async def recover_sandboxes(app: App) -> None:
         rec = record_of(c)
         if rec is None:
             continue
+        confine_dirs(app, rec)
         restore_network_facts(rec)
         adopt(app, rec, tasks.get(rec.id))
     known = {rec.id for rec in app.sandboxes.all()}
-    orphans = [d.name for d in (app.config.root / "sandboxes").glob("*") if d.name not in known]
+    orphans = [d.name for d in (app.config.root / "sandboxes").glob("*")
+               if d.name not in known and is_object_id(d.name)]
     if orphans:
         app.spawn(clean_orphans(app, orphans), "sandbox-orphans")
     log.info("recovered %d pod sandboxes (%d ready)", len(app.sandboxes),
@@ -76,10 +79,23 @@ def record_of(c: containers_pb.Container) -> SandboxRecord | None:
         log.warning("sandbox container %s has no metadata extension; leaving it alone", c.id)
         return None
     try:
-        return t.record_from_metadata(ext.value, c.created_at.ToNanoseconds())
-    except (ValueError, KeyError) as e:
+        rec = t.record_from_metadata(ext.value, c.created_at.ToNanoseconds())
+    except (ValueError, KeyError, TypeError) as e:
         log.warning("sandbox container %s: unreadable metadata (%s); leaving it alone", c.id, e)
         return None
+    if rec.id != c.id or not is_object_id(rec.id):
+        log.warning("sandbox container %r: metadata names ID %r (not this container's, or not 64 hex); "
+                    "leaving it alone", c.id[:80], str(rec.id)[:80])
+        return None
+    return rec
+
+
+def confine_dirs(app: App, rec: SandboxRecord) -> None:
+    """The sandbox's directories are where criproxy puts them for this ID, whatever the metadata says:
+    they are written to and deleted, so a path read back is never trusted."""
+    persistent, volatile = sandbox_files.sandbox_dirs(app, rec.id)
+    rec.dir = persistent if rec.dir is not None else None
+    rec.state_dir = volatile if rec.state_dir is not None else None
 
 
 def restore_network_facts(rec: SandboxRecord) -> None:

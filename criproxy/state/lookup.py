@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TypeVar
 
 from criproxy import errors
 
 R = TypeVar("R")
+_OBJECT_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def is_object_id(text: str) -> bool:
+    """Whether ``text`` is an ID criproxy makes (64 lowercase hex). IDs read back from containerd
+    or from directory names are checked with this before they become path components."""
+    return _OBJECT_ID.fullmatch(text) is not None
 
 
 def find_by_prefix(by_id: Mapping[str, R], id_or_prefix: str, kind: str) -> R | None:
