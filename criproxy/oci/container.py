@@ -544,6 +544,8 @@ def prepare_host_path(m: cri.Mount) -> str:
         raise errors.InvalidArgument(f"mount of {path} has no container path")
     if not path:
         raise errors.InvalidArgument(f"mount at {m.container_path} has no host path")
+    if not os.path.isabs(path) or "\0" in path:      # a relative path would be created under our cwd
+        raise errors.InvalidArgument(f"mount host path {path[:200]!r} must be an absolute path")
     if not os.path.exists(path):
         os.makedirs(path, mode=0o755, exist_ok=True)
     return os.path.realpath(path)
