@@ -19,7 +19,7 @@ from pathlib import Path
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri import rpc
+from criproxy.cri import checks, rpc
 from criproxy.cri.container_spec import container_spec
 from criproxy.cri.container_task import publish
 from criproxy.images.catalog import resolve_local
@@ -49,6 +49,7 @@ def _validate(config: cri.ContainerConfig) -> None:
     if not config.image.image:
         raise errors.InvalidArgument("container config must name an image")
     _validate_log_path(config.log_path)
+    checks.labels("container config", config.labels)
 
 
 def _validate_log_path(path: str) -> None:

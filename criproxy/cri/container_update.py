@@ -8,6 +8,8 @@ so a later start or a recovery sees the new limits, and a running task gets them
 from __future__ import annotations
 
 import json
+import os
+import re
 from typing import Any
 
 from google.protobuf import field_mask_pb2
@@ -19,6 +21,33 @@ from criproxy.oci import container as oc
 from criproxy.protos import containers_pb, cri, tasks_pb
 from criproxy.state.container import ContainerRecord
 from criproxy.translate import container as t
+
+_CPUSET = re.compile(r"[0-9]+(?:-[0-9]+)?(?:,[0-9]+(?:-[0-9]+)?)*")
+_PAGE_SIZE = re.compile(r"[0-9]+[KMG]B")
+_UNIFIED_KEY = re.compile(r"[a-z0-9_]+\.[a-z0-9_.]+")
+CGROUP_V2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")     # a host fact: read once
+
+
+def check_resources(r: cri.LinuxContainerResources, cgroup_v2: bool) -> None:
+    """Refuse values the OCI types or runc cannot take, before the spec is touched (a refusal from
+    runc later would leave nothing changed but reach the caller as an unknown error)."""
+    for name in ("cpu_period", "cpu_shares", "memory_limit_in_bytes"):
+        if getattr(r, name) < 0:
+            raise errors.InvalidArgument(f"{name} must not be negative")
+    if r.cpu_quota < -1 or r.memory_swap_limit_in_bytes < -1:
+        raise errors.InvalidArgument("cpu_quota and memory_swap_limit_in_bytes must be -1 (unlimited) or more")
+    for name in ("cpuset_cpus", "cpuset_mems"):
+        value = getattr(r, name)
+        if value and not _CPUSET.fullmatch(value):
+            raise errors.InvalidArgument(f"{name} {value[:100]!r} is not a list like 0-3,5")
+    for h in r.hugepage_limits:
+        if not _PAGE_SIZE.fullmatch(h.page_size):
+            raise errors.InvalidArgument(f"hugepage page size {h.page_size[:100]!r} is not like 2MB or 1GB")
+    if r.unified and not cgroup_v2:
+        raise errors.InvalidArgument("unified cgroup resources need cgroup v2; this host has cgroup v1")
+    for k, v in r.unified.items():
+        if not _UNIFIED_KEY.fullmatch(k) or "\0" in v:
+            raise errors.InvalidArgument(f"unified resource {k[:100]!r} is not a cgroup v2 file name with a value")
 
 
 def merged(old: cri.LinuxContainerResources, new: cri.LinuxContainerResources) -> cri.LinuxContainerResources:
@@ -58,14 +87,17 @@ async def update_container_resources(app: App, request: cri.UpdateContainerResou
     rec = app.containers.get(request.container_id)
     if rec.state not in (cri.CONTAINER_CREATED, cri.CONTAINER_RUNNING):
         raise errors.FailedPrecondition(f"container {rec.id} is not created or running: cannot update resources")
+    check_resources(request.linux, CGROUP_V2)
     old = rec.resources
     new = merged(old, request.linux)
     resources = await _write_spec(app, rec, new)
     if rec.state == cri.CONTAINER_RUNNING:
         try:
             await _update_task(app, rec, resources)
-        except errors.CriError:
+        except errors.CriError as e:
             await _write_spec(app, rec, old)
+            if isinstance(e, errors.Unknown):           # runc refused a value (out of the kernel's range…)
+                raise errors.InvalidArgument(f"the runtime refused the new resources: {e}") from None
             raise
     app.containers.update_resources(rec, new)
     return cri.UpdateContainerResourcesResponse()

@@ -39,8 +39,11 @@ class _Collector:
 
 async def _run(app: App, rec: ContainerRecord, exec_id: str, cio: ContainerIO, cmd: list[str],
                timeout: float | None) -> int:
-    wait = await process.start(app, rec.id, exec_id, process.exec_process(rec, cmd, tty=False),
-                               stdout=cio.stdout, stderr=cio.stderr, started=cio.release_holders)
+    try:
+        wait = await process.start(app, rec.id, exec_id, process.exec_process(rec, cmd, tty=False),
+                                   stdout=cio.stdout, stderr=cio.stderr, started=cio.release_holders)
+    except errors.Unknown as e:         # runc could not start it (no such executable, not allowed…)
+        raise errors.FailedPrecondition(f"cannot run {cmd[0][:200]!r} in container {rec.id}: {e}") from None
     try:
         done, _ = await asyncio.wait([wait], timeout=timeout)
         if not done:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri import rpc
+from criproxy.cri import checks, rpc
 from criproxy.images.pull import pull_image
 from criproxy.protos import cri
 
@@ -20,5 +20,8 @@ async def pull(app: App, request: cri.PullImageRequest) -> cri.PullImageResponse
     ref = request.image.image
     if not ref:
         raise errors.InvalidArgument("PullImage: image.image is empty")
+    if request.HasField("auth"):          # these become HTTP headers: no CR/LF injection
+        for name in ("username", "password", "auth", "identity_token", "registry_token", "server_address"):
+            checks.plain(f"PullImage auth.{name}", getattr(request.auth, name), checks.CREDENTIAL_MAX, secret=True)
     image = await pull_image(app, ref, request.auth if request.HasField("auth") else None)
     return cri.PullImageResponse(image_ref=image.id)

@@ -27,7 +27,7 @@ from contextlib import AsyncExitStack
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri import rpc, sandbox_events, sandbox_files, sandbox_network, sandbox_pause
+from criproxy.cri import checks, rpc, sandbox_events, sandbox_files, sandbox_network, sandbox_pause
 from criproxy.network import cniconf, netns, pod
 from criproxy.oci import cgroups
 from criproxy.protos import cri
@@ -43,6 +43,10 @@ def validate(app: App, request: cri.RunPodSandboxRequest) -> None:
     missing = [f for f in ("name", "uid", "namespace") if not getattr(meta, f)]
     if missing:
         raise errors.InvalidArgument(f"pod sandbox config metadata is missing {', '.join(missing)}")
+    for f in ("name", "uid", "namespace"):     # CNI_ARGS carries them: ';' and '=' would inject arguments
+        checks.plain(f"pod sandbox metadata.{f}", getattr(meta, f), checks.NAME_MAX, ";=")
+    checks.plain("pod hostname", request.config.hostname, checks.HOSTNAME_MAX)
+    checks.labels("pod sandbox config", request.config.labels)
     log_dir = request.config.log_directory
     if log_dir and (not os.path.isabs(log_dir) or "\0" in log_dir):
         raise errors.InvalidArgument(f"pod log_directory {log_dir[:200]!r} must be an absolute path")

@@ -30,7 +30,7 @@ def container_name(meta: cri.ContainerMetadata, pod: cri.PodSandboxMetadata) -> 
 def containerd_labels(config: cri.ContainerConfig, image_labels: dict[str, str], sandbox_id: str) -> dict[str, str]:
     """Image labels (minus containerd's own), the CRI labels over them, the kind and sandbox markers."""
     labels = {k: v for k, v in image_labels.items()
-              if not k.startswith(RESERVED_PREFIXES) and len(k) + len(v) <= 4096}
+              if k and not k.startswith(RESERVED_PREFIXES) and len(k.encode()) + len(v.encode()) <= 4096}
     labels.update(config.labels)
     labels[KIND] = KIND_CONTAINER
     labels[SANDBOX_ID] = sandbox_id
