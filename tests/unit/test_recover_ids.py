@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from criproxy.cri import recover_sandboxes
+from criproxy.labels import SANDBOX_METADATA
 from criproxy.protos import containers_pb, cri
 from criproxy.state.lookup import is_object_id
 from criproxy.state.sandbox import SandboxRecord
@@ -19,7 +20,7 @@ def _container(cid: str, meta_id: str, **kw: Any) -> containers_pb.Container:
     rec = SandboxRecord(id=meta_id, name="n", config=cri.PodSandboxConfig(), runtime_handler="", created_at=1,
                         **kw)
     c = containers_pb.Container(id=cid)
-    ext = c.extensions[t.METADATA_EXTENSION]
+    ext = c.extensions[SANDBOX_METADATA]
     ext.type_url, ext.value = t.METADATA_TYPE_URL, t.metadata_json(rec)
     return c
 
