@@ -10,8 +10,9 @@ a sparse file); here a file just over the cap keeps the image small.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -21,7 +22,7 @@ from criproxy.protos import cri as pb
 from tests.harness import Fifo, File, ImageConfig, Symlink, build_image, busybox_layers
 from tests.harness.client import CriClient
 from tests.harness.env import Environment
-from tests.integration.containers.conftest import Pod, container_config
+from tests.integration.containers.conftest import Pod, container_config, pod_config
 
 HOST_USER = "hostonly:x:4242:4243::/:/bin/sh\n"
 BIG = b"root:x:0:0:root:/root:/bin/sh\n" + b"#" * 1023 + b"\n"
@@ -119,3 +120,34 @@ def test_link_across_layers_resolves_in_the_merged_image(cri: CriClient, testenv
     cid, err, _ = _create(pod, image)
     assert err is None and cid is not None, err
     assert _user(pod, cid) == (1234, 1235)
+
+
+@pytest.fixture
+def builtin_pod(testenv: Environment, builtin_cri: CriClient) -> Iterator[Pod]:
+    pod = Pod(builtin_cri, pod_config(testenv.scratch_dir("builtin-logs"), "hostile"), testenv.busybox_image)
+    yield pod
+    pod.cleanup()
+
+
+def _outcome(pod: Pod, ctr: Callable[..., str], namespace: str, image: str, **sc: object) -> object:
+    cid, err, _ = _create(pod, image, **sc)
+    if err is not None:
+        return "error"
+    user = json.loads(ctr("containers", "info", cid, namespace=namespace))["Spec"]["process"]["user"]
+    return user["uid"], user["gid"]
+
+
+def test_links_out_of_the_image_match_the_builtin_cri(cri: CriClient, builtin_cri: CriClient, testenv: Environment,
+                                                      pod: Pod, builtin_pod: Pod, host_file: Path,
+                                                      ctr: Callable[..., str]) -> None:
+    """containerd's own CRI resolves the same links inside the image: same uid/gid, same refusals."""
+    for name, target in (("hostile-zero", "/dev/zero"), ("hostile-hostlink", str(host_file))):
+        image = _image(testenv, cri, name, {"etc/passwd": Symlink(target)})
+        builtin_cri.image.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=120)
+        for sc in ({"run_as_user": pb.Int64Value(value=4242)}, {"run_as_username": "hostonly"},
+                   {"run_as_username": "app"}):
+            ours = _outcome(pod, ctr, "criproxy", image, **sc)
+            theirs = _outcome(builtin_pod, ctr, "k8s.io", image, **sc)
+            assert ours == theirs, (name, sc, ours, theirs)
+            if "run_as_user" in sc:
+                assert ours == (4242, 0)                # the image has no passwd: gid 0, not the host's
