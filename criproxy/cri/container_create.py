@@ -214,6 +214,7 @@ async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord
                             await _seed_volumes(app, undo, rec, image, mounts))
     rec.uid, rec.gid, rec.groups = result.identity.uid, result.identity.gid, result.identity.groups
     rec.stop_signal, rec.process = result.stop_signal, result.spec["process"]
+    rec.spec_resources = result.spec["linux"].get("resources")
     runtime = await _sandbox_runtime(app, sandbox.id)
     # Shielded: a caller giving up must not cut the call short on our side while containerd still
     # commits it; the undo waits for the call's outcome, then deletes.

@@ -103,7 +103,10 @@ def _load(app: App, c: containers_pb.Container) -> ContainerRecord | None:
         return None
     try:
         rec = t.record_from_metadata(ext.value, c.created_at.ToNanoseconds())
-        rec.process = json.loads(c.spec.value).get("process")
+        spec = json.loads(c.spec.value)
+        rec.process = spec.get("process")
+        resources = (spec.get("linux") or {}).get("resources")
+        rec.spec_resources = resources if isinstance(resources, dict) else None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         log.warning("container %s: unreadable metadata (%s); skipped", c.id, e)
         return None

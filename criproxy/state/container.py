@@ -79,6 +79,7 @@ class ContainerRecord:
     start_settled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # set when a start ends
     io: Any = None                          # criproxy.io.container.ContainerIO while the task lives
     process: dict[str, Any] | None = None   # the OCI process of the spec (ExecSync builds on it)
+    spec_resources: dict[str, Any] | None = None  # the spec's linux.resources (what status reports)
     mounts: list[Any] | None = None         # rootfs mounts from Prepare (saves Snapshots.Mounts at start)
     exit_task: asyncio.Task[None] | None = field(default=None, repr=False)
     cached_item: Any = field(default=None, repr=False)   # cri.Container for ListContainers

@@ -77,6 +77,29 @@ def _image_spec(rec: ContainerRecord) -> cri.ImageSpec:
                          user_specified_image=rec.config.image.user_specified_image or rec.config.image.image)
 
 
+def applied_resources(rec: ContainerRecord) -> cri.LinuxContainerResources:
+    """What the spec applies, as containerd's CRI reports it: the clamped oom_score_adj, the swap
+    limit it derived, no hugepage limits where the controller is missing (the request as sent when
+    the spec is not known)."""
+    res = rec.spec_resources
+    if res is None:
+        return rec.resources
+    out = cri.LinuxContainerResources()
+    try:
+        if isinstance(rec.process, dict) and "oomScoreAdj" in rec.process:
+            out.oom_score_adj = int(rec.process["oomScoreAdj"])
+        cpu, mem = res.get("cpu") or {}, res.get("memory") or {}
+        out.cpu_period, out.cpu_quota, out.cpu_shares = cpu.get("period", 0), cpu.get("quota", 0), cpu.get("shares", 0)
+        out.cpuset_cpus, out.cpuset_mems = cpu.get("cpus", ""), cpu.get("mems", "")
+        out.memory_limit_in_bytes, out.memory_swap_limit_in_bytes = mem.get("limit", 0), mem.get("swap", 0)
+        out.hugepage_limits.extend(cri.HugepageLimit(page_size=h["pageSize"], limit=h["limit"])
+                                   for h in res.get("hugepageLimits") or [])
+        out.unified.update(res.get("unified") or {})
+    except (TypeError, ValueError, KeyError, AttributeError):     # a spec not of our making (recovery)
+        return rec.resources
+    return out
+
+
 def to_cri_status(rec: ContainerRecord) -> cri.ContainerStatus:
     """The ContainerStatus kubelet sees: state, times, exit code and reason, image, mounts, user."""
     cfg, s = rec.config, rec.status
@@ -92,7 +115,7 @@ def to_cri_status(rec: ContainerRecord) -> cri.ContainerStatus:
         image_ref=rec.image_ref, reason=reason, message=message, labels=cfg.labels, annotations=cfg.annotations,
         mounts=cfg.mounts, log_path=rec.log_path, image_id=rec.image_id,
         stop_signal=status_signal(rec.stop_signal),  # type: ignore[arg-type]
-        resources=cri.ContainerResources(linux=rec.resources),
+        resources=cri.ContainerResources(linux=applied_resources(rec)),
         user=cri.ContainerUser(linux=cri.LinuxContainerUser(uid=rec.uid, gid=rec.gid,
                                                             supplemental_groups=rec.groups)))
 

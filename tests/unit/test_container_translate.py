@@ -125,3 +125,25 @@ def test_unknown_state_and_its_exit() -> None:
     assert (st.state, st.reason, st.message) == (cri.CONTAINER_UNKNOWN, "Unknown", "shim not answering")
     store.update_exited(rec, 20, 137)
     assert rec.state == cri.CONTAINER_EXITED and not rec.may_run and not rec.status.unknown
+
+
+def test_status_resources_are_what_the_spec_applies() -> None:
+    rec = record()
+    rec.config.linux.resources.oom_score_adj = -998
+    rec.config.linux.resources.memory_limit_in_bytes = 64 << 20
+    rec.config.linux.resources.hugepage_limits.add(page_size="2MB", limit=0)
+    assert t.to_cri_status(rec).resources.linux.oom_score_adj == -998        # spec unknown: the request
+    rec.process = {"oomScoreAdj": 0}                                          # clamped
+    rec.spec_resources = {"memory": {"limit": 64 << 20, "swap": 64 << 20}, "cpu": {"shares": 2, "cpus": "0"},
+                          "devices": [{"allow": False, "access": "rwm"}], "unified": {"memory.high": "1"}}
+    got = t.to_cri_status(rec).resources.linux
+    assert got == cri.LinuxContainerResources(oom_score_adj=0, memory_limit_in_bytes=64 << 20,
+                                              memory_swap_limit_in_bytes=64 << 20, cpu_shares=2, cpuset_cpus="0",
+                                              unified={"memory.high": "1"})     # no hugetlb here: none applied
+
+
+def test_status_resources_from_a_malformed_spec_fall_back_to_the_request() -> None:
+    rec = record()
+    rec.config.linux.resources.cpu_shares = 7
+    rec.process, rec.spec_resources = {"oomScoreAdj": "x"}, {"cpu": ["not", "a", "dict"]}
+    assert t.to_cri_status(rec).resources.linux.cpu_shares == 7

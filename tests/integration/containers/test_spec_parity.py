@@ -366,3 +366,21 @@ def test_privileged_host_devices_skip_symlinks(make_pod: Callable[..., Pod], bui
     seen = ours.sh(ours.run(cfg), check)
     assert seen == theirs.sh(theirs.run(cfg), check) and seen.split() == ["/proc/self/fd/0", "/proc/self/fd",
                                                                           "devnull"]
+
+
+def test_status_reports_the_applied_resources(testenv: Environment, make_pod: Callable[..., Pod],
+                                              builtin_pod: Callable[..., Pod]) -> None:
+    """ContainerStatus.resources is what the spec applied (clamped oom_score_adj, derived swap,
+    hugepage limits only with the controller), as the built-in CRI reports it."""
+    cfg = container_config(testenv.busybox_image, command=SLEEP)
+    r = cfg.linux.resources
+    r.oom_score_adj, r.memory_limit_in_bytes, r.cpu_shares = -998, 64 << 20, 256
+    r.hugepage_limits.add(page_size="2MB", limit=0)
+    ours, theirs = make_pod("stres"), builtin_pod("stres")
+    c_ours, c_theirs = ours.run(cfg), theirs.run(cfg)
+    assert ours.status(c_ours).resources.linux == theirs.status(c_theirs).resources.linux
+    update = cri.LinuxContainerResources(memory_limit_in_bytes=96 << 20, cpu_shares=512)
+    for pod, cid in ((ours, c_ours), (theirs, c_theirs)):
+        pod.rt.UpdateContainerResources(cri.UpdateContainerResourcesRequest(container_id=cid, linux=update))
+    assert ours.status(c_ours).resources.linux == theirs.status(c_theirs).resources.linux
+    assert ours.status(c_ours).resources.linux.memory_limit_in_bytes == 96 << 20
