@@ -107,7 +107,7 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
     spec = build_spec(
         default_spec(),
         oc.with_process(oc.process_args(config, img), config.working_dir or str(img.get("WorkingDir") or ""),
-                        config.tty, config.stdin),
+                        config.tty),
         with_env([f"HOSTNAME={_hostname(sandbox)}"], list(img.get("Env") or []), oc.config_env(config)),
         oc.with_identity(ident),
         oc.with_pod_namespaces(opts, sandbox.pid, _target_pid(app, opts)),
@@ -118,7 +118,6 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
                           if config.linux.HasField("resources") else None,
                           oc.swap_supported(), oc.hugetlb_supported()),
         with_cgroups_path(cgroups.cgroups_path(sandbox.config.linux.cgroup_parent, container_id)),
-        with_annotations(oc.container_annotations(container_id, sandbox.id, config, sandbox.config,
-                                                  config.image.image)),
+        with_annotations(oc.container_annotations(sandbox.id, config, sandbox.config, config.image.image)),
     )
     return SpecResult(spec, ident, stop_signal(config, img))

@@ -59,7 +59,7 @@ def process_args(config: cri.ContainerConfig, image_config: dict[str, Any]) -> l
     return command + args
 
 
-def with_process(args: list[str], cwd: str, tty: bool, stdin: bool) -> Option:
+def with_process(args: list[str], cwd: str, tty: bool) -> Option:
     def opt(spec: Spec) -> None:
         proc = spec["process"]
         proc["args"], proc["cwd"], proc["terminal"] = args, cwd or "/", tty
@@ -451,8 +451,8 @@ def with_devices(devices: list[dict[str, Any]], rules: list[dict[str, Any]]) -> 
 
 
 
-def container_annotations(container_id: str, sandbox_id: str, config: cri.ContainerConfig,
-                          sandbox_config: cri.PodSandboxConfig, image_name: str) -> dict[str, str]:
+def container_annotations(sandbox_id: str, config: cri.ContainerConfig, sandbox_config: cri.PodSandboxConfig,
+                          image_name: str) -> dict[str, str]:
     """The io.kubernetes.cri.* annotations (the shim groups a pod's containers by sandbox-id)."""
     meta = sandbox_config.metadata
     return {

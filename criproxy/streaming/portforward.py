@@ -160,7 +160,7 @@ async def _ws_read(ws: web.WebSocketResponse, d: p.Dialect, idle: Idle, pairs: l
             idle.touch()
             if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
                 continue
-            frame = p.decode_frame(msg.data, d)
+            frame = p.decode_frame(msg.data)
             if frame is None or frame[0] % 2 or frame[0] // 2 >= len(pairs) or not frame[1]:
                 continue
             for i in range(0, len(frame[1]), CHUNK):     # in pieces: 64 queued items stay small

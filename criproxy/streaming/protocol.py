@@ -110,16 +110,6 @@ def encode_status(status: dict[str, Any], d: Dialect) -> bytes | None:
     return str(status.get("message", "")).encode()
 
 
-def exit_code_of(status: dict[str, Any]) -> int:
-    """The exit code a v4 status stands for (0 on success); the reverse of ``status_exit_code``."""
-    if status.get("status") == "Success":
-        return 0
-    for cause in (status.get("details") or {}).get("causes") or []:
-        if cause.get("reason") == "ExitCode":
-            return int(cause["message"])
-    return -1
-
-
 def _go_list(items: list[str]) -> str:
     return "[" + " ".join(items) + "]"
 
@@ -174,7 +164,7 @@ def encode_frame(channel: int, data: bytes, d: Dialect) -> bytes | str:
     return bytes((channel,)) + data
 
 
-def decode_frame(message: bytes | str, d: Dialect) -> tuple[int, bytes] | None:
+def decode_frame(message: bytes | str) -> tuple[int, bytes] | None:
     """(channel, payload) of a client message; None for an empty or undecodable one."""
     if not message:
         return None

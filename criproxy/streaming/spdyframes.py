@@ -18,10 +18,9 @@ import zlib
 from dataclasses import dataclass, field
 
 VERSION = 3
-SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDATE = 1, 2, 3, 4, 6, 7, 8, 9
+SYN_STREAM, SYN_REPLY, RST_STREAM, PING, GOAWAY, HEADERS = 1, 2, 3, 6, 7, 8   # control frame types
 FLAG_FIN = 0x01
-RST_PROTOCOL_ERROR, RST_REFUSED_STREAM, RST_CANCEL = 1, 3, 5
-MAX_DATA = (1 << 24) - 1
+RST_PROTOCOL_ERROR, RST_REFUSED_STREAM = 1, 3
 MAX_HEADER_BLOCK = 256 * 1024       # decompressed; real ones are a few dozen bytes
 
 _WORDS = [*(
@@ -99,7 +98,7 @@ class Codec:
             return Frame(kind, flags, sid & 0x7FFFFFFF, value=status)
         if kind == PING and len(payload) >= 4:
             return Frame(kind, flags, value=struct.unpack(">I", payload[:4])[0])
-        return Frame(kind, flags)                    # SETTINGS, WINDOW_UPDATE, unknown: ignored
+        return Frame(kind, flags)                    # SETTINGS (4), WINDOW_UPDATE (9), unknown: ignored
 
     def decode_headers(self, block: bytes) -> dict[str, str]:
         try:
@@ -119,9 +118,6 @@ class Codec:
         return control_frame(SYN_REPLY, FLAG_FIN if fin else 0,
                              struct.pack(">I", stream_id) + self.encode_headers(headers or {}))
 
-    def syn_stream(self, stream_id: int, headers: dict[str, str], fin: bool = False) -> bytes:
-        return control_frame(SYN_STREAM, FLAG_FIN if fin else 0,
-                             struct.pack(">IIH", stream_id, 0, 0) + self.encode_headers(headers))
 
 
 def control_frame(kind: int, flags: int, payload: bytes) -> bytes:

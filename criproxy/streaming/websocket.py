@@ -67,7 +67,7 @@ class WsStreams(Streams):
 
     async def _frame(self, message: bytes | str) -> None:
         self.idle.touch()
-        frame = p.decode_frame(message, self.dialect)
+        frame = p.decode_frame(message)
         if frame is None:
             return
         channel, payload = frame
