@@ -8,6 +8,7 @@ every source alike, so a bad value anywhere is one clear message naming the sett
 from __future__ import annotations
 
 import contextvars
+import functools
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -120,7 +121,14 @@ class Config(BaseSettings):
         """systemd only where systemd is PID 1 (its runtime dir exists), as kubelet's own check does."""
         if self.cgroup_driver != "auto":
             return self.cgroup_driver
-        return "systemd" if Path("/run/systemd/system").is_dir() else "cgroupfs"
+        return "systemd" if systemd_booted() else "cgroupfs"
+
+
+@functools.cache
+def systemd_booted() -> bool:
+    """Whether systemd is PID 1 (``sd_booted``'s test), looked at once: it does not change while we run,
+    and every pod and container would otherwise stat it again on the event loop."""
+    return Path("/run/systemd/system").is_dir()
 
 
 # One line per setting for ``criproxy serve --help`` (set as each field's description below, so the

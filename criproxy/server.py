@@ -113,8 +113,8 @@ async def start_grpc(app: App) -> grpc.aio.Server:
     finally:
         os.umask(old_umask)
     os.chmod(cfg.listen, cfg.listen_mode)
-    log.info("criproxy listening on %s (containerd %s at %s, namespace %s)", cfg.listen,
-             app.containerd_version, app.ctrd.address, cfg.namespace)
+    log.info("criproxy listening on %s (containerd %s at %s, namespace %s, %s cgroup driver)", cfg.listen,
+             app.containerd_version, app.ctrd.address, cfg.namespace, cfg.resolved_cgroup_driver())
     return server
 
 
