@@ -14,7 +14,7 @@ async def reopen_container_log(app: App, request: cri.ReopenContainerLogRequest)
     if rec.state != cri.CONTAINER_RUNNING or rec.io is None:
         raise errors.FailedPrecondition(f"container {rec.id} is not running: its log cannot be reopened")
     try:
-        rec.io.reopen_log()
+        await rec.io.reopen_log()
     except OSError as e:
         raise errors.Internal(f"reopening log {rec.log_path}: {e.strerror}") from None
     return cri.ReopenContainerLogResponse()

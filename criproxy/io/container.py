@@ -1,4 +1,4 @@
-"""A container's stdio: FIFOs the shim writes, drained into the CRI log file by the event loop.
+"""A container's stdio: FIFOs the shim writes, drained into the CRI log file by a pump thread.
 
 Why the holder descriptor: a FIFO read end opened non-blocking reports EOF until a writer appears,
 and the shim opens its write end only inside Tasks.Create. So before Create we open the read end
@@ -6,9 +6,10 @@ and the shim opens its write end only inside Tasks.Create. So before Create we o
 we drop ours, and from then on EOF means the container's output really ended. On recovery the shim
 already holds a writer, so the read end alone is enough.
 
-Output goes through ``logfmt.LineSplitter`` into the log file (``O_APPEND``, 0640, parent 0755, as
-containerd's CRI opens it); ``reopen_log`` swaps the file after kubelet renamed it. Listeners
-(attach) get the raw bytes too.
+Output goes through ``logfmt.Formatter`` into the log file (``O_APPEND``, 0640, parent 0755, as
+containerd's CRI opens it), one write per read, from one thread per container task (``_Pump``: why a
+thread, and how it hands data to the loop, is explained there); ``reopen_log`` swaps the file after
+kubelet renamed it. Listeners (attach, ExecSync) get the raw bytes too, on the event loop.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,11 +45,19 @@ def make_fifos(directory: Path, prefix: str, stdin: bool, stderr: bool = True) -
 
 
 class LogFile:
-    """The CRI log file of one container, reopened on rotation."""
+    """The CRI log file of one container, reopened on rotation.
+
+    Written by the pump thread and reopened/closed from elsewhere, so every use of the descriptor is
+    under ``lock`` (a write never lands in a descriptor closed and reused meanwhile). Closing is final:
+    a reopen after it does nothing.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = -1
+        self.lock = threading.Lock()
+        self.closed = False
+        self._failing = False
         self.open()
 
     def open(self) -> None:
@@ -55,74 +66,187 @@ class LogFile:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
 
-    def write(self, stream: bytes, tag: bytes, content: bytes) -> None:
-        if self.fd < 0:
+    def write(self, data: bytes) -> None:
+        """Append whole records; a failure (full disk) is logged once per episode and the data dropped."""
+        if not data:
             return
-        try:
-            os.write(self.fd, logfmt.record(stream, tag, content))
-        except OSError as e:                      # a full disk must not kill the pump
-            log.warning("writing container log %s failed: %s", self.path, e)
+        with self.lock:
+            if self.fd < 0:
+                return
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self.fd, view):]
+                self._failing = False
+            except OSError as e:                  # a full disk must not kill the pump
+                if not self._failing:
+                    log.warning("writing container log %s failed: %s", self.path, e)
+                self._failing = True
 
     def reopen(self) -> None:
-        old = self.fd
-        self.fd = -1
-        self.open()
-        if old >= 0:
-            os.close(old)
+        """Blocking (a file open, and waiting out a write in progress): call it off the event loop."""
+        with self.lock:
+            if self.closed:
+                return
+            old = self.fd
+            self.fd = -1
+            self.open()
+            if old >= 0:
+                os.close(old)
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        with self.lock:
+            self.closed = True
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+
+
+class _Stream:
+    """One output FIFO read by the pump thread."""
+
+    __slots__ = ("done", "fd", "fmt", "name")
+
+    def __init__(self, name: bytes, fd: int, done: asyncio.Future[None]) -> None:
+        self.name, self.fd, self.done = name, fd, done
+        self.fmt = logfmt.Formatter(name)
 
 
 class _Pump:
-    """Reads one non-blocking FIFO from the event loop's reader callback; splits into log records.
+    """One thread per container task that drains its stdout/stderr FIFOs into the CRI log file.
 
-    A plain ``add_reader`` callback rather than a transport: setting it up is synchronous (no
-    awaiting, which matters on StartContainer's and ExecSync's path), and it reads at most
-    ``MAX_READS`` chunks per wake-up so a container flooding its output cannot starve the loop.
+    Why a thread: a container may print as fast as it can, and its log file sits on a disk that can
+    stall writes (dirty-page throttling) for a long time; neither may delay the event loop that
+    answers every other CRI call. The thread does blocking I/O only — ``poll`` on the FIFOs and a wake
+    pipe, one ``read`` of at most ``CHUNK`` bytes, one ``write`` of that read's formatted records — and
+    holds the GIL only for the few C-level byte operations of ``logfmt.Formatter`` per read. The FIFO
+    is never read faster than the log file is written, so a flood is bounded by the pipe (the shim
+    and the container wait, as with containerd's CRI), never by memory.
+
+    Listeners (attach, ExecSync's collector) run on the event loop: each read is handed over with
+    ``call_soon_threadsafe``, at most ``IN_FLIGHT`` reads at a time (the thread waits for the loop
+    beyond that, so a busy loop cannot pile up memory). End of stream is reported the same way, after
+    the stream's last data, so ``wait_drained`` returning means its records are in the file and every
+    listener has seen every byte.
+
+    Stopping (``stop``) is a flag under ``lock``: once ``stop`` has returned no further read starts,
+    so what the shim writes afterwards stays in the pipe for the next reader (recovery after a
+    restart). The thread owns the FIFO descriptors and closes them, and the log file too when asked,
+    on its way out.
     """
 
     CHUNK = 64 * 1024
-    MAX_READS = 16
+    IN_FLIGHT = 16
 
-    def __init__(self, stream: bytes, io: ContainerIO, fd: int) -> None:
-        self.io, self.stream, self.fd = io, stream, fd
-        self.splitter = logfmt.LineSplitter(stream, io.logfile.write) if io.logfile else None
+    def __init__(self, io: ContainerIO, streams: list[_Stream]) -> None:
+        self.io, self.streams = io, streams
         self.loop = asyncio.get_running_loop()
-        self.done: asyncio.Future[None] = self.loop.create_future()
-        self.loop.add_reader(fd, self._readable)
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.exited = False
+        self.close_log = False
+        self.room = threading.Semaphore(self.IN_FLIGHT)
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.thread = threading.Thread(target=self._run, name=f"log-pump-{io.container_id[:12]}", daemon=True)
+        self.thread.start()
 
-    def _readable(self) -> None:
-        for _ in range(self.MAX_READS):
-            try:
-                data = os.read(self.fd, self.CHUNK)
-            except BlockingIOError:
+    def stop(self, close_log: bool) -> None:
+        """No read starts after this returns; the thread finishes the current one and exits."""
+        with self.lock:
+            if self.exited:
+                if close_log and self.io.logfile is not None:
+                    self.io.logfile.close()
                 return
-            except OSError:
-                data = b""
-            if not data:
-                self.close()
-                return
-            if self.splitter is not None:
-                self.splitter.feed(data)
-            for listener in list(self.io.listeners):
-                listener(self.stream, data)
-            if len(data) < self.CHUNK:
-                return
+            self.stopping = True
+            self.close_log = self.close_log or close_log
+            with contextlib.suppress(OSError):
+                os.write(self.wake_w, b"x")
 
-    def close(self) -> None:
-        """EOF or shutdown: stop reading; a half line read so far is kept as a partial record."""
-        if self.fd < 0:
-            return
-        self.loop.remove_reader(self.fd)
-        os.close(self.fd)
-        self.fd = -1
-        if self.splitter is not None:
-            self.splitter.eof()
-        if not self.done.done():
-            self.done.set_result(None)
+    def _run(self) -> None:
+        by_fd = {s.fd: s for s in self.streams}
+        poller = select.poll()
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        try:
+            while by_fd:
+                for fd, _ev in poller.poll():
+                    s = by_fd.get(fd)
+                    if s is None:
+                        continue
+                    with self.lock:
+                        if self.stopping:
+                            return
+                        try:
+                            data = os.read(fd, self.CHUNK)
+                        except BlockingIOError:
+                            continue
+                        except OSError:
+                            data = b""
+                    if not self._handle(s, data):
+                        poller.unregister(fd)
+                        del by_fd[fd]
+                if self.stopping:
+                    return
+        except Exception:                         # a bug here must not go unnoticed, nor hang callers
+            log.exception("log pump of %s failed", self.io.container_id[:12])
+        finally:
+            self._exit(by_fd)
+
+    def _handle(self, s: _Stream, data: bytes) -> bool:
+        """One read of one stream (b"" = EOF); False once the stream has ended."""
+        logfile = self.io.logfile
+        if not data:
+            if logfile is not None:
+                logfile.write(s.fmt.eof())
+            self._to_loop(self._finished, s)
+            return False
+        if logfile is not None:
+            logfile.write(s.fmt.feed(data))
+        if self.io.listeners and self._room():
+            self._to_loop(self._deliver, s.name, data)
+        return True
+
+    def _room(self) -> bool:
+        while not self.room.acquire(timeout=0.5):
+            if self.stopping:
+                return False
+        return True
+
+    def _to_loop(self, fn: Callable[..., None], *args: object) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:                      # the loop is closed: the process is going away
+            if fn == self._deliver:
+                self.room.release()
+
+    def _deliver(self, stream: bytes, data: bytes) -> None:
+        self.room.release()
+        for listener in list(self.io.listeners):
+            listener(stream, data)
+
+    @staticmethod
+    def _finished(s: _Stream) -> None:
+        if not s.done.done():
+            s.done.set_result(None)
+
+    def _exit(self, open_fds: dict[int, _Stream]) -> None:
+        """Close what the thread owns. Streams cut short by ``stop`` keep a half line as ``P``."""
+        logfile = self.io.logfile
+        for s in open_fds.values():
+            if logfile is not None:
+                logfile.write(s.fmt.eof())
+            self._to_loop(self._finished, s)
+        with self.lock:
+            self.exited = True
+            for s in self.streams:
+                with contextlib.suppress(OSError):
+                    os.close(s.fd)
+            for fd in (self.wake_r, self.wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if self.close_log and logfile is not None:
+                logfile.close()
 
 
 class ContainerIO:
@@ -135,7 +259,8 @@ class ContainerIO:
         self.logfile: LogFile | None = LogFile(log_path) if log_path else None
         self.paths: dict[str, str] = {}
         self.listeners: list[Listener] = []
-        self._pumps: list[_Pump] = []
+        self._pump: _Pump | None = None
+        self._done: list[asyncio.Future[None]] = []
         self._holders: list[int] = []
         self.stdin_fd = -1
 
@@ -165,7 +290,9 @@ class ContainerIO:
         self.attach(hold)
 
     def attach(self, hold: bool) -> None:
-        """Open the read ends (and holders) and start the pumps; synchronous, nothing to await."""
+        """Open the read ends (and holders) and start the pump thread; synchronous, nothing to await."""
+        loop = asyncio.get_running_loop()
+        streams = []
         for name in ("stdout", "stderr"):
             path = self.paths.get(name)
             if not path:
@@ -173,7 +300,10 @@ class ContainerIO:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             if hold:
                 self._holders.append(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
-            self._pumps.append(_Pump(name.encode(), self, fd))
+            streams.append(_Stream(name.encode(), fd, loop.create_future()))
+        if streams:
+            self._done = [s.done for s in streams]
+            self._pump = _Pump(self, streams)
         if "stdin" in self.paths:
             # O_RDWR never blocks on a FIFO; attach writes here, the shim reads.
             self.stdin_fd = os.open(self.paths["stdin"], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -194,28 +324,30 @@ class ContainerIO:
         self._holders.clear()
 
     async def wait_drained(self, timeout: float | None = None) -> bool:
-        """Wait until every stream has reached EOF; False on timeout."""
-        if not self._pumps:
+        """Wait until every stream has reached EOF and its records are written; False on timeout."""
+        if not self._done:
             return True
-        _done, pending = await asyncio.wait([p.done for p in self._pumps], timeout=timeout)
+        _done, pending = await asyncio.wait(self._done, timeout=timeout)
         return not pending
 
-    def reopen_log(self) -> None:
+    async def reopen_log(self) -> None:
+        """After kubelet renamed the file: a new one at the path (in a thread: it may wait out a write)."""
         if self.logfile is not None:
-            self.logfile.reopen()
+            await asyncio.to_thread(self.logfile.reopen)
 
     def close(self) -> None:
-        """Stop reading and close everything (the FIFO files stay until ``remove``)."""
+        """Stop reading and close everything (the FIFO files stay until ``remove``); never blocks:
+        the pump thread closes the FIFOs and the log file itself once its current read is written."""
         self.release_holders()
-        for p in self._pumps:
-            p.close()
-        self._pumps.clear()
+        if self._pump is not None:
+            self._pump.stop(close_log=True)
+            self._pump = None
+        elif self.logfile is not None:
+            self.logfile.close()
         if self.stdin_fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.stdin_fd)
             self.stdin_fd = -1
-        if self.logfile is not None:
-            self.logfile.close()
 
     def remove(self) -> None:
         self.close()

@@ -47,7 +47,7 @@ async def test_reopen_after_rename_writes_new_file(tmp_path: Path) -> None:
     os.write(w, b"before\n")
     await asyncio.sleep(0.05)
     log.rename(tmp_path / "0.log.1")
-    cio.reopen_log()
+    await cio.reopen_log()
     os.write(w, b"after\n")
     os.close(w)
     assert await cio.wait_drained(2)
