@@ -115,15 +115,28 @@ def _go_list(items: list[str]) -> str:
 
 
 # -- resize events ------------------------------------------------------------------------------------
+MAX_RESIZE_MESSAGE = 4096       # {"Width":80,"Height":24} is 24 bytes
+MAX_RESIZE_NESTING = 16
+
+
+class ProtocolError(ValueError):
+    """The client sent something the protocol does not allow (the session may go on without it)."""
+
+
 class ResizeDecoder:
-    """Terminal sizes from a byte stream of concatenated JSON objects, however it was cut into frames."""
+    """Terminal sizes from a byte stream of concatenated JSON objects, however it was cut into frames.
+
+    Each object is decoded from at most MAX_RESIZE_MESSAGE characters and after a nesting check, so
+    neither a huge nor a deeply nested message reaches the JSON parser's recursion: either is a
+    ``ProtocolError``, after which the caller stops reading resizes (as kubelet does on a decode error).
+    """
 
     def __init__(self) -> None:
         self._buf = ""
         self._json = json.JSONDecoder()
 
     def feed(self, data: bytes) -> list[tuple[int, int]]:
-        """Complete (width, height) pairs found so far; malformed objects are skipped."""
+        """Complete (width, height) pairs found so far; well-formed objects that are not sizes are skipped."""
         self._buf += data.decode("utf-8", "replace")
         out: list[tuple[int, int]] = []
         while True:
@@ -131,18 +144,46 @@ class ResizeDecoder:
             if not text:
                 self._buf = ""
                 return out
+            window = text[:MAX_RESIZE_MESSAGE]
+            if _nesting(window) > MAX_RESIZE_NESTING:
+                self._buf = ""
+                raise ProtocolError(f"resize message nested deeper than {MAX_RESIZE_NESTING} levels")
             try:
-                obj, end = self._json.raw_decode(text)
+                obj, end = self._json.raw_decode(window)
             except json.JSONDecodeError:
-                if len(text) > 4096:         # garbage that will never parse: drop it
-                    self._buf = ""
-                else:
-                    self._buf = text
+                self._buf = ""
+                if len(text) >= MAX_RESIZE_MESSAGE:
+                    raise ProtocolError(f"resize message is not JSON within {MAX_RESIZE_MESSAGE} bytes") from None
+                self._buf = text                # the rest of the object is still to come
                 return out
             self._buf = text[end:]
             size = _size(obj)
             if size is not None:
                 out.append(size)
+
+
+def _nesting(text: str) -> int:
+    """How deep ``[``/``{`` nest in ``text`` (outside strings); cheap unless there are many brackets."""
+    if text.count("[") + text.count("{") <= MAX_RESIZE_NESTING:
+        return 0
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _size(obj: Any) -> tuple[int, int] | None:

@@ -9,6 +9,14 @@ headers) for port-forward. Every stream is answered with SYN_REPLY at once (the 
 before sending), and remote command starts when all the streams the stored request implies exist,
 as in kubelet (which gives the client 30 s).
 
+What one connection may cost is bounded, whatever the client sends: a stream is admitted only if
+the session wants it (remote command: each expected type once, nothing after; port-forward: ``data``
+and ``error`` streams, one of each per request ID) and fewer than MAX_STREAMS are open — any other
+SYN_STREAM is answered with RST_STREAM and leaves nothing behind; half a port-forward pair is reset
+after PAIR_TIMEOUT; the bytes received and not yet consumed, over all streams, stay under
+CONNECTION_BUDGET (beyond it the connection is not read until a consumer catches up); a data frame
+is read in CHUNK pieces and a control frame may not exceed the header-block limit.
+
 The connection is taken over from aiohttp after the 101: incoming bytes go to our own reader instead
 of aiohttp's HTTP parser (the way aiohttp's own WebSocket response does it), outgoing frames go
 through the response's writer.
@@ -19,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 from aiohttp import web
@@ -34,6 +42,30 @@ from criproxy.streaming.streams import Options, Streams
 log = logging.getLogger("criproxy.streaming")
 CHUNK = 32 * 1024
 STREAM_CREATION_TIMEOUT = 30.0
+PAIR_TIMEOUT = 30.0                 # kubelet's wait for the other half of a port-forward pair
+MAX_STREAMS = 128                   # open streams per connection
+CONNECTION_BUDGET = 4 * 1024 * 1024     # received, not yet consumed, over all streams of a connection
+QUEUE_ITEMS = 64
+Admit = Callable[["SpdyStream"], int]   # 0 = accept, else the RST_STREAM status to refuse with
+
+
+class _Incoming(asyncio.Queue[bytes | None]):
+    """A stream's received data, counted against its connection's byte budget until consumed."""
+
+    def __init__(self, conn: SpdyConnection) -> None:
+        super().__init__(QUEUE_ITEMS)
+        self.conn = conn
+
+    def _put(self, item: bytes | None) -> None:
+        super()._put(item)
+        if item:
+            self.conn.buffered += len(item)
+
+    def _get(self) -> bytes | None:
+        item: bytes | None = super()._get()
+        if item:
+            self.conn.consumed(len(item))
+        return item
 
 
 class SpdyStream:
@@ -41,7 +73,7 @@ class SpdyStream:
 
     def __init__(self, conn: SpdyConnection, stream_id: int, headers: dict[str, str]) -> None:
         self.conn, self.id, self.headers = conn, stream_id, headers
-        self.incoming: asyncio.Queue[bytes | None] = asyncio.Queue(64)
+        self.incoming: asyncio.Queue[bytes | None] = _Incoming(conn)
         self.discard = False            # nobody reads this stream: drop what arrives
         self.remote_closed = self.local_closed = False
 
@@ -112,6 +144,28 @@ class SpdyConnection:
         self.closed = asyncio.Event()
         self.last_id = 0
         self._goaway_sent = False
+        self.admit: Admit = lambda _stream: 0
+        self.buffered = 0
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def consumed(self, n: int) -> None:
+        self.buffered -= n
+        if self.buffered < CONNECTION_BUDGET:
+            self._room.set()
+
+    def forget(self, stream: SpdyStream) -> None:
+        """A stream nobody will read any more: drop it and what it still holds from the budget."""
+        self.streams.pop(stream.id, None)
+        stream.local_closed = stream.remote_closed = True
+        q = stream.incoming
+        while not q.empty():
+            q.get_nowait()
+        q.put_nowait(None)                  # EOF for a reader still waiting (the queue is empty now)
+
+    async def reset(self, stream: SpdyStream, status: int = f.RST_CANCEL) -> None:
+        self.forget(stream)
+        await self.send(f.rst_stream(stream.id, status))
 
     async def send(self, frame: bytes) -> None:
         if self.closed.is_set():
@@ -126,13 +180,22 @@ class SpdyConnection:
         """Read frames until the client closes the connection or breaks the protocol."""
         try:
             while True:
+                if self.buffered >= CONNECTION_BUDGET:      # consumers are behind: stop reading
+                    self._room.clear()
+                    await self._room.wait()
                 control, kind, flags, length = f.parse_head(await self.reader.readexactly(8))
-                payload = await self.reader.readexactly(length) if length else b""
                 self.idle.touch()
                 if control:
+                    if length > f.MAX_CONTROL_FRAME:
+                        raise f.ProtocolError(f"control frame of {length} bytes")
+                    payload = await self.reader.readexactly(length) if length else b""
                     await self._control(self.codec.control(kind, flags, payload))
-                else:
-                    await self._data(kind, flags, payload)
+                    continue
+                # Data in CHUNK pieces: a 16 MiB frame never sits in memory whole.
+                while length > CHUNK:
+                    await self._data(kind, 0, await self.reader.readexactly(CHUNK))
+                    length -= CHUNK
+                await self._data(kind, flags, await self.reader.readexactly(length) if length else b"")
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except f.ProtocolError as e:
@@ -145,10 +208,9 @@ class SpdyConnection:
         if frame.kind == f.SYN_STREAM:
             await self._open(frame)
         elif frame.kind == f.RST_STREAM:
-            stream = self.streams.pop(frame.stream_id, None)
+            stream = self.streams.get(frame.stream_id)
             if stream is not None:
-                stream.local_closed = True
-                stream.remote_end()
+                self.forget(stream)
         elif frame.kind == f.PING and frame.value % 2 == 1:      # client pings are odd: echo
             await self.send(f.ping(frame.value))
         elif frame.kind == f.HEADERS and frame.fin:
@@ -161,6 +223,10 @@ class SpdyConnection:
             return
         self.last_id = frame.stream_id
         stream = SpdyStream(self, frame.stream_id, frame.headers)
+        refuse = f.RST_REFUSED_STREAM if len(self.streams) >= MAX_STREAMS else self.admit(stream)
+        if refuse:
+            await self.send(f.rst_stream(frame.stream_id, refuse))
+            return
         self.streams[stream.id] = stream
         await self.send(self.codec.syn_reply(stream.id))
         if frame.fin:
@@ -279,9 +345,13 @@ class SpdyStreams(Streams):
 
     async def _resize(self, stream: SpdyStream) -> None:
         decoder = p.ResizeDecoder()
-        while (data := await stream.incoming.get()) is not None:
-            for size in decoder.feed(data):
-                self.feed_resize(size)
+        try:
+            while (data := await stream.incoming.get()) is not None:
+                for size in decoder.feed(data):
+                    self.feed_resize(size)
+        except p.ProtocolError as e:        # as kubelet: no more resizes, the session goes on
+            log.info("SPDY client sent a bad resize message (%s); resetting its resize stream", e)
+            await self.conn.reset(stream, f.RST_PROTOCOL_ERROR)
 
     async def write(self, channel: int, data: bytes) -> None:
         stream = self.by_type.get("stdout" if channel == p.STDOUT else "stderr")
@@ -309,16 +379,27 @@ def expected_streams(opts: Options, dialect: p.Dialect) -> set[str]:
     return names
 
 
+class Expect:
+    """Admits each expected stream type once; anything else — a duplicate, an unknown type, any
+    stream after the expected set — is refused (RST_STREAM) and costs nothing."""
+
+    def __init__(self, wanted: set[str]) -> None:
+        self.missing = set(wanted)
+
+    def __call__(self, stream: SpdyStream) -> int:
+        if stream.type in self.missing:
+            self.missing.discard(stream.type)
+            return 0
+        return f.RST_REFUSED_STREAM
+
+
 async def _collect(conn: SpdyConnection, wanted: set[str]) -> dict[str, SpdyStream]:
     by_type: dict[str, SpdyStream] = {}
     while not wanted <= by_type.keys():
         stream = await conn.new_streams.get()
         if stream is None:
             raise ConnectionError("the client went away while creating streams")
-        if stream.type in wanted and stream.type not in by_type:
-            by_type[stream.type] = stream
-        else:
-            stream.discard = True
+        by_type[stream.type] = stream
     for name in ("error", "stdout", "stderr"):
         if name in by_type:
             by_type[name].discard = True        # the client does not write on these
@@ -329,9 +410,10 @@ async def serve_remote_command(request: web.Request, opts: Options, run: Callabl
                                idle_timeout: float) -> web.StreamResponse:
     async def body(conn: SpdyConnection, chosen: str) -> None:
         dialect = p.dialect(chosen)
+        wanted = expected_streams(opts, dialect)
+        conn.admit = Expect(wanted)         # set before the first await: no frame has been read yet
         try:
-            by_type = await asyncio.wait_for(_collect(conn, expected_streams(opts, dialect)),
-                                             STREAM_CREATION_TIMEOUT)
+            by_type = await asyncio.wait_for(_collect(conn, wanted), STREAM_CREATION_TIMEOUT)
         except (TimeoutError, ConnectionError) as e:
             log.info("SPDY remote command: streams not created: %s", e or "timed out")
             return
@@ -355,28 +437,79 @@ def request_id(stream: SpdyStream) -> str:
     return str(stream.id - 2 if stream.type == "data" else stream.id)
 
 
+def admit_port_forward(stream: SpdyStream) -> int:
+    return 0 if stream.type in ("data", "error") else f.RST_PROTOCOL_ERROR
+
+
+class Pairs:
+    """Port-forward streams waiting for the other half of their pair (same request ID).
+
+    A second stream of a type the pair already has is reset; a pair still half after PAIR_TIMEOUT is
+    given up: "timed out waiting for streams" on its error stream if it has one (kubelet's words),
+    then its streams are reset and forgotten.
+    """
+
+    def __init__(self, conn: SpdyConnection, timeout: float = PAIR_TIMEOUT) -> None:
+        self.conn, self.timeout = conn, timeout
+        self.pending: dict[str, dict[str, SpdyStream]] = {}
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def add(self, stream: SpdyStream) -> dict[str, SpdyStream] | None:
+        """The complete pair once both halves are here, else None."""
+        rid = request_id(stream)
+        pair = self.pending.setdefault(rid, {})
+        if stream.type in pair:
+            await self.conn.reset(stream, f.RST_PROTOCOL_ERROR)
+            return None
+        pair[stream.type] = stream
+        if len(pair) == 1:
+            self.timers[rid] = asyncio.get_running_loop().call_later(self.timeout, self._expire, rid)
+            return None
+        del self.pending[rid]
+        self.timers.pop(rid).cancel()
+        return pair
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _expire(self, rid: str) -> None:
+        self.timers.pop(rid, None)
+        pair = self.pending.pop(rid, None)
+        if pair:
+            self.spawn(self._give_up(rid, pair))
+
+    async def _give_up(self, rid: str, pair: dict[str, SpdyStream]) -> None:
+        log.info("port-forward request %s: timed out waiting for streams", rid[:32])
+        err = pair.get("error")
+        if err is not None:
+            await err.write(b"timed out waiting for streams")
+        for stream in pair.values():
+            await self.conn.reset(stream)
+
+    async def close(self) -> None:
+        for timer in self.timers.values():
+            timer.cancel()
+        self.timers.clear()
+        for t in list(self.tasks):
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
 async def serve_port_forward(request: web.Request, app: App, sandbox_id: str,
                              idle_timeout: float) -> web.StreamResponse:
     async def body(conn: SpdyConnection, chosen: str) -> None:
-        pending: dict[str, dict[str, SpdyStream]] = {}
-        tasks: set[asyncio.Task[None]] = set()
+        conn.admit = admit_port_forward     # set before the first await: no frame has been read yet
+        pairs = Pairs(conn)
         try:
             while (stream := await conn.new_streams.get()) is not None:
-                if stream.type not in ("data", "error"):
-                    stream.discard = True
-                    await conn.send(f.rst_stream(stream.id, f.RST_PROTOCOL_ERROR))
-                    continue
-                pair = pending.setdefault(request_id(stream), {})
-                pair[stream.type] = stream
-                if len(pair) == 2:
-                    del pending[request_id(stream)]
-                    task = asyncio.get_running_loop().create_task(_forward_pair(app, sandbox_id, pair))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                pair = await pairs.add(stream)
+                if pair is not None:
+                    pairs.spawn(_forward_pair(app, sandbox_id, pair))
         finally:
-            for t in list(tasks):
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await pairs.close()
 
     return await _session(request, p.SPDY_PORTFORWARD, idle_timeout, body)
 
@@ -396,4 +529,4 @@ async def _forward_pair(app: App, sandbox_id: str, pair: dict[str, SpdyStream]) 
         await data.close()
         await err.close()
         for done in (data, err):        # a long session forwards thousands of connections: forget them
-            done.conn.streams.pop(done.id, None)
+            done.conn.forget(done)

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 VERSION = 3
 SYN_STREAM, SYN_REPLY, RST_STREAM, PING, GOAWAY, HEADERS = 1, 2, 3, 6, 7, 8   # control frame types
 FLAG_FIN = 0x01
-RST_PROTOCOL_ERROR, RST_REFUSED_STREAM = 1, 3
-MAX_HEADER_BLOCK = 256 * 1024       # decompressed; real ones are a few dozen bytes
+RST_PROTOCOL_ERROR, RST_REFUSED_STREAM, RST_CANCEL = 1, 3, 5
+MAX_HEADER_BLOCK = 64 * 1024        # decompressed; real ones are a few dozen bytes
+MAX_CONTROL_FRAME = MAX_HEADER_BLOCK + 1024     # a larger one could not hold a valid header block
 
 _WORDS = [*(
     "options head post put delete trace accept accept-charset accept-encoding accept-language "

@@ -9,6 +9,7 @@ closing, which this side sees as the client being gone.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,8 @@ from criproxy.streaming.streams import Options, Streams
 if TYPE_CHECKING:
     from aiohttp import web
 
+log = logging.getLogger("criproxy.streaming")
+
 
 class WsStreams(Streams):
     """Streams over an upgraded aiohttp WebSocket."""
@@ -27,7 +30,7 @@ class WsStreams(Streams):
         super().__init__(opts)
         self.ws, self.idle = ws, idle
         self.dialect = p.dialect(ws.ws_protocol)
-        self._resize = p.ResizeDecoder()
+        self._resize: p.ResizeDecoder | None = p.ResizeDecoder()
 
     async def send(self, channel: int, data: bytes) -> None:
         self.idle.touch()
@@ -76,9 +79,13 @@ class WsStreams(Streams):
                 await self.end_stdin()
         elif channel == p.STDIN:
             await self.feed_stdin(payload)
-        elif channel == p.RESIZE and self.opts.tty:
-            for size in self._resize.feed(payload):
-                self.feed_resize(size)
+        elif channel == p.RESIZE and self.opts.tty and self._resize is not None:
+            try:
+                for size in self._resize.feed(payload):
+                    self.feed_resize(size)
+            except p.ProtocolError as e:        # as kubelet: no more resizes, the session goes on
+                log.info("WebSocket client sent a bad resize message (%s); ignoring its resizes", e)
+                self._resize = None
 
 
 async def serve(request: web.Request, opts: Options, run: Callable[[Streams], Awaitable[None]],

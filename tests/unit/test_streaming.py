@@ -224,3 +224,15 @@ def test_spdy_port_forward_pairs_by_request_id_or_kubelets_fallback() -> None:
 
     assert request_id(stream(5, streamtype="data", requestid="7")) == "7"
     assert request_id(stream(1, streamtype="error")) == request_id(stream(3, streamtype="data")) == "1"
+
+
+@pytest.mark.parametrize("message", [b"[" * 100_000, b'{"a":' * 50 + b"1" + b"}" * 50, b"x" * 5000])
+def test_resize_decoder_refuses_deep_or_huge_messages_as_protocol_errors(message: bytes) -> None:
+    d = p.ResizeDecoder()
+    with pytest.raises(p.ProtocolError):
+        d.feed(message)
+
+
+def test_resize_decoder_nesting_check_ignores_brackets_in_strings() -> None:
+    d = p.ResizeDecoder()
+    assert d.feed(b'{"Width":5,"Height":6,"note":"' + b"[" * 100 + b'"}') == [(5, 6)]
