@@ -22,6 +22,7 @@ from tests.integration.containers.conftest import Pod, pod_config, wait_for
 
 FLOOD_SECONDS = 8
 ROTATE_EVERY = 0.5
+CHECK_BYTES = 4 * 1024 * 1024
 TS = rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z"
 
 
@@ -69,17 +70,21 @@ def test_flood_leaves_rpcs_prompt_and_log_exact(disk_pod: Pod, args: list[str], 
             old = path.with_suffix(".1")
             os.rename(path, old)
             rt.ReopenContainerLog(cri.ReopenContainerLogRequest(container_id=cid))
-            if checked < 2:
-                data = old.read_bytes()
+            if checked < 3:
+                with old.open("rb") as f:
+                    data = f.read(CHECK_BYTES)          # a bounded sample: the file may be huge
                 assert data, "the pump wrote nothing in half a second"
-                assert re.fullmatch(rb"(?:" + TS + rb" stdout F " + re.escape(line) + rb"\n)+", data), data[:200]
+                record = re.compile(TS + rb" stdout F " + re.escape(line))
+                lines = data[:data.rfind(b"\n")].split(b"\n")
+                bad = [x for x in lines if not record.fullmatch(x)]
+                assert not bad, bad[:3]
                 checked += 1
             old.unlink()
         time.sleep(0.02)
     assert disk_pod.status(cid).state == cri.CONTAINER_RUNNING
     for name, values in lat.items():
         assert p99(values) < 1.0, f"{name} p99 {p99(values) * 1000:.0f} ms while the container floods its log"
-    assert checked >= 1
+    assert checked == 3
 
 
 def test_flood_then_long_line_then_partial_is_exact(disk_pod: Pod) -> None:
