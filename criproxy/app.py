@@ -1,55 +1,92 @@
 """The composition root's state: one App object every handler receives.
 
-Handlers take ``(app, request)``; everything they need (config, the containerd connection, caches,
-helpers) hangs off App, so there are no module-level singletons and tests can build their own.
-Components are added as attributes by server.py at start-up; later features add their own fields
-here (keep them typed).
+Handlers take ``(app, request)``; everything they need (config, the containerd connection, stores,
+caches) hangs off App, so there are no module-level singletons and tests can build their own. Every
+piece of state a call keeps for later is a typed field below with a line saying what it is and who
+owns it, the way containerd's ``criService`` lists its stores; every cache that can grow is bounded
+(an LRU) or pruned to what exists.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from criproxy.config import Config
 from criproxy.containerd import Containerd
+from criproxy.events.relay import Relay
+from criproxy.inflight import InFlight
+from criproxy.lru import LRU
 from criproxy.observability import Observer
+from criproxy.protos import cri
 from criproxy.state.container import ContainerStore
+from criproxy.state.image import ImageState, LocalImage
 from criproxy.state.names import NameIndex
-from criproxy.state.sandbox import SandboxStore
+from criproxy.state.sandbox import SandboxListCache, SandboxStore
+from criproxy.translate.stats import CpuSample
+
+IMAGE_CACHE_ENTRIES = 256        # references CreateContainer remembers at once (each holds a parsed config)
 
 
-@dataclass
+class StreamURLs(Protocol):
+    """What the Stream* handlers need of the streaming server (``streaming/server.py``)."""
+
+    async def new_url(self, kind: str, request: Any) -> str: ...
+
+
+@dataclass(eq=False)
 class App:
     """What a running criproxy is made of."""
 
     config: Config
     ctrd: Containerd
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)     # opens when start-up recovery is done
     started_at: float = field(default_factory=time.time)
     containerd_version: str = ""
-    pod_cidr: str = ""
+    pod_cidr: str = ""                                             # from UpdateRuntimeConfig, persisted
     # Lowest oom_score_adj put in a spec (None: values pass as asked); set at start, see
     # oci.spec.oom_score_floor.
     oom_score_floor: int | None = None
-    observer: Observer = field(default_factory=Observer)
+    observer: Observer = field(default_factory=Observer)           # metrics and recent traces
+    # -- stores (state/) -----------------------------------------------------------------------------
     sandboxes: SandboxStore = field(default_factory=SandboxStore)
     containers: ContainerStore = field(default_factory=ContainerStore)
     sandbox_names: NameIndex = field(default_factory=lambda: NameIndex("pod sandbox"))
     container_names: NameIndex = field(default_factory=lambda: NameIndex("container"))
-    # Called with (app, sandbox_id, timeout_seconds) before a sandbox's pause task is stopped, and with
-    # (app, sandbox_id) before its records are removed: the container module registers its "stop/remove
-    # every container of this pod" here, so sandbox code does not import container code.
-    on_sandbox_stop: list[Callable[[App, str, int], Awaitable[None]]] = field(default_factory=list)
-    on_sandbox_remove: list[Callable[[App, str], Awaitable[None]]] = field(default_factory=list)
-    # Components registered by feature modules at start-up (see criproxy.lifecycle), by name.
-    parts: dict[str, Any] = field(default_factory=dict)
+    images: ImageState = field(default_factory=ImageState)         # pulls in flight, registry session, tokens
+    # -- services --------------------------------------------------------------------------------------
+    relay: Relay = field(default_factory=Relay)                    # containerd events in, CRI events out
+    streaming: StreamURLs | None = None                            # set by server.py once bound
+    # -- what one RPC keeps for the next (owner in brackets) -----------------------------------------
+    # RunPodSandbox calls in flight by pod name: a retry joins the first (cri/sandbox_run.py).
+    sandbox_runs: InFlight[str, str] = field(default_factory=InFlight)
+    # The pause image as resolved for config.pause_image (cri/sandbox_pause.py).
+    pause_image: tuple[str, LocalImage] | None = None
+    # CreateContainer's lease and when it was made, rotated every 12 h (cri/container_create.py).
+    create_lease: tuple[str, int] | None = None
+    # resolve_local answers by reference with their time, for a few seconds (cri/container_create.py).
+    create_images: LRU[str, tuple[int, LocalImage]] = field(default_factory=lambda: LRU(IMAGE_CACHE_ENTRIES))
+    # ListPodSandbox's items and answers for one store generation (cri/sandbox_list.py).
+    sandbox_list: SandboxListCache | None = None
+    # ListContainers' serialized answers by state for one store generation (cri/container_list.py).
+    container_list: tuple[int, dict[int | None, bytes]] | None = None
+    # Last CPU sample per sandbox and per container, for usage_nano_cores; pruned to live records
+    # (cri/sandbox_stats.py, cri/container_stats.py).
+    sandbox_cpu: dict[str, CpuSample] = field(default_factory=dict)
+    container_cpu: dict[str, CpuSample] = field(default_factory=dict)
+    # Writable-layer usage per container with its monotonic time, kept FS_TTL; pruned to live containers
+    # (cri/container_stats.py).
+    container_fs: dict[str, tuple[float, cri.FilesystemUsage]] = field(default_factory=dict)
+    # The snapshotter's root dir as containerd reports it, asked once (cri/container_stats.py).
+    snapshot_root: str | None = None
+    # (bytes, inodes) per committed snapshot, pruned to those that exist (cri/image_fs_info.py).
+    snapshot_usage: dict[str, tuple[int, int]] = field(default_factory=dict)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
-    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run a background task that is kept referenced and cancelled at shutdown."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self.background.add(task)

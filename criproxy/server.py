@@ -4,9 +4,12 @@ Order matters and is the contract with operators:
 1. take the socket lock (a second criproxy on the same socket exits with a clear error);
 2. reach containerd, starting a managed one when configured or when ``auto`` finds none;
 3. bind the CRI socket (mode 0660) with the readiness gate closed: early calls get UNAVAILABLE;
-4. run the registered start steps (cache recovery, event relay) and open the gate;
+4. run the start steps (``run_start_steps``: cache recovery, streaming socket, event relay) and open the gate;
 5. on SIGTERM/SIGINT: stop accepting, let in-flight calls finish within the grace period, run the
-   stop steps in reverse, stop a managed containerd.
+   stop steps (``run_stop_steps``), stop a managed containerd.
+
+The start and stop steps are listed in order in ``run_start_steps`` and ``run_stop_steps`` below, as
+containerd's service ``Run`` lists its own, rather than registered from the modules that implement them.
 """
 
 from __future__ import annotations
@@ -20,20 +23,24 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
 import grpc.aio
 
-from criproxy import cri, errors, lifecycle
+from criproxy import cri, errors, streaming
 from criproxy.app import App
 from criproxy.config import Config
 from criproxy.containerd import Containerd
 from criproxy.containerd.managed import ManagedContainerd, socket_answers
+from criproxy.cri import container_recover, events_get, recover_sandboxes
 from criproxy.errors import StartupError
 from criproxy.grpcapi.edge import generic_handlers
+from criproxy.images import pull
 from criproxy.observability import DebugServer
 from criproxy.oci.spec import detect_oom_score_floor
+from criproxy.streaming.server import StreamingServer
 
 log = logging.getLogger("criproxy.server")
 
@@ -130,17 +137,36 @@ async def start_debug(app: App) -> DebugServer:
     return debug
 
 
-async def run_stop_steps(app: App) -> None:
-    """Stop steps in reverse order, then cancel what is left in the background; each failure is
+async def run_start_steps(app: App) -> StreamingServer:
+    """The start steps, in order, after containerd answers and before the readiness gate opens."""
+    await pull.drop_stale_pull_leases(app)              # what interrupted pulls left: GC may take it
+    await recover_sandboxes.recover_sandboxes(app)      # sandboxes first: containers refer to them
+    await container_recover.recover_containers(app)     # then containers, log pumps re-attached
+    server = streaming.start(app)                       # bind the streaming socket (a taken port fails here)
+    events_get.start_relay(app)                         # containerd events and the periodic relist
+    return server
+
+
+async def run_stop_steps(app: App, server: StreamingServer | None) -> None:
+    """The stop steps, in order, then cancel what is left in the background; each failure is
     logged and the rest still run, so one broken part cannot keep the others from cleaning up."""
-    for step in lifecycle.stop_steps():
+    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        ("streaming", server.stop if server is not None else _nothing),   # sessions cancelled, socket closed
+        ("registry http", lambda: pull.close_http(app)),
+        ("log pumps", lambda: container_recover.close_log_pumps(app)),   # the next criproxy re-attaches
+    ]
+    for name, step in steps:
         try:
-            await step(app)
+            await step()
         except Exception:
-            log.exception("stop step %s failed", step.__qualname__)
+            log.exception("stop step %s failed", name)
     for task in list(app.background):
         task.cancel()
     await asyncio.gather(*app.background, return_exceptions=True)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def release_startup_memory() -> None:
@@ -190,9 +216,9 @@ async def serve(cfg: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    streaming_server: StreamingServer | None = None
     try:
-        for step in lifecycle.start_steps():
-            await step(app)
+        streaming_server = await run_start_steps(app)
         app.ready.set()
         release_startup_memory()
         log.info("criproxy ready")
@@ -201,7 +227,7 @@ async def serve(cfg: Config) -> None:
     finally:
         await server.stop(cfg.shutdown_grace)
         await debug.stop()
-        await run_stop_steps(app)
+        await run_stop_steps(app, streaming_server)
         await ctrd.close()
         if managed is not None:
             await managed.stop()

@@ -27,7 +27,7 @@ def rpc(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 
 def load_all() -> dict[str, Callable[..., Any]]:
-    """Import every handler module so their registrations (and lifecycle steps) take effect."""
+    """Import every handler module so their registrations take effect."""
     for mod in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{mod.name}")
     return HANDLERS

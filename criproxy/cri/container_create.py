@@ -23,17 +23,14 @@ from criproxy.cri import checks, rpc
 from criproxy.cri.container_spec import container_spec
 from criproxy.cri.container_task import publish
 from criproxy.images.catalog import resolve_local
-from criproxy.images.local import LocalImage
 from criproxy.labels import CONTAINER_METADATA
 from criproxy.lru import LRU
 from criproxy.oci import imagefiles, volumes
 from criproxy.protos import containers_pb, cri, leases_pb, mount_pb, snapshots_pb
 from criproxy.state.container import ContainerRecord
+from criproxy.state.image import LocalImage
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import container as t
-
-RUNTIME_CACHE = "containers.sandbox_runtime"
-RUNTIME_CACHE_ENTRIES = 4096     # sandboxes whose runtime is remembered (a node runs far fewer)
 
 
 def _ready_sandbox(app: App, sandbox_id: str) -> SandboxRecord:
@@ -70,14 +67,9 @@ def _validate_log_path(path: str) -> None:
 async def _retry_outcome(app: App, name: str, request: cri.CreateContainerRequest) -> str | None:
     """The ID to answer a retried CreateContainer with, None for a new name; AlreadyExists for a
     different container under a name that is taken."""
-    while (pending := app.containers.creating.get(name)) is not None:
-        try:
-            return await asyncio.shield(pending)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not pending.cancelled() or (task is not None and task.cancelling()):
-                raise
-            # The first caller gave up and its work has been undone: this retry creates afresh.
+    joined, cid = await app.containers.creating.join(name)
+    if joined:
+        return cid
     holder = app.container_names.holder(name)
     if holder is None:
         return None
@@ -90,13 +82,11 @@ async def _retry_outcome(app: App, name: str, request: cri.CreateContainerReques
 
 async def _sandbox_runtime(app: App, sandbox_id: str) -> containers_pb.Container.Runtime:
     """The sandbox container's runtime name and options: a pod's containers use the same."""
-    cache: LRU[str, containers_pb.Container.Runtime] = app.parts.setdefault(
-        RUNTIME_CACHE, LRU(RUNTIME_CACHE_ENTRIES))
-    runtime = cache.get(sandbox_id)
-    if runtime is None:
-        runtime = (await app.ctrd.containers.Get(containers_pb.GetContainerRequest(id=sandbox_id))).container.runtime
-        cache.put(sandbox_id, runtime)
-    return runtime
+    sandbox = app.sandboxes.get(sandbox_id)
+    if sandbox.runtime is None:
+        sandbox.runtime = (await app.ctrd.containers.Get(containers_pb.GetContainerRequest(id=sandbox_id))
+                           ).container.runtime
+    return sandbox.runtime
 
 
 def _log_path(sandbox: SandboxRecord, config: cri.ContainerConfig) -> str:
@@ -151,26 +141,23 @@ async def _prepare(app: App, cid: str, image: LocalImage, lease: str) -> list[mo
     return list(resp.mounts)
 
 
-LEASE_KEY = "containers.lease"
 LEASE_ROTATE_NS = 12 * 3600 * 1_000_000_000
-IMAGE_CACHE = "containers.images"
 IMAGE_TTL_NS = 30 * 1_000_000_000
-IMAGE_CACHE_ENTRIES = 256        # references remembered at once (each entry holds a parsed config)
 
 
 async def _create_lease(app: App) -> str:
     """The process's creation lease: made once and rotated every 12 h, so CreateContainer pays no
     Leases.Create; each snapshot leaves it (DeleteResource, in the background) once its container
     record protects it."""
-    held = app.parts.get(LEASE_KEY)
+    held = app.create_lease
     now = time.time_ns()
     if held is None or now - held[1] > LEASE_ROTATE_NS:
         lease_id = await app.ctrd.new_lease("create")
-        app.parts[LEASE_KEY] = (lease_id, now)
+        app.create_lease = (lease_id, now)
         if held is not None:
             app.spawn(_drop_lease_later(app, held[0]), "lease-rotate")
         return lease_id
-    return str(held[0])
+    return held[0]
 
 
 async def _drop_lease_later(app: App, lease_id: str) -> None:
@@ -198,8 +185,7 @@ async def _image(app: App, ref: str) -> LocalImage:
 
 
 def _image_cache(app: App) -> LRU[str, tuple[int, LocalImage]]:
-    cache: LRU[str, tuple[int, LocalImage]] = app.parts.setdefault(IMAGE_CACHE, LRU(IMAGE_CACHE_ENTRIES))
-    return cache
+    return app.create_images
 
 
 async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord, sandbox: SandboxRecord,
@@ -278,18 +264,5 @@ async def create_container(app: App, request: cri.CreateContainerRequest) -> cri
     earlier = await _retry_outcome(app, name, request)
     if earlier is not None:
         return cri.CreateContainerResponse(container_id=earlier)
-    fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    app.containers.creating[name] = fut
-    try:
-        cid = await _create(app, request, sandbox, name)
-        fut.set_result(cid)
-    except asyncio.CancelledError:
-        fut.cancel()
-        raise
-    except Exception as e:
-        fut.set_exception(e)
-        fut.exception()          # retrieved: no "never retrieved" warning when nobody retried
-        raise
-    finally:
-        app.containers.creating.pop(name, None)
+    cid = await app.containers.creating.run(name, lambda: _create(app, request, sandbox, name))
     return cri.CreateContainerResponse(container_id=cid)

@@ -16,7 +16,6 @@ from criproxy.protos import cri
 from criproxy.state.container import ContainerRecord
 from criproxy.translate import container as t
 
-LIST_CACHE = "containers.list_cache"
 STREAM_CHUNK = 500
 
 
@@ -45,10 +44,9 @@ def _state_only(flt: cri.ContainerFilter) -> bool:
 def _serialized(app: App, state: int | None) -> bytes:
     """The answer for "all" (None) or "only this state", serialized once per store generation."""
     gen = app.containers.generation
-    cached: tuple[int, dict[int | None, bytes]] | None = app.parts.get(LIST_CACHE)
+    cached = app.container_list
     if cached is None or cached[0] != gen:
-        cached = (gen, {})
-        app.parts[LIST_CACHE] = cached
+        cached = app.container_list = (gen, {})
     by_state = cached[1]
     out = by_state.get(state)
     if out is None:

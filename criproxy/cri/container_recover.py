@@ -1,4 +1,4 @@
-"""Container recovery at start-up, the relist that corrects drift, and the sandbox hooks.
+"""Container recovery at start-up, the relist that corrects drift, and stopping/removing a pod's containers.
 
 Recovery assumptions (written down as containerd's restart.go does):
 1. Every CRI container is a containerd container in our namespace labelled
@@ -9,8 +9,8 @@ Recovery assumptions (written down as containerd's restart.go does):
    the shim still holds the writers) and wait again; STOPPED → handle the exit we missed; CREATED
    (criproxy died inside StartContainer) → StartError; no task while the file says running → EXITED
    with exit code 255 ("unknown").
-4. Sandboxes are recovered first (order 20); a container whose sandbox is gone is still listed, so
-   kubelet can remove it.
+4. Sandboxes are recovered first (server.py lists the start steps); a container whose sandbox is
+   gone is still listed, so kubelet can remove it.
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ import os
 import time
 from typing import Any
 
-from criproxy import errors, lifecycle
+from criproxy import errors
 from criproxy.app import App
-from criproxy.cri.container_create import RUNTIME_CACHE
 from criproxy.cri.container_remove import remove
 from criproxy.cri.container_task import delete_task_retrying, fail_start, handle_exit, resync, stop, watch
-from criproxy.events.relay import relay_of
 from criproxy.io.container import ContainerIO, io_dir
 from criproxy.labels import CONTAINER_METADATA, KIND, KIND_CONTAINER
 from criproxy.protos import containers_pb, cri, task_types, tasks_pb
@@ -37,15 +35,6 @@ from criproxy.translate import container as t
 
 log = logging.getLogger("criproxy.container.recover")
 UNKNOWN_MESSAGE = "containerd cannot read the task's state (shim not answering)"
-
-
-@lifecycle.on_start(10)
-async def wire_containers(app: App) -> None:
-    """Status files beside criproxy's root; stop/remove of a pod reaches its containers."""
-    app.containers.status_dir = app.config.root / "containers"
-    app.on_sandbox_stop.append(stop_pod_containers)
-    app.on_sandbox_remove.append(remove_pod_containers)
-    relay_of(app).on_relist(relist)
 
 
 POD_PARALLEL = 8     # one shim serves a whole pod: hundreds of concurrent runc calls into it time out
@@ -71,13 +60,9 @@ async def stop_pod_containers(app: App, sandbox_id: str, timeout: int) -> None:
 
 
 async def remove_pod_containers(app: App, sandbox_id: str) -> None:
-    runtimes = app.parts.get(RUNTIME_CACHE)
-    if runtimes is not None:
-        runtimes.pop(sandbox_id)
     await _bounded([remove(app, r) for r in app.containers.for_sandbox(sandbox_id)])
 
 
-@lifecycle.on_stop(50)
 async def close_log_pumps(app: App) -> None:
     """On shutdown keep what was read: a half line goes out as a partial record; the shim holds the
     FIFOs, and the next criproxy re-attaches and continues (see recovery)."""
@@ -149,8 +134,8 @@ async def _revive(app: App, rec: ContainerRecord, task: Any) -> None:
         watch(app, rec)
 
 
-@lifecycle.on_start(25)
 async def recover_containers(app: App) -> None:
+    app.containers.status_dir = app.config.root / "containers"
     containers, tasks = await _list_ours(app), await _tasks(app)
     for c in containers:
         rec = _load(app, c)

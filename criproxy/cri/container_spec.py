@@ -13,7 +13,6 @@ from typing import Any
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.images.local import LocalImage
 from criproxy.oci import cgroups
 from criproxy.oci import container as oc
 from criproxy.oci.spec import (
@@ -28,6 +27,7 @@ from criproxy.oci.spec import (
 )
 from criproxy.oci.volumes import volume_mounts
 from criproxy.protos import cri
+from criproxy.state.image import LocalImage
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import container as t
 

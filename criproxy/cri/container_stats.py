@@ -20,9 +20,6 @@ from criproxy.state.container import ContainerRecord
 from criproxy.translate import container as t
 from criproxy.translate import stats
 
-SAMPLES = "containers.cpu_samples"
-FS_CACHE = "containers.fs_usage"
-FS_ROOT = "containers.snapshotter_root"
 FS_TTL = 5.0
 METRICS_FILTER_MAX = 50          # above this, ask for every task and pick ours (fewer filter strings)
 
@@ -36,17 +33,17 @@ async def _metrics(app: App, ids: list[str]) -> dict[str, tuple[int, stats.Usage
 
 
 async def _snapshot_root(app: App) -> str:
-    root = app.parts.get(FS_ROOT)
+    root = app.snapshot_root
     if root is None:
         resp = await app.ctrd.introspection.Plugins(introspection_pb.PluginsRequest(
             filters=[f"type==io.containerd.snapshotter.v1,id=={app.config.snapshotter}"]))
         root = next((str(p.exports["root"]) for p in resp.plugins if "root" in p.exports), "")
-        app.parts[FS_ROOT] = root
-    return str(root)
+        app.snapshot_root = root
+    return root
 
 
 async def _fs_usage(app: App, rec: ContainerRecord, root: str) -> cri.FilesystemUsage | None:
-    cache: dict[str, tuple[float, cri.FilesystemUsage]] = app.parts.setdefault(FS_CACHE, {})
+    cache = app.container_fs
     hit = cache.get(rec.id)
     if hit is not None and time.monotonic() - hit[0] < FS_TTL:
         return hit[1]
@@ -68,7 +65,7 @@ def _attributes(rec: ContainerRecord) -> cri.ContainerAttributes:
 
 def _one(app: App, rec: ContainerRecord, sample: tuple[int, stats.Usage | None] | None,
          fs: cri.FilesystemUsage | None) -> cri.ContainerStats:
-    samples: dict[str, stats.CpuSample] = app.parts.setdefault(SAMPLES, {})
+    samples = app.container_cpu
     ts, usage = sample if sample is not None else (time.time_ns(), None)
     cores = None
     if usage is not None:
@@ -85,9 +82,10 @@ async def collect(app: App, recs: Iterable[ContainerRecord]) -> list[cri.Contain
     root = await _snapshot_root(app)
     layers = await asyncio.gather(*(_fs_usage(app, r, root) for r in recs))
     live = {r.id for r in app.containers.values()}
-    for cache in (app.parts.setdefault(SAMPLES, {}), app.parts.setdefault(FS_CACHE, {})):
-        for gone in set(cache) - live:
-            del cache[gone]
+    for gone in set(app.container_cpu) - live:
+        del app.container_cpu[gone]
+    for gone in set(app.container_fs) - live:
+        del app.container_fs[gone]
     return [_one(app, r, metrics.get(r.id), fs) for r, fs in zip(recs, layers, strict=True)]
 
 

@@ -1,8 +1,8 @@
 """GetContainerEvents, and the relay's wiring: containerd task events in, CRI container events out.
 
 Each caller gets its own bounded queue (``events.relay``); the stream ends only when the caller goes
-away. The relay itself starts once criproxy is ready to serve (start step 50): one containerd
-subscription whose exit and OOM events update the container cache, plus the periodic relist.
+away. The relay itself starts last among server.py's start steps: one containerd subscription whose
+exit and OOM events update the container cache, plus the periodic relist (containers, then sandboxes).
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from criproxy import lifecycle
 from criproxy.app import App
-from criproxy.cri import rpc
+from criproxy.cri import container_recover, recover_sandboxes, rpc
 from criproxy.cri.container_task import handle_exit
-from criproxy.events.relay import relay_of
 from criproxy.protos import cri, task_events
 
 
@@ -34,13 +32,31 @@ async def _on_oom(app: App, env: Any) -> None:
         app.containers.update_oom(rec)
 
 
-@lifecycle.on_start(50)
-async def start_relay(app: App) -> None:
-    relay = relay_of(app)
-    relay.on("/tasks/exit", _on_exit)
-    relay.on("/tasks/oom", _on_oom)
-    app.spawn(relay.run(app), "events-relay")
-    app.spawn(relay.relist_forever(app), "events-relist-timer")
+async def _on_event(app: App, env: Any) -> None:
+    if env.topic == "/tasks/exit":
+        await _on_exit(app, env)
+    elif env.topic == "/tasks/oom":
+        await _on_oom(app, env)
+
+
+async def relist(app: App) -> None:
+    """Correct drift after a reconnect or on the timer: containers first, then sandboxes; one
+    failing does not keep the other from running."""
+    try:
+        await container_recover.relist(app)
+    finally:
+        await recover_sandboxes.relist_sandboxes(app)
+
+
+def start_relay(app: App) -> None:
+    async def handle(env: Any) -> None:
+        await _on_event(app, env)
+
+    async def relist_now() -> None:
+        await relist(app)
+    app.spawn(app.relay.run(app.ctrd, handle, relist_now, app.spawn), "events-relay")
+    app.spawn(app.relay.relist_forever(relist_now), "events-relist-timer")
+    relay = app.relay
     app.observer.gauges.update({
         "events_received": lambda: relay.received_total,    # containerd events taken in
         "events_published": lambda: relay.published_total,  # CRI events sent to subscribers
@@ -52,7 +68,7 @@ async def start_relay(app: App) -> None:
 
 @rpc("GetContainerEvents")
 async def get_container_events(app: App, request: cri.GetEventsRequest) -> AsyncIterator[cri.ContainerEventResponse]:
-    relay = relay_of(app)
+    relay = app.relay
     sub = relay.subscribe()
     try:
         while True:

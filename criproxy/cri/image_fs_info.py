@@ -16,8 +16,6 @@ from criproxy.app import App
 from criproxy.cri import rpc
 from criproxy.protos import content_pb, cri, introspection_pb, snapshots_pb
 
-USAGE_CACHE_KEY = "images.snapshot_usage"
-
 
 async def _plugin_root(app: App, plugin_type: str, plugin_id: str) -> str:
     resp = await app.ctrd.introspection.Plugins(introspection_pb.PluginsRequest(
@@ -31,7 +29,7 @@ async def _plugin_root(app: App, plugin_type: str, plugin_id: str) -> str:
 async def _snapshot_usage(app: App) -> tuple[int, int]:
     """(bytes, inodes) of the committed snapshots, each measured once."""
     snapshotter = app.config.snapshotter
-    cache: dict[str, tuple[int, int]] = app.parts.setdefault(USAGE_CACHE_KEY, {})
+    cache = app.snapshot_usage
     names = []
     async for resp in app.ctrd.snapshots.List.iterate(snapshots_pb.ListSnapshotsRequest(snapshotter=snapshotter)):
         names += [i.name for i in resp.info if i.kind == snapshots_pb.COMMITTED]

@@ -17,11 +17,10 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from criproxy import errors, lifecycle
+from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import sandbox_events, sandbox_files, sandbox_network, sandbox_pause
 from criproxy.cri.runtime_update_config import load_pod_cidr
-from criproxy.events.relay import relay_of
 from criproxy.labels import KIND, KIND_SANDBOX, SANDBOX_METADATA
 from criproxy.network import cni, netns, pod
 from criproxy.protos import containers_pb, cri, task_types, tasks_pb
@@ -33,10 +32,8 @@ log = logging.getLogger("criproxy.sandbox.recover")
 SANDBOX_FILTER = f'labels."{KIND}"=={KIND_SANDBOX}'
 
 
-@lifecycle.on_start(20)
 async def recover_sandboxes(app: App) -> None:
     app.pod_cidr = app.pod_cidr or load_pod_cidr(app)
-    relay_of(app).on_relist(relist_sandboxes)
     try:   # once, here, rather than racing in the first concurrent netns creations
         netns.ensure_shared_dir(app.config.netns_dir)
     except (OSError, netns.NetnsError) as e:

@@ -11,7 +11,6 @@ import time
 
 from criproxy.app import App
 from criproxy.cri.container_status import cached_response
-from criproxy.events.relay import relay_of
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import sandbox as t
@@ -27,7 +26,7 @@ def publish_event(app: App, container_id: str, sandbox_id: str, kind: int,
     """The one publisher of CRI container events, for sandboxes and containers alike: the event with
     the pod's status and all its containers' statuses (a pod already gone from the cache has only its
     ID). ``sandbox`` is the record when the caller holds it (it may have left the cache)."""
-    relay = relay_of(app)
+    relay = app.relay
     if not relay.subscribers:
         return
     sb = sandbox if sandbox is not None else app.sandboxes.find(sandbox_id)

@@ -8,32 +8,21 @@ cached the same way. Filtered lists reuse the cached items.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 from criproxy.app import App
 from criproxy.cri import rpc
 from criproxy.protos import cri
-from criproxy.state.sandbox import SandboxRecord
+from criproxy.state.sandbox import SandboxListCache
 from criproxy.translate import sandbox as t
 
-CACHE = "sandbox.list_cache"
 STREAM_CHUNK = 500
 
 
-@dataclass
-class _Cache:
-    """Everything list answers need, valid for one store generation."""
-
-    generation: int
-    pairs: list[tuple[SandboxRecord, cri.PodSandbox]]
-    serialized: dict[object, bytes] = field(default_factory=dict)   # None (all) or a state → bytes
-
-
-def _cache(app: App) -> _Cache:
-    cached: _Cache | None = app.parts.get(CACHE)
+def _cache(app: App) -> SandboxListCache:
+    cached = app.sandbox_list
     if cached is None or cached.generation != app.sandboxes.generation:
-        cached = _Cache(app.sandboxes.generation, [(rec, t.to_cri_item(rec)) for rec in app.sandboxes.all()])
-        app.parts[CACHE] = cached
+        cached = app.sandbox_list = SandboxListCache(
+            app.sandboxes.generation, [(rec, t.to_cri_item(rec)) for rec in app.sandboxes.all()])
     return cached
 
 

@@ -1,6 +1,6 @@
 """The pause container and its task: create, start, watch, stop, delete.
 
-The pause image is resolved once and cached (``app.parts``); if its snapshot disappeared (image
+The pause image is resolved once and cached (``App.pause_image``); if its snapshot disappeared (image
 removed) the cache is dropped and the image ensured again. The container record is created before
 its snapshot (no lease needed, see ``prepare_snapshot``), labelled
 ``io.cri-containerd.kind=sandbox`` with the metadata extension recovery reads. A watcher per pause
@@ -18,29 +18,26 @@ import signal
 from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import sandbox_events, sandbox_files
-from criproxy.images.local import LocalImage
 from criproxy.images.pull import ensure_image
 from criproxy.labels import SANDBOX_METADATA
 from criproxy.oci.spec import clamp_oom_score_adj, running_in_userns
 from criproxy.protos import containers_pb, mount_pb, snapshots_pb, tasks_pb
+from criproxy.state.image import LocalImage
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import sandbox as t
 from criproxy.translate.sandbox_spec import SANDBOX_OOM_SCORE_ADJ, pause_spec, pod_sysctls
 
 log = logging.getLogger("criproxy.sandbox.pause")
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
-PAUSE_CACHE = "sandbox.pause_image"
 STOP_WAIT = 10.0
 
 
 async def pause_image(app: App, refresh: bool = False) -> LocalImage:
     """The configured pause image, pulled if missing; cached until ``refresh``."""
-    cached = app.parts.get(PAUSE_CACHE)
+    cached = app.pause_image
     if cached is None or refresh or cached[0] != app.config.pause_image:
-        cached = (app.config.pause_image, await ensure_image(app, app.config.pause_image))
-        app.parts[PAUSE_CACHE] = cached
-    img: LocalImage = cached[1]
-    return img
+        cached = app.pause_image = (app.config.pause_image, await ensure_image(app, app.config.pause_image))
+    return cached[1]
 
 
 async def prepare_snapshot(app: App, rec: SandboxRecord) -> list[mount_pb.Mount]:

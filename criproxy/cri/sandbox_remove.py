@@ -8,7 +8,7 @@ netns, IP allocation (CNI DEL ran at stop), /dev/shm mount or files, and its nam
 from __future__ import annotations
 
 from criproxy.app import App
-from criproxy.cri import attempt, rpc, sandbox_events, sandbox_files, sandbox_pause, sandbox_stop
+from criproxy.cri import attempt, container_recover, rpc, sandbox_events, sandbox_files, sandbox_pause, sandbox_stop
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
 
@@ -25,8 +25,7 @@ async def remove_pod_sandbox(app: App, request: cri.RemovePodSandboxRequest) -> 
 
 async def _remove(app: App, rec: SandboxRecord) -> None:
     await sandbox_stop.stop(app, rec)
-    for hook in list(app.on_sandbox_remove):
-        await hook(app, rec.id)
+    await container_recover.remove_pod_containers(app, rec.id)
     await sandbox_pause.delete_container(app, rec.id)
     sandbox_files.remove(app, rec.id)
     app.sandboxes.remove(rec.id)

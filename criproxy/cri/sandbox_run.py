@@ -34,7 +34,6 @@ from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import sandbox as t
 
-INFLIGHT = "sandbox.runs_in_flight"
 Planned = tuple[cniconf.NetworkConfig, pod.NetworkState]   # the network and its network.json record
 
 
@@ -75,18 +74,15 @@ def new_record(app: App, request: cri.RunPodSandboxRequest) -> SandboxRecord:
 async def run_pod_sandbox(app: App, request: cri.RunPodSandboxRequest) -> cri.RunPodSandboxResponse:
     validate(app, request)
     name = t.sandbox_name(request.config.metadata)
-    inflight: dict[str, asyncio.Task[str]] = app.parts.setdefault(INFLIGHT, {})
-    task = inflight.get(name)
-    if task is None:
+    op = app.sandbox_runs.current(name)
+    if op is None:
         holder = app.sandbox_names.holder(name)
         if holder is not None and app.sandboxes.find(holder) is not None:
             return cri.RunPodSandboxResponse(pod_sandbox_id=holder)   # a retry of a finished run
         rec = new_record(app, request)
         app.sandbox_names.reserve(name, rec.id)
-        task = app.spawn(build(app, rec), f"run-sandbox-{rec.id[:12]}")
-        inflight[name] = task
-        task.add_done_callback(lambda _: inflight.pop(name, None))
-    return cri.RunPodSandboxResponse(pod_sandbox_id=await asyncio.shield(task))
+        op, _ = app.sandbox_runs.spawn(name, lambda: build(app, rec), app.spawn, f"run-sandbox-{rec.id[:12]}")
+    return cri.RunPodSandboxResponse(pod_sandbox_id=await app.sandbox_runs.wait(op))
 
 
 async def build(app: App, rec: SandboxRecord) -> str:

@@ -33,7 +33,6 @@ from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import sandbox as t
 from criproxy.translate import stats
 
-SAMPLES = "sandboxes.cpu_samples"
 STREAM_CHUNK = 200
 
 
@@ -70,7 +69,7 @@ def _cpu_memory(app: App, rec: SandboxRecord, samples: list[_Sample], linux: cri
         return
     ts = max(s.timestamp for s in samples)
     total = stats.sum_usage([s.usage for s in samples])
-    prev_samples: dict[str, stats.CpuSample] = app.parts.setdefault(SAMPLES, {})
+    prev_samples = app.sandbox_cpu
     now = stats.CpuSample(ts, total.cpu_ns)
     cores = stats.nano_cores(prev_samples.get(rec.id), now)
     prev_samples[rec.id] = now
@@ -96,7 +95,7 @@ def _one(app: App, rec: SandboxRecord, ctrs: list[ContainerRecord], metrics: dic
 
 
 def _forget_removed(app: App) -> None:
-    samples: dict[str, stats.CpuSample] = app.parts.setdefault(SAMPLES, {})
+    samples = app.sandbox_cpu
     for gone in [i for i in samples if app.sandboxes.find(i) is None]:
         del samples[gone]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from criproxy.app import App
-from criproxy.cri import attempt, rpc, sandbox_events, sandbox_files, sandbox_network, sandbox_pause
+from criproxy.cri import attempt, container_recover, rpc, sandbox_events, sandbox_files, sandbox_network, sandbox_pause
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
 
@@ -33,10 +33,9 @@ async def stop(app: App, rec: SandboxRecord) -> None:
 
 
 async def _stop(app: App, rec: SandboxRecord) -> None:
-    """Containers first (hooks); then pause and the network side by side — with every container
-    gone nothing uses the pod's network, and neither step needs the other."""
-    for hook in list(app.on_sandbox_stop):
-        await hook(app, rec.id, 0)
+    """Containers first; then pause and the network side by side — with every container gone
+    nothing uses the pod's network, and neither step needs the other."""
+    await container_recover.stop_pod_containers(app, rec.id, 0)
     results = await asyncio.gather(_stop_pause(app, rec), sandbox_network.teardown(app, rec),
                                    return_exceptions=True)
     for r in results:

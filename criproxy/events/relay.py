@@ -1,10 +1,10 @@
 """The event relay: one containerd subscription in, CRI container events out to every subscriber.
 
 In: a single ``Events.Subscribe`` for criproxy's namespace and the task topics (exit, OOM). Each
-envelope goes to the handler registered for its topic (the container module registers its own, so
-this module knows nothing about containers). A broken stream (containerd restarting) is reopened with
-backoff, and every reconnect, like a timer, triggers the registered relist functions, which correct
-whatever the disconnect missed.
+envelope goes to the one handler ``run`` is given (``cri/events_get.py``, which calls the container
+code for each topic, so this module knows nothing about containers and nothing of the App). A broken
+stream (containerd restarting) is reopened with backoff, and every reconnect, like a timer, runs the
+relist ``run`` is given, which corrects whatever the disconnect missed.
 
 Out: ``publish`` puts a ``ContainerEventResponse`` into each ``GetContainerEvents`` subscriber's own
 bounded queue without awaiting; a full queue drops the event for that subscriber only, logs it and
@@ -24,13 +24,14 @@ from criproxy import errors
 from criproxy.protos import cri, events_pb
 
 if TYPE_CHECKING:
-    from criproxy.app import App
+    from criproxy.containerd import Containerd
+    from criproxy.inflight import Spawn
 
 log = logging.getLogger("criproxy.events")
 QUEUE_SIZE = 1024
 RELIST_SECONDS = 10.0
-Handler = Callable[["App", Any], Awaitable[None]]
-Relister = Callable[["App"], Awaitable[None]]
+Handler = Callable[[Any], Awaitable[None]]     # one containerd event envelope
+Relister = Callable[[], Awaitable[None]]
 TOPICS = ("/tasks/exit", "/tasks/oom")
 
 
@@ -44,8 +45,6 @@ class Subscriber:
 @dataclass
 class Relay:
     subscribers: set[Subscriber] = field(default_factory=set)
-    handlers: dict[str, Handler] = field(default_factory=dict)
-    relisters: list[Relister] = field(default_factory=list)
     dropped_total: int = 0
     published_total: int = 0
     received_total: int = 0
@@ -76,26 +75,20 @@ class Relay:
                     log.warning("container event subscriber too slow: dropped %d events so far (%d in total)",
                                 sub.dropped, self.dropped_total)
 
-    # -- in -----------------------------------------------------------------------------------------
-    def on(self, topic: str, handler: Handler) -> None:
-        self.handlers[topic] = handler
-
-    def on_relist(self, fn: Relister) -> None:
-        self.relisters.append(fn)
-
-    async def run(self, app: App) -> None:
-        """Keep one subscription open for the life of criproxy; relist after each (re)connect."""
-        ns = app.ctrd.namespace
-        filters = [f'namespace=="{ns}",topic=="{t}"' for t in TOPICS]
+    # -- in ---------------------------------------------------------------------------------------
+    async def run(self, ctrd: Containerd, handle: Handler, relist: Relister, spawn: Spawn) -> None:
+        """Keep one subscription open for the life of criproxy, handing each envelope to ``handle``;
+        ``relist`` runs (in a task of ``spawn``) after each (re)connect."""
+        filters = [f'namespace=="{ctrd.namespace}",topic=="{t}"' for t in TOPICS]
         delay = 0.1
         while True:
             try:
-                stream = app.ctrd.events.Subscribe.iterate(events_pb.SubscribeRequest(filters=filters))
+                stream = ctrd.events.Subscribe.iterate(events_pb.SubscribeRequest(filters=filters))
                 self.connected.set()
-                app.spawn(self.relist(app), "events-relist")
+                spawn(self.relist(relist), "events-relist")
                 async for env in stream:
                     delay = 0.1
-                    await self._dispatch(app, env)
+                    await self.dispatch(handle, env)
             except asyncio.CancelledError:
                 raise
             except errors.CriError as e:
@@ -105,40 +98,25 @@ class Relay:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    async def _dispatch(self, app: App, env: Any) -> None:
+    async def dispatch(self, handle: Handler, env: Any) -> None:
+        """One envelope to ``handle``; its failure is logged, never the relay's end."""
         self.received_total += 1
-        handler = self.handlers.get(env.topic)
-        if handler is None:
-            return
         try:
-            await handler(app, env)
+            await handle(env)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("handling containerd event %s failed", env.topic)
+            log.exception("handling containerd event %s failed", getattr(env, "topic", "?"))
 
-    async def relist(self, app: App) -> None:
-        for fn in list(self.relisters):
-            try:
-                await fn(app)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("relist %s failed", getattr(fn, "__qualname__", fn))
+    async def relist(self, relist: Relister) -> None:
+        try:
+            await relist()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("relist failed")
 
-    async def relist_forever(self, app: App, period: float = RELIST_SECONDS) -> None:
+    async def relist_forever(self, relist: Relister, period: float = RELIST_SECONDS) -> None:
         while True:
             await asyncio.sleep(period)
-            await self.relist(app)
-
-
-RELAY_KEY = "events.relay"
-
-
-def relay_of(app: App) -> Relay:
-    """The App's relay, created on first use (start steps and handlers share it)."""
-    relay = app.parts.get(RELAY_KEY)
-    if relay is None:
-        relay = app.parts[RELAY_KEY] = Relay()
-    assert isinstance(relay, Relay)
-    return relay
+            await self.relist(relist)

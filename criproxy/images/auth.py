@@ -12,15 +12,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from criproxy import errors
+from criproxy.state.image import TOKEN_EARLY_EXPIRY as TOKEN_EARLY_EXPIRY
+from criproxy.state.image import TokenCache as TokenCache  # re-exported: images.auth.TokenCache still names it
 
 _PARAM = re.compile(r'\s*([a-zA-Z0-9_\-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))\s*,?')
 DEFAULT_TOKEN_TTL = 60.0
-TOKEN_EARLY_EXPIRY = 5.0
 
 
 @dataclass(frozen=True)
@@ -117,32 +117,6 @@ def parse_challenges(header: str) -> list[Challenge]:
         out.append(Challenge(scheme, params))
         rest = rest.lstrip(", ")
     return out
-
-
-@dataclass
-class _Token:
-    value: str
-    expires: float
-
-
-class TokenCache:
-    """Bearer tokens by (realm, service, scope, credentials), dropped a little before they expire."""
-
-    def __init__(self) -> None:
-        self._tokens: dict[tuple[str, str, str, str], _Token] = {}
-
-    def get(self, key: tuple[str, str, str, str]) -> str | None:
-        tok = self._tokens.get(key)
-        if tok is None or tok.expires <= time.monotonic():
-            self._tokens.pop(key, None)
-            return None
-        return tok.value
-
-    def put(self, key: tuple[str, str, str, str], value: str, ttl: float) -> None:
-        self._tokens[key] = _Token(value, time.monotonic() + max(ttl - TOKEN_EARLY_EXPIRY, 1.0))
-
-    def drop(self, key: tuple[str, str, str, str]) -> None:
-        self._tokens.pop(key, None)
 
 
 def token_from_response(doc: Any) -> tuple[str, float]:

@@ -33,7 +33,6 @@ from criproxy.protos import content_pb
 CHUNK = 4 * 1024 * 1024
 # WRITE requests awaiting containerd's reply per stream (grpc.aio's write returns once queued).
 WINDOW = 2
-WRITE_CALL_KEY = "images.content_write"
 Source = Callable[[], AbstractAsyncContextManager[Any]]
 
 
@@ -107,12 +106,11 @@ def _serialize(request: Any) -> bytes:
 
 def _write_call(app: App) -> Any:
     """Content.Write with a serializer that passes pre-encoded WRITE messages through untouched."""
-    fn = app.parts.get(WRITE_CALL_KEY)
+    fn = app.images.content_write
     if fn is None or fn[0] is not app.ctrd.channel:
-        fn = (app.ctrd.channel, app.ctrd.channel.stream_stream(
+        fn = app.images.content_write = (app.ctrd.channel, app.ctrd.channel.stream_stream(
             "/containerd.services.content.v1.Content/Write", request_serializer=_serialize,
             response_deserializer=content_pb.WriteContentResponse.FromString))
-        app.parts[WRITE_CALL_KEY] = fn
     return fn[1]
 
 

@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import json
 import platform
-from dataclasses import dataclass, field
 from typing import Any
 
 from criproxy import errors
@@ -24,6 +23,7 @@ from criproxy.app import App
 from criproxy.images.manifest import MAX_CONFIG, MAX_MANIFEST, pick_platform
 from criproxy.lru import LRU
 from criproxy.protos import content_pb
+from criproxy.state.image import LocalImage as LocalImage  # re-exported: images.local.LocalImage still names it
 
 INDEX_TYPES = {"application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json"}
@@ -38,33 +38,6 @@ def host_platform() -> tuple[str, str]:
     """(os, architecture) in OCI terms for the machine criproxy runs on."""
     m = platform.machine()
     return "linux", _ARCH.get(m, m)
-
-
-@dataclass(frozen=True)
-class LocalImage:
-    """What CRI needs of an image that containerd holds."""
-
-    id: str                     # config digest, "sha256:…"
-    target_digest: str          # root descriptor (index or manifest) digest
-    target_media_type: str
-    manifest_digest: str        # the platform manifest used
-    config: dict[str, Any]      # the OCI image config JSON
-    chain_id: str               # top snapshot name (chain ID of all layers)
-    size: int                   # compressed size of config + layers
-    names: list[str] = field(default_factory=list)  # every containerd record naming this image
-
-    @property
-    def repo_tags(self) -> list[str]:
-        return sorted(n for n in self.names if "@" not in n and not n.startswith("sha256:"))
-
-    @property
-    def repo_digests(self) -> list[str]:
-        return sorted(n for n in self.names if "@" in n)
-
-    @property
-    def record_name(self) -> str:
-        """The name a container's ``image`` field should carry: tag, then digest, then ID."""
-        return (self.repo_tags or self.repo_digests or [self.id])[0]
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:

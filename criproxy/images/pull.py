@@ -18,13 +18,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from criproxy import errors, lifecycle, trace
+from criproxy import errors, trace
 from criproxy.app import App
 from criproxy.images import content, manifest, records, reference, unpack
 from criproxy.images.auth import Credentials, from_auth_config
@@ -39,9 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("criproxy.images.pull")
 
-PULLS_KEY = "images.pulls"
-BLOBS_KEY = "images.blobs"
-CHAINS_KEY = "images.chains"
 PROGRESS_LOG_EVERY = 5.0
 MAX_DOWNLOADS = 3  # layer downloads at once per pull, containerd's max_concurrent_downloads default
 
@@ -92,22 +86,10 @@ async def pull_image(app: App, ref: str, auth: Any = None) -> LocalImage:
     parsed = reference.parse(ref)
     creds = auth if isinstance(auth, Credentials) else from_auth_config(auth)
     key = f"{parsed}|{creds.key()}"
-    pulls: dict[str, asyncio.Task[LocalImage]] = app.parts.setdefault(PULLS_KEY, {})
-    task = pulls.get(key)
-    if task is None:
-        task = app.spawn(_watched_pull(app, parsed, creds), name=f"pull {parsed}")
-        pulls[key] = task
-        task.add_done_callback(lambda t: _forget(pulls, key, t))
-    else:
+    op, joined = app.images.pulls.spawn(key, lambda: _watched_pull(app, parsed, creds), app.spawn, f"pull {parsed}")
+    if joined:
         trace.note(f"joined the pull of {parsed} already in progress")
-    return await asyncio.shield(task)
-
-
-def _forget(pulls: dict[str, asyncio.Task[LocalImage]], key: str, task: asyncio.Task[LocalImage]) -> None:
-    if pulls.get(key) is task:
-        del pulls[key]
-    if not task.cancelled():
-        task.exception()  # retrieved: every waiter may have gone away
+    return await app.images.pulls.wait(op)
 
 
 async def _watched_pull(app: App, ref: reference.Reference, creds: Credentials) -> LocalImage:
@@ -208,31 +190,17 @@ async def _content_and_snapshots(app: App, reg: Registry, lease: str, man: manif
         await asyncio.gather(*fetches, return_exceptions=True)
 
 
-@asynccontextmanager
-async def _blob_turn(app: App, digest: str) -> AsyncIterator[None]:
-    """One fetch per blob at a time in this process: a second pull needing the same blob waits,
-    then finds it in containerd instead of downloading it again."""
-    locks: dict[str, asyncio.Lock] = app.parts.setdefault(BLOBS_KEY, {})
-    lock = locks.setdefault(digest, asyncio.Lock())
-    try:
-        async with lock:
-            yield
-    finally:
-        if not lock.locked() and locks.get(digest) is lock:
-            del locks[digest]
-
-
 async def _fetch_shared(app: App, reg: Registry, lease: str, layer: Descriptor, progress: content.Progress,
                         src: dict[str, str]) -> None:
     """Write one layer blob (downloaded only if containerd lacks it), one download per digest."""
-    async with _blob_turn(app, layer.digest):
+    async with app.images.blob_turns.hold(layer.digest):
         await content.write(app, lease, "layer", layer, src, source=lambda: reg.blob(layer), progress=progress)
 
 
 async def _config_shared(app: App, reg: Registry, lease: str, desc: Descriptor, src: dict[str, str]) -> bytes:
     """The config bytes: from containerd when it has them (re-pull, concurrent pull), else the registry."""
     check_size("config", desc.digest, desc.size, manifest.MAX_CONFIG)    # before any read
-    async with _blob_turn(app, desc.digest):
+    async with app.images.blob_turns.hold(desc.digest):
         try:
             data = await read_blob(app, desc.digest, manifest.MAX_CONFIG)
         except errors.NotFound:
@@ -245,17 +213,10 @@ async def _config_shared(app: App, reg: Registry, lease: str, desc: Descriptor, 
 
 async def _unpack_shared(app: App, lease: str, layer: Descriptor, diff_id: str, chain: str, parent: str) -> None:
     """Apply one layer, one unpack per chain ID at a time in this process."""
-    locks: dict[str, asyncio.Lock] = app.parts.setdefault(CHAINS_KEY, {})
-    lock = locks.setdefault(chain, asyncio.Lock())
-    try:
-        async with lock:
-            await unpack.apply_layer(app, lease, app.config.snapshotter, layer, diff_id, chain, parent)
-    finally:
-        if not lock.locked() and locks.get(chain) is lock:
-            del locks[chain]
+    async with app.images.unpack_turns.hold(chain):
+        await unpack.apply_layer(app, lease, app.config.snapshotter, layer, diff_id, chain, parent)
 
 
-@lifecycle.on_start(20)
 async def drop_stale_pull_leases(app: App) -> None:
     """Leases of pulls a killed criproxy left behind: delete them so GC collects their content."""
     resp = await app.ctrd.leases.List(leases_pb.ListRequest(filters=[f'labels."{PULL_LEASE}"']))
@@ -265,12 +226,8 @@ async def drop_stale_pull_leases(app: App) -> None:
         log.info("deleted lease %s of an interrupted pull", lease.id)
 
 
-@lifecycle.on_stop(50)
 async def close_http(app: App) -> None:
-    if "criproxy.images.registry" not in sys.modules:
-        return  # never pulled: no HTTP session to close
-    from criproxy.images.registry import SESSION_KEY
-
-    session = app.parts.pop(SESSION_KEY, None)
+    """Close the registry session, if a pull made one."""
+    session, app.images.http = app.images.http, None
     if session is not None:
         await session.close()

@@ -35,26 +35,16 @@ MANIFEST_TYPES = (
 )
 ACCEPT = ", ".join((*MANIFEST_TYPES, "*/*;q=0.8"))
 CONNECTIONS_PER_HOST = 6
-SESSION_KEY = "images.http"
-TOKENS_KEY = "images.tokens"
 
 
 def session(app: App) -> aiohttp.ClientSession:
     """The process-wide HTTP session: pooled connections, a bounded number per registry host."""
-    s: aiohttp.ClientSession | None = app.parts.get(SESSION_KEY)
+    s = app.images.http
     if s is None or s.closed:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=CONNECTIONS_PER_HOST, ttl_dns_cache=60)
-        s = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                  timeout=aiohttp.ClientTimeout(total=None, connect=30))
-        app.parts[SESSION_KEY] = s
+        s = app.images.http = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                                    timeout=aiohttp.ClientTimeout(total=None, connect=30))
     return s
-
-
-def token_cache(app: App) -> auth.TokenCache:
-    cache: auth.TokenCache | None = app.parts.get(TOKENS_KEY)
-    if cache is None:
-        cache = app.parts[TOKENS_KEY] = auth.TokenCache()
-    return cache
 
 
 def _status_error(status: int, what: str, host: str) -> errors.CriError:
@@ -85,7 +75,7 @@ class Registry:
         self.ref = ref
         self.creds = creds
         self.http = session(app)
-        self.tokens = token_cache(app)
+        self.tokens = app.images.tokens
         self.hosts = hosts.hosts_for(app.config.registry_config_path, ref.domain)
         self.scope = f"repository:{ref.path}:pull"
         self._authz: dict[str, str] = {}

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from criproxy import errors
+from criproxy.inflight import InFlight
 from criproxy.protos import cri
 from criproxy.state.lookup import find_by_prefix
 
@@ -134,7 +135,7 @@ class ContainerStore:
         self.generation = 0
         self.status_dir = status_dir
         # CreateContainer calls in flight, by CRI name: a kubelet retry awaits the first call's outcome.
-        self.creating: dict[str, asyncio.Future[str]] = {}
+        self.creating: InFlight[str, str] = InFlight()
 
     # -- membership ---------------------------------------------------------------------------
     def add(self, rec: ContainerRecord) -> None:

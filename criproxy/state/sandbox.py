@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from criproxy import errors
-from criproxy.protos import cri
+from criproxy.protos import containers_pb, cri
 from criproxy.state.lookup import find_by_prefix
 
 
@@ -47,6 +47,9 @@ class SandboxRecord:
     removing: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)
     stop_started: float = field(default=0.0, repr=False, compare=False)     # monotonic, of ``stopping``
     remove_started: float = field(default=0.0, repr=False, compare=False)   # monotonic, of ``removing``
+    # The pause container's runtime name and options, read once by CreateContainer: a pod's
+    # containers run on the same.
+    runtime: containers_pb.Container.Runtime | None = field(default=None, repr=False, compare=False)
 
     @property
     def ready(self) -> bool:
@@ -120,3 +123,12 @@ class SandboxStore:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+
+@dataclass
+class SandboxListCache:
+    """Everything ListPodSandbox answers need, valid for one store generation."""
+
+    generation: int
+    pairs: list[tuple[SandboxRecord, cri.PodSandbox]]
+    serialized: dict[object, bytes] = field(default_factory=dict)   # None (all) or a state → bytes

@@ -10,23 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from criproxy import errors
 from criproxy.errors import StartupError
-from criproxy.lifecycle import on_start, on_stop
 from criproxy.streaming.server import StreamingServer
 
 if TYPE_CHECKING:
     from criproxy.app import App
-
-PART = "streaming"
-
-
-def streaming_of(app: App) -> StreamingServer:
-    """The App's streaming server, created on first use (the start step and handlers share it)."""
-    server = app.parts.get(PART)
-    if server is None:
-        server = app.parts[PART] = StreamingServer(app, _serve)
-    assert isinstance(server, StreamingServer)
-    return server
 
 
 async def _serve(server: StreamingServer) -> Any:
@@ -37,23 +26,20 @@ async def _serve(server: StreamingServer) -> Any:
 
 
 async def new_url(app: App, kind: str, request: Any) -> str:
-    return await streaming_of(app).new_url(kind, request)
+    if app.streaming is None:
+        raise errors.Unavailable("the streaming server is not running")
+    return await app.streaming.new_url(kind, request)
 
 
-@on_start(50)
-async def _bind(app: App) -> None:
-    """Bind the listening socket now, so a bad or taken streaming_address stops start-up with one line."""
-    server = streaming_of(app)
+def start(app: App) -> StreamingServer:
+    """Bind the listening socket now, so a bad or taken streaming_address stops start-up with one
+    line; the App's Stream* handlers reach the server from then on."""
+    server = StreamingServer(app, _serve)
     try:
         server.bind()
     except (ValueError, OSError) as e:
         raise StartupError(f"cannot serve streaming on {app.config.streaming_address!r}: {e}") from None
+    app.streaming = server
     app.observer.gauges.update({"streaming_tokens": lambda: len(server.tokens),
                                 "streaming_sessions": lambda: len(server.sessions)})
-
-
-@on_stop(50)
-async def _stop(app: App) -> None:
-    server = app.parts.get(PART)
-    if isinstance(server, StreamingServer):
-        await server.stop()
+    return server

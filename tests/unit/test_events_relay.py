@@ -27,19 +27,16 @@ async def test_dispatch_and_relist_survive_handler_errors() -> None:
     relay = r.Relay()
     seen: list[str] = []
 
-    async def bad(app: object, env: object) -> None:
+    async def bad(*args: object) -> None:
         raise RuntimeError("boom")
 
-    async def good(app: object) -> None:
+    async def good() -> None:
         seen.append("relist")
-
-    relay.on("/tasks/exit", bad)  # type: ignore[arg-type]
-    relay.on_relist(good)  # type: ignore[arg-type]
-    relay.on_relist(bad)  # type: ignore[arg-type]
 
     class Env:
         topic = "/tasks/exit"
 
-    await relay._dispatch(None, Env())  # type: ignore[arg-type]
-    await relay.relist(None)  # type: ignore[arg-type]
+    await relay.dispatch(bad, Env())
+    await relay.relist(good)
+    await relay.relist(bad)
     assert seen == ["relist"] and relay.received_total == 1

@@ -56,13 +56,21 @@ def test_token_response_shapes() -> None:
 
 def test_token_cache_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr("criproxy.images.auth.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("criproxy.state.image.time.monotonic", lambda: now[0])
     cache = TokenCache()
     key = ("realm", "svc", "repository:a:pull", "k")
     cache.put(key, "tok", ttl=60)
     assert cache.get(key) == "tok"
     now[0] += 56  # dropped a little early so a token never expires in flight
     assert cache.get(key) is None
+
+
+def test_token_cache_is_bounded() -> None:
+    cache = TokenCache(max_entries=2)
+    keys = [("realm", "svc", f"repository:{n}:pull", "k") for n in "abc"]
+    for k in keys:
+        cache.put(k, f"tok-{k[2]}", ttl=60)
+    assert cache.get(keys[0]) is None and cache.get(keys[2]) == "tok-repository:c:pull"
 
 
 def test_credentials_scoped_by_server_address() -> None:

@@ -19,11 +19,11 @@ ROOT = Path(__file__).resolve().parents[2] / "criproxy"
 # own layer and the ones below.
 LAYERS: list[tuple[str, ...]] = [
     ("criproxy._gen", "criproxy.protos", "criproxy.errors", "criproxy.config", "criproxy.labels", "criproxy.trace",
-     "criproxy.lru", "criproxy.logsetup", "criproxy"),                 # vocabulary: no criproxy logic
+     "criproxy.lru", "criproxy.inflight", "criproxy.logsetup", "criproxy"),  # vocabulary: no criproxy logic
     ("criproxy.translate", "criproxy.oci", "criproxy.state"),          # pure conversions and records
-    ("criproxy.containerd", "criproxy.observability"),                # the containerd client; metrics
-    ("criproxy.app", "criproxy.lifecycle"),                           # the parts a call reaches, start/stop steps
-    ("criproxy.images", "criproxy.network", "criproxy.io", "criproxy.events"),  # helpers over containerd
+    ("criproxy.containerd", "criproxy.observability", "criproxy.events"),  # containerd client, its events; metrics
+    ("criproxy.app",),                                                # the parts a call reaches
+    ("criproxy.images", "criproxy.network", "criproxy.io"),           # helpers over containerd
     ("criproxy.streaming",),                                          # exec/attach/port-forward sessions
     ("criproxy.cri",),                                                # CRI semantics, one module per RPC
     ("criproxy.grpcapi",),                                            # the gRPC edge
