@@ -114,7 +114,7 @@ async def _revive(app: App, rec: ContainerRecord, task: Any) -> None:
     s = rec.status
     if task is None:
         if s.started_at and not s.finished_at:
-            s.message = "task gone while criproxy was down (exit status unknown)"
+            app.containers.update_message(rec, "task gone while criproxy was down (exit status unknown)")
             app.containers.update_exited(rec, time.time_ns(), 255)
         if s.finished_at:
             rec.exited.set()
@@ -124,10 +124,8 @@ async def _revive(app: App, rec: ContainerRecord, task: Any) -> None:
     elif task.status == task_types.STOPPED or s.finished_at:
         await handle_exit(app, rec, task.exit_status, task.exited_at.ToNanoseconds())
     else:
-        if not s.started_at:
-            app.containers.update_started(rec, time.time_ns(), task.pid)
+        app.containers.update_started(rec, s.started_at or time.time_ns(), task.pid)
         app.containers.update_unknown(rec, task.status == task_types.UNKNOWN, UNKNOWN_MESSAGE)
-        s.pid = task.pid
         cio = ContainerIO(io_dir(app.config.state, rec.id), rec.id, rec.log_path, rec.config.tty, rec.config.stdin)
         await cio.reattach()
         rec.io = cio

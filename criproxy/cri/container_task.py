@@ -120,7 +120,8 @@ async def resync(app: App, rec: ContainerRecord) -> None:
     try:
         proc = (await app.ctrd.tasks.Get(tasks_pb.GetRequest(container_id=rec.id))).process
     except errors.NotFound:
-        rec.status.message = rec.status.message or "task disappeared (exit status unknown)"
+        if not rec.status.message:
+            app.containers.update_message(rec, "task disappeared (exit status unknown)")
         await handle_exit(app, rec, 255, 0)
         return
     if proc.status == task_types.STOPPED:

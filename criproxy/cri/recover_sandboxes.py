@@ -114,10 +114,10 @@ def adopt(app: App, rec: SandboxRecord, task: task_types.Process | None) -> None
     rec.pid = task.pid if task is not None else 0
     network_done = rec.host_network or rec.cni_result is not None
     if running and network_done:
-        rec.state = cri.SANDBOX_READY
+        app.sandboxes.set_state(rec, cri.SANDBOX_READY)
         sandbox_pause.watch(app, rec)
     else:
-        rec.state = cri.SANDBOX_NOTREADY
+        app.sandboxes.set_state(rec, cri.SANDBOX_NOTREADY)
         if running:
             log.warning("sandbox %s: its RunPodSandbox never finished CNI ADD; NOTREADY", rec.id)
     app.sandboxes.add(rec)

@@ -122,7 +122,7 @@ async def _wait_exit(app: App, rec: SandboxRecord) -> None:
             log.debug("waiting for pause task %s: %s", rec.id, e)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-    rec.exit_status, rec.exited_at = exit_status, exited_at
+    app.sandboxes.set_exited(rec, exit_status, exited_at)
     sandbox_events.mark_notready(app, rec)
 
 

@@ -204,6 +204,11 @@ class ContainerStore:
         self._changed(rec)
         return True
 
+    def update_message(self, rec: ContainerRecord, message: str) -> None:
+        """Say why (a task that vanished): shown in ContainerStatus.message."""
+        rec.status.message = message
+        self._changed(rec)
+
     def update_unknown(self, rec: ContainerRecord, unknown: bool, message: str = "") -> None:
         """The task's state could not be read (UNKNOWN), or can again."""
         if rec.status.unknown != unknown:

@@ -108,6 +108,11 @@ class SandboxStore:
             rec.state = state
             self.generation += 1
 
+    def set_exited(self, rec: SandboxRecord, exit_status: int, exited_at: int) -> None:
+        """The pause process's exit, as its watcher saw it (the state follows via ``set_state``)."""
+        rec.exit_status, rec.exited_at = exit_status, exited_at
+        self.generation += 1
+
     def find(self, id_or_prefix: str) -> SandboxRecord | None:
         """The sandbox with this ID or unique ID prefix; None when there is none."""
         return find_by_prefix(self._by_id, id_or_prefix, "sandbox")
