@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import Awaitable
+from dataclasses import replace
 from pathlib import Path
 
 from criproxy import errors
@@ -27,7 +28,7 @@ from criproxy.labels import CONTAINER_METADATA
 from criproxy.lru import LRU
 from criproxy.oci import imagefiles, volumes
 from criproxy.protos import containers_pb, cri, leases_pb, mount_pb, snapshots_pb
-from criproxy.state.container import ContainerRecord
+from criproxy.state.container import ContainerHandles, ContainerMetadata, ContainerRecord
 from criproxy.state.image import LocalImage
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import container as t
@@ -98,11 +99,11 @@ def _log_path(sandbox: SandboxRecord, config: cri.ContainerConfig) -> str:
 def _record(cid: str, name: str, request: cri.CreateContainerRequest, sandbox: SandboxRecord,
             image: LocalImage) -> ContainerRecord:
     config = request.config
-    return ContainerRecord(
+    return ContainerRecord(ContainerMetadata(
         id=cid, name=name, sandbox_id=sandbox.id, config=config, created_at=time.time_ns(),
         image_name=(image.repo_tags or [config.image.image])[0], image_id=image.id,
-        image_ref=(image.repo_digests or [image.id])[0], log_path=_log_path(sandbox, config),
-        sandbox_config=sandbox.config)
+        image_ref=(image.repo_digests or [image.id])[0], log_path=_log_path(sandbox, config)),
+        handles=ContainerHandles(sandbox_config=sandbox.config))
 
 
 def _containerd_container(app: App, rec: ContainerRecord, image: LocalImage, spec: dict[str, object],
@@ -194,13 +195,14 @@ async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord
     prepare = asyncio.ensure_future(_prepare(app, rec.id, image, lease))    # shielded: see Create below
     undo.push_async_callback(_remove_snapshot_after, app, rec.id, prepare)
     mounts = await asyncio.shield(prepare)
-    rec.mounts = mounts
+    rec.handles.mounts = mounts
     files = await asyncio.to_thread(imagefiles.read_user_files, mounts)     # untrusted image content
     result = container_spec(app, rec.id, rec.config, sandbox, image, files,
                             await _seed_volumes(app, undo, rec, image, mounts))
-    rec.uid, rec.gid, rec.groups = result.identity.uid, result.identity.gid, result.identity.groups
-    rec.stop_signal, rec.process = result.stop_signal, result.spec["process"]
-    rec.spec_resources = result.spec["linux"].get("resources")
+    ident = result.identity
+    rec.meta = replace(rec.meta, uid=ident.uid, gid=ident.gid, groups=tuple(ident.groups),
+                       stop_signal=result.stop_signal, process=json.dumps(result.spec["process"]))
+    rec.handles.applied = t.spec_resources(result.spec["process"], result.spec["linux"].get("resources"))
     runtime = await _sandbox_runtime(app, sandbox.id)
     # Shielded: a caller giving up must not cut the call short on our side while containerd still
     # commits it; the undo waits for the call's outcome, then deletes.

@@ -20,9 +20,9 @@ STREAM_CHUNK = 500
 
 
 def item(rec: ContainerRecord) -> cri.Container:
-    c = rec.cached_item
+    c = rec.handles.cached_item
     if c is None:
-        c = rec.cached_item = t.to_cri_container(rec)
+        c = rec.handles.cached_item = t.to_cri_container(rec)
     assert isinstance(c, cri.Container)
     return c
 

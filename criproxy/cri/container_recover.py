@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 from criproxy import errors
@@ -53,8 +54,8 @@ async def stop_pod_containers(app: App, sandbox_id: str, timeout: int) -> None:
     """Starts in flight settle first: a container that becomes RUNNING after this looked would
     outlive its pod (StartContainer refuses new starts once the pod is stopping)."""
     for r in app.containers.for_sandbox(sandbox_id):
-        if r.starting:
-            await r.start_settled.wait()
+        if r.handles.starting:
+            await r.handles.start_settled.wait()
     recs = [r for r in app.containers.for_sandbox(sandbox_id) if r.may_run]
     await _bounded([stop(app, r, float(timeout)) for r in recs])
 
@@ -67,9 +68,9 @@ async def close_log_pumps(app: App) -> None:
     """On shutdown keep what was read: a half line goes out as a partial record; the shim holds the
     FIFOs, and the next criproxy re-attaches and continues (see recovery)."""
     for rec in app.containers.values():
-        if rec.io is not None:
-            rec.io.close()
-            rec.io = None
+        if rec.handles.io is not None:
+            rec.handles.io.close()
+            rec.handles.io = None
 
 
 async def _list_ours(app: App) -> list[containers_pb.Container]:
@@ -89,9 +90,9 @@ def _load(app: App, c: containers_pb.Container) -> ContainerRecord | None:
     try:
         rec = t.record_from_metadata(ext.value, c.created_at.ToNanoseconds())
         spec = json.loads(c.spec.value)
-        rec.process = spec.get("process")
-        resources = (spec.get("linux") or {}).get("resources")
-        rec.spec_resources = resources if isinstance(resources, dict) else None
+        process = spec.get("process")
+        rec.meta = replace(rec.meta, process=json.dumps(process) if isinstance(process, dict) else "")
+        rec.handles.applied = t.spec_resources(process, (spec.get("linux") or {}).get("resources"))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         log.warning("container %s: unreadable metadata (%s); skipped", c.id, e)
         return None
@@ -102,10 +103,10 @@ def _load(app: App, c: containers_pb.Container) -> ContainerRecord | None:
     if rec.log_path and (not os.path.isabs(rec.log_path) or os.path.normpath(rec.log_path) != rec.log_path):
         log.warning("container %s: log path %r is not a clean absolute path; no log is written", rec.id,
                     rec.log_path[:200])
-        rec.log_path = ""
+        rec.meta = replace(rec.meta, log_path="")
     rec.status = app.containers.load_status(rec.id) or ContainerStatusData()
     sb = app.sandboxes.find(rec.sandbox_id)
-    rec.sandbox_config = sb.config if sb is not None else None
+    rec.handles.sandbox_config = sb.config if sb is not None else None
     return rec
 
 
@@ -117,7 +118,7 @@ async def _revive(app: App, rec: ContainerRecord, task: Any) -> None:
             app.containers.update_message(rec, "task gone while criproxy was down (exit status unknown)")
             app.containers.update_exited(rec, time.time_ns(), 255)
         if s.finished_at:
-            rec.exited.set()
+            rec.handles.exited.set()
         return
     if task.status == task_types.CREATED and not s.finished_at:
         await fail_start(app, rec, errors.Unknown("criproxy restarted while the container was starting"))
@@ -128,7 +129,7 @@ async def _revive(app: App, rec: ContainerRecord, task: Any) -> None:
         app.containers.update_unknown(rec, task.status == task_types.UNKNOWN, UNKNOWN_MESSAGE)
         cio = ContainerIO(io_dir(app.config.state, rec.id), rec.id, rec.log_path, rec.config.tty, rec.config.stdin)
         await cio.reattach()
-        rec.io = cio
+        rec.handles.io = cio
         watch(app, rec)
 
 
@@ -151,7 +152,7 @@ async def recover_containers(app: App) -> None:
 async def relist(app: App) -> None:
     """Correct drift: a container we think runs whose task is gone or stopped gets its exit handled;
     an exited container whose task is still there (a delete that failed) gets it deleted."""
-    recs = [r for r in app.containers.values() if not r.starting]
+    recs = [r for r in app.containers.values() if not r.handles.starting]
     if not recs:
         return
     tasks = await _tasks(app)
@@ -161,5 +162,5 @@ async def relist(app: App) -> None:
             await resync(app, rec)
         elif rec.may_run and task is not None:
             app.containers.update_unknown(rec, task.status == task_types.UNKNOWN, UNKNOWN_MESSAGE)
-        elif rec.state == cri.CONTAINER_EXITED and task is not None and rec.exited.is_set():
+        elif rec.state == cri.CONTAINER_EXITED and task is not None and rec.handles.exited.is_set():
             await delete_task_retrying(app, rec.id, attempts=1)

@@ -22,9 +22,9 @@ from criproxy.state.container import ContainerRecord
 
 async def remove(app: App, rec: ContainerRecord) -> None:
     """Everything a container is made of, in reverse order of creation."""
-    rec.removing = True
-    if rec.starting:                      # let an in-flight StartContainer settle (it ends quickly)
-        await rec.start_settled.wait()
+    rec.handles.removing = True
+    if rec.handles.starting:                      # let an in-flight StartContainer settle (it ends quickly)
+        await rec.handles.start_settled.wait()
     if rec.may_run:
         await stop(app, rec, 0)
     await delete_task(app, rec.id)

@@ -11,10 +11,10 @@ from criproxy.protos import cri
 @rpc("ReopenContainerLog")
 async def reopen_container_log(app: App, request: cri.ReopenContainerLogRequest) -> cri.ReopenContainerLogResponse:
     rec = app.containers.get(request.container_id)
-    if rec.state != cri.CONTAINER_RUNNING or rec.io is None:
+    if rec.state != cri.CONTAINER_RUNNING or rec.handles.io is None:
         raise errors.FailedPrecondition(f"container {rec.id} is not running: its log cannot be reopened")
     try:
-        await rec.io.reopen_log()
+        await rec.handles.io.reopen_log()
     except OSError as e:
         raise errors.Internal(f"reopening log {rec.log_path}: {e.strerror}") from None
     return cri.ReopenContainerLogResponse()

@@ -19,20 +19,21 @@ _STATE: dict[int, str] = {cri.CONTAINER_RUNNING: "running", cri.CONTAINER_EXITED
 @rpc("StartContainer")
 async def start_container(app: App, request: cri.StartContainerRequest) -> cri.StartContainerResponse:
     rec = app.containers.get(request.container_id)
-    if rec.state != cri.CONTAINER_CREATED or rec.starting or rec.removing:
-        state = "being started" if rec.starting else "being removed" if rec.removing else _STATE[rec.state]
+    h = rec.handles
+    if rec.state != cri.CONTAINER_CREATED or h.starting or h.removing:
+        state = "being started" if h.starting else "being removed" if h.removing else _STATE[rec.state]
         raise errors.FailedPrecondition(f"container {rec.id} is {state}, not created")
     sandbox = app.sandboxes.get(rec.sandbox_id)
     if not sandbox.ready or sandbox.stopping is not None:
         raise errors.FailedPrecondition(f"pod sandbox {sandbox.id} of container {rec.id} is not ready")
-    rec.starting = True
+    rec.handles.starting = True
     try:
         await start_task(app, rec)
     except BaseException as e:
         await fail_start(app, rec, e)
         raise
     finally:
-        rec.starting = False
-        rec.start_settled.set()
+        rec.handles.starting = False
+        rec.handles.start_settled.set()
     publish(app, rec, cri.CONTAINER_STARTED_EVENT)
     return cri.StartContainerResponse()

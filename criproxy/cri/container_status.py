@@ -16,9 +16,9 @@ from criproxy.translate import container as t
 
 def cached_response(rec: ContainerRecord) -> cri.ContainerStatusResponse:
     """The non-verbose answer, built once per change of the record (events reuse it too)."""
-    cached = rec.cached_status
+    cached = rec.handles.cached_status
     if cached is None:
-        cached = rec.cached_status = cri.ContainerStatusResponse(status=t.to_cri_status(rec))
+        cached = rec.handles.cached_status = cri.ContainerStatusResponse(status=t.to_cri_status(rec))
     assert isinstance(cached, cri.ContainerStatusResponse)
     return cached
 
@@ -27,9 +27,9 @@ def cached_response(rec: ContainerRecord) -> cri.ContainerStatusResponse:
 async def container_status(app: App, request: cri.ContainerStatusRequest) -> cri.ContainerStatusResponse | bytes:
     rec = app.containers.get(request.container_id)
     if not request.verbose:
-        raw = rec.cached_status_bytes
+        raw = rec.handles.cached_status_bytes
         if raw is None:
-            raw = rec.cached_status_bytes = cached_response(rec).SerializeToString()
+            raw = rec.handles.cached_status_bytes = cached_response(rec).SerializeToString()
         assert isinstance(raw, bytes)
         return raw                        # the edge sends pre-serialized answers as they are
     resp = cri.ContainerStatusResponse(status=t.to_cri_status(rec))

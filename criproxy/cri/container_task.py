@@ -43,8 +43,8 @@ async def start_task(app: App, rec: ContainerRecord) -> None:
     cfg = rec.config
     cio = ContainerIO(io_dir(app.config.state, rec.id), rec.id, rec.log_path, cfg.tty, cfg.stdin)
     await cio.create()
-    rec.io = cio
-    mounts = rec.mounts
+    rec.handles.io = cio
+    mounts = rec.handles.mounts
     if mounts is None:
         mounts = (await app.ctrd.snapshots.Mounts(snapshots_pb.MountsRequest(
             snapshotter=app.config.snapshotter, key=rec.id))).mounts
@@ -65,10 +65,10 @@ async def fail_start(app: App, rec: ContainerRecord, err: BaseException) -> None
     with contextlib.suppress(errors.CriError):
         await kill(app, rec, signal.SIGKILL, all_processes=True)
     await delete_task_retrying(app, rec.id)
-    if rec.io is not None:
-        rec.io.remove()
-        rec.io = None
-    rec.exited.set()
+    if rec.handles.io is not None:
+        rec.handles.io.remove()
+        rec.handles.io = None
+    rec.handles.exited.set()
     publish(app, rec, cri.CONTAINER_STOPPED_EVENT)
 
 
@@ -79,7 +79,7 @@ def watch(app: App, rec: ContainerRecord) -> None:
 async def _wait(app: App, rec: ContainerRecord) -> None:
     """Tasks.Wait until the init process exits; survives containerd restarts by waiting again."""
     delay = 0.2
-    while not rec.exited.is_set():
+    while not rec.handles.exited.is_set():
         try:
             resp = await app.ctrd.tasks.Wait(tasks_pb.WaitRequest(container_id=rec.id))
             await handle_exit(app, rec, resp.exit_status, resp.exited_at.ToNanoseconds())
@@ -95,22 +95,22 @@ async def _wait(app: App, rec: ContainerRecord) -> None:
 
 async def handle_exit(app: App, rec: ContainerRecord, exit_code: int, exited_at: int) -> None:
     """Handle an exit once, however many sources report it (Wait, the relay, relist)."""
-    if rec.exit_task is None:
-        rec.exit_task = asyncio.get_running_loop().create_task(_handle_exit(app, rec, exit_code, exited_at))
-    await asyncio.shield(rec.exit_task)
+    if rec.handles.exit_task is None:
+        rec.handles.exit_task = asyncio.get_running_loop().create_task(_handle_exit(app, rec, exit_code, exited_at))
+    await asyncio.shield(rec.handles.exit_task)
 
 
 async def _handle_exit(app: App, rec: ContainerRecord, exit_code: int, exited_at: int) -> None:
     if exited_at <= 0:
         exited_at = time.time_ns()
     changed = app.containers.update_exited(rec, exited_at, exit_code)
-    if rec.io is not None:
-        if not await rec.io.wait_drained(DRAIN_SECONDS):
+    if rec.handles.io is not None:
+        if not await rec.handles.io.wait_drained(DRAIN_SECONDS):
             log.info("container %s exited but its output is still held open; closing the log pump", rec.id)
-        rec.io.close()
-        rec.io = None
+        rec.handles.io.close()
+        rec.handles.io = None
     await delete_task_retrying(app, rec.id)
-    rec.exited.set()
+    rec.handles.exited.set()
     if changed:
         publish(app, rec, cri.CONTAINER_STOPPED_EVENT)
 
@@ -159,7 +159,7 @@ async def delete_task_retrying(app: App, container_id: str, attempts: int = 4) -
 
 async def wait_exited(rec: ContainerRecord, timeout: float) -> bool:
     try:
-        await asyncio.wait_for(rec.exited.wait(), timeout)
+        await asyncio.wait_for(rec.handles.exited.wait(), timeout)
         return True
     except TimeoutError:
         return False
@@ -168,7 +168,7 @@ async def wait_exited(rec: ContainerRecord, timeout: float) -> bool:
 async def stop(app: App, rec: ContainerRecord, timeout: float) -> None:
     """Stop signal, then SIGKILL (to every process) after ``timeout``, then wait for the exit."""
     if rec.may_run and timeout > 0:
-        if await kill(app, rec, t.signal_number(rec.stop_signal)):
+        if await kill(app, rec, t.signal_number(rec.meta.stop_signal)):
             if await wait_exited(rec, timeout):
                 return
         else:
@@ -178,12 +178,12 @@ async def stop(app: App, rec: ContainerRecord, timeout: float) -> None:
             await resync(app, rec)
         if not await wait_exited(rec, 30.0):
             await resync(app, rec)
-    if rec.exit_task is not None:
-        await asyncio.shield(rec.exit_task)
+    if rec.handles.exit_task is not None:
+        await asyncio.shield(rec.handles.exit_task)
 
 
 def remove_files(app: App, rec: ContainerRecord) -> None:
-    if rec.io is not None:
-        rec.io.remove()
-        rec.io = None
+    if rec.handles.io is not None:
+        rec.handles.io.remove()
+        rec.handles.io = None
     shutil.rmtree(container_dir(app, rec.id), ignore_errors=True)

@@ -99,6 +99,6 @@ async def update_container_resources(app: App, request: cri.UpdateContainerResou
             if isinstance(e, errors.Unknown):           # runc refused a value (out of the kernel's range…)
                 raise errors.InvalidArgument(f"the runtime refused the new resources: {e}") from None
             raise
-    rec.spec_resources = resources
+    rec.handles.applied = t.spec_resources(json.loads(rec.meta.process) if rec.meta.process else None, resources)
     app.containers.update_resources(rec, new)
     return cri.UpdateContainerResourcesResponse()

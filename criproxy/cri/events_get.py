@@ -21,7 +21,7 @@ async def _on_exit(app: App, env: Any) -> None:
     if ev.id and ev.id != ev.container_id:
         return                                  # an exec process, handled by its ExecSync
     rec = app.containers.find(ev.container_id) if ev.container_id else None
-    if rec is not None and rec.id == ev.container_id and rec.status.started_at and not rec.starting:
+    if rec is not None and rec.id == ev.container_id and rec.status.started_at and not rec.handles.starting:
         app.spawn(handle_exit(app, rec, ev.exit_status, ev.exited_at.ToNanoseconds()), f"exit-{rec.id[:12]}")
 
 

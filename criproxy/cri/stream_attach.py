@@ -18,7 +18,7 @@ from criproxy.streaming.exec import running_container
 async def attach(app: App, request: cri.AttachRequest) -> cri.AttachResponse:
     check_streams(request)
     rec = running_container(app, request.container_id)
-    if rec.io is None:
+    if rec.handles.io is None:
         raise errors.FailedPrecondition(f"container {rec.id} has no stdio to attach to")
     stored = cri.AttachRequest()
     stored.CopyFrom(request)

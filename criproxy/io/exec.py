@@ -28,9 +28,9 @@ REAP_WAIT = 5.0      # seconds to wait for a killed process to be reaped
 
 def exec_process(rec: ContainerRecord, cmd: list[str], tty: bool) -> dict[str, Any]:
     """The OCI process of an exec: the container's, with new args, terminal and (tty) TERM."""
-    if rec.process is None:
+    if not rec.meta.process:
         raise errors.FailedPrecondition(f"container {rec.id} has no process spec")
-    proc = dict(rec.process)
+    proc: dict[str, Any] = json.loads(rec.meta.process)
     proc["args"], proc["terminal"] = list(cmd), tty
     env = list(proc.get("env") or [])
     if tty and not any(e.startswith("TERM=") for e in env):

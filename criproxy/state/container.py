@@ -8,9 +8,11 @@ State is derived from timestamps, as the CRI defines it (containerd's store/cont
     UNKNOWN: recovery found a container whose task state it could not read.
     RemoveContainer takes any state to gone (killing a running task first).
 
-Metadata is frozen at creation; the status part changes only through the synchronous ``update_*``
-methods below, so every change is atomic on the event loop and bumps the store's generation, which
-is what lets ListContainers answer from a cached response while nothing changed.
+A record has three parts: what was asked (``ContainerMetadata``, frozen at creation), what was
+observed (``ContainerStatusData``, persisted; it changes only through the synchronous ``update_*``
+methods below, so every change is atomic on the event loop and bumps the store's generation, which is
+what lets ListContainers answer from a cached response while nothing changed) and the runtime handles
+(``ContainerHandles``: stdio, events, the in-flight flags and cached answers, never persisted).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Callable, ValuesView
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from criproxy import errors
 from criproxy.inflight import InFlight
-from criproxy.protos import cri
+from criproxy.protos import cri, mount_pb
 from criproxy.state.lookup import find_by_prefix
 
 REASON_COMPLETED = "Completed"
@@ -56,8 +59,23 @@ class ContainerStatusData:
         return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
 
 
-@dataclass(eq=False)
-class ContainerRecord:
+class StdioHandle(Protocol):
+    """What the record's holders use of a running container's stdio (``criproxy.io.container.ContainerIO``)."""
+
+    listeners: list[Callable[[bytes, bytes], None]]     # (stream name, data) for each piece of output
+    stdin_fd: int                                       # our end of the stdin FIFO, -1 without stdin
+
+    def close_stdin(self) -> None: ...
+    async def wait_drained(self, timeout: float | None = None) -> bool: ...
+    async def reopen_log(self) -> None: ...
+    def close(self) -> None: ...
+    def remove(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ContainerMetadata:
+    """What was asked: fixed at creation and kept in the containerd container's metadata extension."""
+
     id: str
     name: str                              # <ctr>_<pod>_<namespace>_<uid>_<attempt>
     sandbox_id: str
@@ -70,22 +88,63 @@ class ContainerRecord:
     stop_signal: str = "SIGTERM"
     uid: int = 0
     gid: int = 0
-    groups: list[int] = field(default_factory=list)
-    status: ContainerStatusData = field(default_factory=ContainerStatusData)
-    sandbox_config: cri.PodSandboxConfig | None = None
-    # Runtime-only helpers, never persisted.
-    exited: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    groups: tuple[int, ...] = ()
+    process: str = ""                      # the OCI process of the spec as JSON (ExecSync builds on it)
+
+
+@dataclass(eq=False)
+class ContainerHandles:
+    """Runtime handles: what this process holds for a container, never persisted."""
+
+    exited: asyncio.Event = field(default_factory=asyncio.Event)        # set once the exit is handled
     removing: bool = False
     starting: bool = False
-    start_settled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # set when a start ends
-    io: Any = None                          # criproxy.io.container.ContainerIO while the task lives
-    process: dict[str, Any] | None = None   # the OCI process of the spec (ExecSync builds on it)
-    spec_resources: dict[str, Any] | None = None  # the spec's linux.resources (what status reports)
-    mounts: list[Any] | None = None         # rootfs mounts from Prepare (saves Snapshots.Mounts at start)
-    exit_task: asyncio.Task[None] | None = field(default=None, repr=False)
-    cached_item: Any = field(default=None, repr=False)   # cri.Container for ListContainers
-    cached_status: Any = field(default=None, repr=False)  # cri.ContainerStatusResponse (not verbose)
-    cached_status_bytes: bytes | None = field(default=None, repr=False)
+    start_settled: asyncio.Event = field(default_factory=asyncio.Event)  # set when a start ends
+    io: StdioHandle | None = None                    # the stdio FIFOs and log pump while the task lives
+    mounts: list[mount_pb.Mount] | None = None       # rootfs mounts from Prepare (saves Snapshots.Mounts at start)
+    exit_task: asyncio.Task[None] | None = None      # the one handling of the exit
+    # What the spec applies of the resources (ContainerStatus reports it), from create, update or
+    # recovery; None when the spec is not known or not of our making (the request is reported then).
+    applied: cri.LinuxContainerResources | None = None
+    sandbox_config: cri.PodSandboxConfig | None = None   # the pod's config (None: the pod is gone)
+    cached_item: cri.Container | None = None         # ListContainers entry, until the status changes
+    cached_status: cri.ContainerStatusResponse | None = None   # ContainerStatus (not verbose), likewise
+    cached_status_bytes: bytes | None = None         # the same, serialized
+
+
+@dataclass(eq=False)
+class ContainerRecord:
+    """One CRI container: what was asked (``meta``), what was observed (``status``, persisted in the
+    status file, changed only through ``ContainerStore.update_*``) and the runtime ``handles``."""
+
+    meta: ContainerMetadata
+    status: ContainerStatusData = field(default_factory=ContainerStatusData)
+    handles: ContainerHandles = field(default_factory=ContainerHandles)
+
+    # Read-through names for the metadata every handler reads.
+    @property
+    def id(self) -> str:
+        return self.meta.id
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def sandbox_id(self) -> str:
+        return self.meta.sandbox_id
+
+    @property
+    def config(self) -> cri.ContainerConfig:
+        return self.meta.config
+
+    @property
+    def created_at(self) -> int:
+        return self.meta.created_at
+
+    @property
+    def log_path(self) -> str:
+        return self.meta.log_path
 
     @property
     def state(self) -> int:
@@ -169,7 +228,7 @@ class ContainerStore:
     def all(self) -> list[ContainerRecord]:
         return list(self._by_id.values())
 
-    def values(self) -> Any:
+    def values(self) -> ValuesView[ContainerRecord]:
         return self._by_id.values()
 
     def for_sandbox(self, sandbox_id: str) -> list[ContainerRecord]:
@@ -236,7 +295,8 @@ class ContainerStore:
 
     def _changed(self, rec: ContainerRecord) -> None:
         self.generation += 1
-        rec.cached_item = rec.cached_status = rec.cached_status_bytes = None
+        h = rec.handles
+        h.cached_item = h.cached_status = h.cached_status_bytes = None
         self.persist(rec)
 
     def persist(self, rec: ContainerRecord) -> None:

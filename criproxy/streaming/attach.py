@@ -70,7 +70,7 @@ async def run_attach(app: App, req: cri.AttachRequest, streams: Streams) -> None
     """Serve one attach session to its end; the final status always reaches the client."""
     try:
         rec = running_container(app, req.container_id)
-        if rec.io is None:
+        if rec.handles.io is None:
             raise errors.FailedPrecondition(f"container {rec.id} has no stdio to attach to")
         await _attach(app, rec, streams)
         status = p.status_success()
@@ -82,7 +82,9 @@ async def run_attach(app: App, req: cri.AttachRequest, streams: Streams) -> None
 async def _attach(app: App, rec: ContainerRecord, streams: Streams) -> None:
     o = streams.opts
     tap = _Tap(o.stdout, o.stderr and not rec.config.tty)
-    io = rec.io
+    io = rec.handles.io
+    if io is None:
+        raise errors.FailedPrecondition(f"container {rec.id} has no stdio to attach to")
     io.listeners.append(tap)
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(tap.pump(streams))]
@@ -90,7 +92,7 @@ async def _attach(app: App, rec: ContainerRecord, streams: Streams) -> None:
         tasks.append(loop.create_task(_copy_in(app, rec, streams)))
     if o.tty and rec.config.tty:
         tasks.append(loop.create_task(resize_loop(app, rec.id, "", streams)))
-    waits = [loop.create_task(rec.exited.wait()), loop.create_task(streams.gone.wait())]
+    waits = [loop.create_task(rec.handles.exited.wait()), loop.create_task(streams.gone.wait())]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -106,7 +108,7 @@ async def _attach(app: App, rec: ContainerRecord, streams: Streams) -> None:
 
 async def _copy_in(app: App, rec: ContainerRecord, streams: Streams) -> None:
     """Client stdin into the container's stdin FIFO (through our own descriptor, closed at the end)."""
-    io: Any = rec.io
+    io: Any = rec.handles.io
     writer = FifoWriter(os.dup(io.stdin_fd))
     try:
         while (data := await streams.stdin.get()) is not None:

@@ -13,7 +13,7 @@ from google.protobuf import json_format
 from criproxy import errors
 from criproxy.labels import KIND, KIND_CONTAINER, RESERVED_PREFIXES, SANDBOX_ID
 from criproxy.protos import cri
-from criproxy.state.container import ContainerRecord, exit_reason
+from criproxy.state.container import ContainerMetadata, ContainerRecord, exit_reason
 
 METADATA_TYPE_URL = "github.com/containerd/cri/pkg/store/container/Metadata"
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
@@ -39,12 +39,13 @@ def containerd_labels(config: cri.ContainerConfig, image_labels: dict[str, str],
 
 def metadata_json(rec: ContainerRecord) -> bytes:
     """The container metadata extension in containerd CRI's shape, plus what criproxy needs back."""
-    cfg = json_format.MessageToDict(rec.config, preserving_proto_field_name=True)
+    m = rec.meta
+    cfg = json_format.MessageToDict(m.config, preserving_proto_field_name=True)
     doc = {"Version": "v1", "Metadata": {
-        "ID": rec.id, "Name": rec.name, "SandboxID": rec.sandbox_id, "Config": cfg, "ImageRef": rec.image_id,
-        "LogPath": rec.log_path, "StopSignal": rec.stop_signal, "ProcessLabel": "",
-        CRIPROXY_KEY: {"CreatedAt": rec.created_at, "ImageName": rec.image_name, "ImageStatusRef": rec.image_ref,
-                       "User": [rec.uid, rec.gid, rec.groups]},
+        "ID": m.id, "Name": m.name, "SandboxID": m.sandbox_id, "Config": cfg, "ImageRef": m.image_id,
+        "LogPath": m.log_path, "StopSignal": m.stop_signal, "ProcessLabel": "",
+        CRIPROXY_KEY: {"CreatedAt": m.created_at, "ImageName": m.image_name, "ImageStatusRef": m.image_ref,
+                       "User": [m.uid, m.gid, list(m.groups)]},
     }}
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -55,12 +56,12 @@ def record_from_metadata(raw: bytes, created_at: int) -> ContainerRecord:
     own: dict[str, Any] = meta.get(CRIPROXY_KEY) or {}
     config = json_format.ParseDict(meta.get("Config") or {}, cri.ContainerConfig(), ignore_unknown_fields=True)
     uid, gid, groups = own.get("User") or [0, 0, []]
-    return ContainerRecord(
+    return ContainerRecord(ContainerMetadata(
         id=meta["ID"], name=meta["Name"], sandbox_id=meta["SandboxID"], config=config,
         created_at=int(own.get("CreatedAt") or created_at), image_name=own.get("ImageName") or config.image.image,
         image_id=meta.get("ImageRef", ""), image_ref=own.get("ImageStatusRef") or meta.get("ImageRef", ""),
         log_path=meta.get("LogPath", ""), stop_signal=meta.get("StopSignal") or "SIGTERM",
-        uid=int(uid), gid=int(gid), groups=[int(g) for g in groups])
+        uid=int(uid), gid=int(gid), groups=tuple(int(g) for g in groups)))
 
 
 def to_cri_container(rec: ContainerRecord) -> cri.Container:
@@ -68,26 +69,30 @@ def to_cri_container(rec: ContainerRecord) -> cri.Container:
     cfg = rec.config
     return cri.Container(
         id=rec.id, pod_sandbox_id=rec.sandbox_id, metadata=cfg.metadata, image=_image_spec(rec),
-        image_ref=rec.image_id, state=rec.state, created_at=rec.created_at,  # type: ignore[arg-type]
-        labels=cfg.labels, annotations=cfg.annotations, image_id=rec.image_id)
+        image_ref=rec.meta.image_id, state=rec.state, created_at=rec.created_at,  # type: ignore[arg-type]
+        labels=cfg.labels, annotations=cfg.annotations, image_id=rec.meta.image_id)
 
 
 def _image_spec(rec: ContainerRecord) -> cri.ImageSpec:
-    return cri.ImageSpec(image=rec.image_name, annotations=rec.config.image.annotations,
+    return cri.ImageSpec(image=rec.meta.image_name, annotations=rec.config.image.annotations,
                          user_specified_image=rec.config.image.user_specified_image or rec.config.image.image)
 
 
 def applied_resources(rec: ContainerRecord) -> cri.LinuxContainerResources:
-    """What the spec applies, as containerd's CRI reports it: the clamped oom_score_adj, the swap
-    limit it derived, no hugepage limits where the controller is missing (the request as sent when
-    the spec is not known)."""
-    res = rec.spec_resources
-    if res is None:
-        return rec.resources
+    """What the spec applies (``spec_resources``), or the request as sent when the spec is not known."""
+    return rec.handles.applied if rec.handles.applied is not None else rec.resources
+
+
+def spec_resources(process: object, res: object) -> cri.LinuxContainerResources | None:
+    """What an OCI spec's process and linux.resources apply, as containerd's CRI reports it: the
+    clamped oom_score_adj, the swap limit it derived, no hugepage limits where the controller is
+    missing; None for no resources or a spec not of our making (recovery)."""
+    if not isinstance(res, dict):
+        return None
     out = cri.LinuxContainerResources()
     try:
-        if isinstance(rec.process, dict) and "oomScoreAdj" in rec.process:
-            out.oom_score_adj = int(rec.process["oomScoreAdj"])
+        if isinstance(process, dict) and "oomScoreAdj" in process:
+            out.oom_score_adj = int(process["oomScoreAdj"])
         cpu, mem = res.get("cpu") or {}, res.get("memory") or {}
         out.cpu_period, out.cpu_quota, out.cpu_shares = cpu.get("period", 0), cpu.get("quota", 0), cpu.get("shares", 0)
         out.cpuset_cpus, out.cpuset_mems = cpu.get("cpus", ""), cpu.get("mems", "")
@@ -96,7 +101,7 @@ def applied_resources(rec: ContainerRecord) -> cri.LinuxContainerResources:
                                    for h in res.get("hugepageLimits") or [])
         out.unified.update(res.get("unified") or {})
     except (TypeError, ValueError, KeyError, AttributeError):     # a spec not of our making (recovery)
-        return rec.resources
+        return None
     return out
 
 
@@ -112,12 +117,12 @@ def to_cri_status(rec: ContainerRecord) -> cri.ContainerStatus:
     return cri.ContainerStatus(
         id=rec.id, metadata=cfg.metadata, state=state, created_at=rec.created_at,  # type: ignore[arg-type]
         started_at=s.started_at, finished_at=s.finished_at, exit_code=s.exit_code, image=_image_spec(rec),
-        image_ref=rec.image_ref, reason=reason, message=message, labels=cfg.labels, annotations=cfg.annotations,
-        mounts=cfg.mounts, log_path=rec.log_path, image_id=rec.image_id,
-        stop_signal=status_signal(rec.stop_signal),  # type: ignore[arg-type]
+        image_ref=rec.meta.image_ref, reason=reason, message=message, labels=cfg.labels, annotations=cfg.annotations,
+        mounts=cfg.mounts, log_path=rec.log_path, image_id=rec.meta.image_id,
+        stop_signal=status_signal(rec.meta.stop_signal),  # type: ignore[arg-type]
         resources=cri.ContainerResources(linux=applied_resources(rec)),
-        user=cri.ContainerUser(linux=cri.LinuxContainerUser(uid=rec.uid, gid=rec.gid,
-                                                            supplemental_groups=rec.groups)))
+        user=cri.ContainerUser(linux=cri.LinuxContainerUser(uid=rec.meta.uid, gid=rec.meta.gid,
+                                                            supplemental_groups=rec.meta.groups)))
 
 
 def matches(rec: ContainerRecord, flt: cri.ContainerFilter) -> bool:
@@ -143,7 +148,7 @@ def stats_matches(rec: ContainerRecord, flt: cri.ContainerStatsFilter) -> bool:
 
 def verbose_info(rec: ContainerRecord, spec: dict[str, Any] | None) -> dict[str, str]:
     """ContainerStatus(verbose) ``info``: one JSON document like containerd's, under key "info"."""
-    info = {"sandboxID": rec.sandbox_id, "pid": rec.status.pid, "removing": rec.removing,
+    info = {"sandboxID": rec.sandbox_id, "pid": rec.status.pid, "removing": rec.handles.removing,
             "snapshotKey": rec.id, "runtimeSpec": spec,
             "config": json_format.MessageToDict(rec.config, preserving_proto_field_name=True)}
     return {"info": json.dumps(info)}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from criproxy.protos import cri
-from criproxy.state.container import ContainerRecord, ContainerStore
+from criproxy.state.container import ContainerMetadata, ContainerRecord, ContainerStore
 
 
 def _rec(cid: str, sid: str) -> ContainerRecord:
-    return ContainerRecord(id=cid, name=f"{cid}_p_ns_u_0", sandbox_id=sid, config=cri.ContainerConfig(),
-                           created_at=0, image_name="i", image_id="sha256:x", image_ref="sha256:x")
+    return ContainerRecord(ContainerMetadata(
+        id=cid, name=f"{cid}_p_ns_u_0", sandbox_id=sid, config=cri.ContainerConfig(), created_at=0,
+        image_name="i", image_id="sha256:x", image_ref="sha256:x"))
 
 
 def test_index_follows_add_and_remove() -> None:
@@ -42,3 +43,22 @@ def test_many_pods_each_see_only_their_own() -> None:
         store.add(_rec(f"c{i}", f"pod{i % 100}"))
     assert all(len(store.for_sandbox(f"pod{p}")) == 3 for p in range(100))
     assert {r.id for r in store.for_sandbox("pod7")} == {"c7", "c107", "c207"}
+
+
+def test_record_parts_are_typed_without_any() -> None:
+    """A record is what was asked, what was observed and the runtime handles, each fully typed."""
+    import dataclasses
+
+    from criproxy.state.container import ContainerHandles, ContainerStatusData
+
+    assert [f.name for f in dataclasses.fields(ContainerRecord)] == ["meta", "status", "handles"]
+    for cls in (ContainerMetadata, ContainerStatusData, ContainerHandles, ContainerRecord):
+        untyped = [f.name for f in dataclasses.fields(cls) if "Any" in str(f.type)]
+        assert untyped == [], cls.__name__
+    with_meta = _rec("c9", "podZ")
+    try:
+        with_meta.meta.name = "x"  # type: ignore[misc]
+    except dataclasses.FrozenInstanceError:
+        pass
+    else:
+        raise AssertionError("metadata must be frozen")

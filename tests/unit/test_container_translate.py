@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from criproxy.protos import cri
-from criproxy.state.container import ContainerRecord, ContainerStatusData, ContainerStore, exit_reason
+from criproxy.state.container import (
+    ContainerMetadata,
+    ContainerRecord,
+    ContainerStatusData,
+    ContainerStore,
+    exit_reason,
+)
 from criproxy.translate import container as t
 
 
@@ -16,9 +22,9 @@ def record(**kw: object) -> ContainerRecord:
     base: dict[str, object] = dict(id="abc123", name="app_pod_ns_uid_2", sandbox_id="sb1", config=cfg,
                                    created_at=1000, image_name="docker.io/library/busybox:latest",
                                    image_id="sha256:img", image_ref="docker.io/library/busybox@sha256:dg",
-                                   log_path="/logs/app/2.log", uid=1000, gid=1000, groups=[1000, 2000])
+                                   log_path="/logs/app/2.log", uid=1000, gid=1000, groups=(1000, 2000))
     base.update(kw)
-    return ContainerRecord(**base)  # type: ignore[arg-type]
+    return ContainerRecord(ContainerMetadata(**base))  # type: ignore[arg-type]
 
 
 def test_state_follows_timestamps_and_reasons() -> None:
@@ -68,8 +74,7 @@ def test_metadata_round_trip() -> None:
     back = t.record_from_metadata(t.metadata_json(rec), 0)
     assert (back.id, back.name, back.sandbox_id, back.created_at, back.log_path) == \
         (rec.id, rec.name, rec.sandbox_id, 1000, rec.log_path)
-    assert back.config == rec.config and (back.uid, back.gid, back.groups) == (1000, 1000, [1000, 2000])
-    assert (back.image_name, back.image_id, back.image_ref) == (rec.image_name, rec.image_id, rec.image_ref)
+    assert back.meta == rec.meta and (back.meta.uid, back.meta.gid, back.meta.groups) == (1000, 1000, (1000, 2000))
 
 
 def test_cri_messages() -> None:
@@ -78,7 +83,7 @@ def test_cri_messages() -> None:
     item = t.to_cri_container(rec)
     assert item.state == cri.CONTAINER_EXITED and item.image_ref == "sha256:img" and item.pod_sandbox_id == "sb1"
     st = t.to_cri_status(rec)
-    assert (st.reason, st.exit_code, st.image_ref, st.log_path) == ("Completed", 0, rec.image_ref, rec.log_path)
+    assert (st.reason, st.exit_code, st.image_ref, st.log_path) == ("Completed", 0, rec.meta.image_ref, rec.log_path)
     assert list(st.user.linux.supplemental_groups) == [1000, 2000] and st.stop_signal == cri.SIGNAL_SIGTERM
 
 
@@ -133,9 +138,10 @@ def test_status_resources_are_what_the_spec_applies() -> None:
     rec.config.linux.resources.memory_limit_in_bytes = 64 << 20
     rec.config.linux.resources.hugepage_limits.add(page_size="2MB", limit=0)
     assert t.to_cri_status(rec).resources.linux.oom_score_adj == -998        # spec unknown: the request
-    rec.process = {"oomScoreAdj": 0}                                          # clamped
-    rec.spec_resources = {"memory": {"limit": 64 << 20, "swap": 64 << 20}, "cpu": {"shares": 2, "cpus": "0"},
-                          "devices": [{"allow": False, "access": "rwm"}], "unified": {"memory.high": "1"}}
+    rec.handles.applied = t.spec_resources(
+        {"oomScoreAdj": 0},                                                   # clamped
+        {"memory": {"limit": 64 << 20, "swap": 64 << 20}, "cpu": {"shares": 2, "cpus": "0"},
+         "devices": [{"allow": False, "access": "rwm"}], "unified": {"memory.high": "1"}})
     got = t.to_cri_status(rec).resources.linux
     assert got == cri.LinuxContainerResources(oom_score_adj=0, memory_limit_in_bytes=64 << 20,
                                               memory_swap_limit_in_bytes=64 << 20, cpu_shares=2, cpuset_cpus="0",
@@ -145,5 +151,6 @@ def test_status_resources_are_what_the_spec_applies() -> None:
 def test_status_resources_from_a_malformed_spec_fall_back_to_the_request() -> None:
     rec = record()
     rec.config.linux.resources.cpu_shares = 7
-    rec.process, rec.spec_resources = {"oomScoreAdj": "x"}, {"cpu": ["not", "a", "dict"]}
+    rec.handles.applied = t.spec_resources({"oomScoreAdj": "x"}, {"cpu": ["not", "a", "dict"]})
+    assert rec.handles.applied is None
     assert t.to_cri_status(rec).resources.linux.cpu_shares == 7

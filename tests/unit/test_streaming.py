@@ -161,10 +161,11 @@ def test_spdy_data_and_control_heads() -> None:
 # -- the exec process ---------------------------------------------------------------------------------
 def _record(process: dict[str, object] | None) -> object:
     from criproxy.protos import cri
-    from criproxy.state.container import ContainerRecord
+    from criproxy.state.container import ContainerMetadata, ContainerRecord
 
-    return ContainerRecord(id="c1", name="n", sandbox_id="s", config=cri.ContainerConfig(), created_at=0,
-                           image_name="", image_id="", image_ref="", process=process)  # type: ignore[arg-type]
+    return ContainerRecord(ContainerMetadata(id="c1", name="n", sandbox_id="s", config=cri.ContainerConfig(),
+                                             created_at=0, image_name="", image_id="", image_ref="",
+                                             process=json.dumps(process) if process is not None else ""))
 
 
 def test_exec_process_replaces_args_and_sets_term_for_tty() -> None:
