@@ -78,3 +78,28 @@ async def test_port_forward_half_pair_expires_and_duplicates_are_reset(pod: Pod)
         assert b"timed out waiting for streams" in err.data and err.reset
     finally:
         await c.close()
+
+
+async def test_client_sending_faster_than_the_process_reads_is_held_back(pod: Pod, running: str,
+                                                                       criproxy: CriproxyProcess) -> None:
+    """16 MiB data frames to the stdin of a process that never reads it: criproxy reads each frame in
+    pieces and stops reading the connection once its queues are full, so its memory stays flat."""
+    assert criproxy.pid is not None
+    c = await spdyclient.connect(exec_url(pod, running, "sleep", "60", stdin=True))
+    try:
+        await c.open({"streamType": "error"})
+        sin = await c.open({"streamType": "stdin"})
+        await c.open({"streamType": "stdout"})
+        await c.open({"streamType": "stderr"})
+        await asyncio.sleep(0.5)
+        before = _rss_kib(criproxy.pid)
+        frame = b"z" * ((1 << 24) - 1)
+        with pytest.raises(TimeoutError):               # held back: the client's writes stop draining
+            for _ in range(4):
+                await asyncio.wait_for(sin.write(frame), 10)
+        await asyncio.sleep(1)
+        grown = _rss_kib(criproxy.pid) - before
+        assert grown < 8 * 1024, f"criproxy grew {grown} KiB holding a client's unread stdin"
+    finally:
+        c.w.transport.abort()                           # unsent data would keep a graceful close waiting
+        await c.close()
