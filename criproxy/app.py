@@ -84,6 +84,9 @@ class App:
     snapshot_root: str | None = None
     # (bytes, inodes) per committed snapshot, pruned to those that exist (cri/image_fs_info.py).
     snapshot_usage: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Read ends of the exec FIFOs a killed criproxy left, held open until those execs are reaped
+    # (cri/container_recover.py).
+    exec_fifos: list[int] = field(default_factory=list)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:

@@ -34,7 +34,7 @@ from criproxy.app import App
 from criproxy.config import Config
 from criproxy.containerd import Containerd
 from criproxy.containerd.managed import ManagedContainerd, socket_answers
-from criproxy.cri import container_recover, events_get, recover_sandboxes
+from criproxy.cri import container_create, container_recover, events_get, recover_sandboxes
 from criproxy.errors import StartupError
 from criproxy.grpcapi.edge import generic_handlers
 from criproxy.images import pull
@@ -139,7 +139,9 @@ async def start_debug(app: App) -> DebugServer:
 
 async def run_start_steps(app: App) -> StreamingServer:
     """The start steps, in order, after containerd answers and before the readiness gate opens."""
+    await container_recover.hold_exec_fifos(app)        # a shim blocked on a dead exec's FIFO answers again
     await pull.drop_stale_pull_leases(app)              # what interrupted pulls left: GC may take it
+    await container_create.drop_create_leases(app)      # and a killed criproxy's creation lease
     await recover_sandboxes.recover_sandboxes(app)      # sandboxes first: containers refer to them
     await container_recover.recover_containers(app)     # then containers, log pumps re-attached
     server = streaming.start(app)                       # bind the streaming socket (a taken port fails here)
@@ -154,6 +156,7 @@ async def run_stop_steps(app: App, server: StreamingServer | None) -> None:
         ("streaming", server.stop if server is not None else _nothing),   # sessions cancelled, socket closed
         ("registry http", lambda: pull.close_http(app)),
         ("log pumps", lambda: container_recover.close_log_pumps(app)),   # the next criproxy re-attaches
+        ("creation leases", lambda: container_create.drop_create_leases(app)),   # no create in flight now
     ]
     for name, step in steps:
         try:

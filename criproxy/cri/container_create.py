@@ -136,14 +136,35 @@ async def _prepare(app: App, cid: str, image: LocalImage, lease: str) -> list[mo
         resp = await app.ctrd.snapshots.Prepare(snapshots_pb.PrepareSnapshotRequest(
             snapshotter=app.config.snapshotter, key=cid, parent=image.chain_id), lease=lease)
     except errors.NotFound:
-        _image_cache(app).clear()        # the image may have been removed meanwhile
+        _image_cache(app).clear()        # the image may have been removed meanwhile,
+        app.create_lease = None          # or the lease (by hand): the next call makes a new one
         raise errors.NotFound(f"image {image.record_name} is not unpacked for snapshotter "
                               f"{app.config.snapshotter}; pull it again") from None
     return list(resp.mounts)
 
 
+LEASE_PREFIX = "criproxy-create-"
+LEASE_OWNER_LABEL = "criproxy.io/create-owner"
 LEASE_ROTATE_NS = 12 * 3600 * 1_000_000_000
 IMAGE_TTL_NS = 30 * 1_000_000_000
+
+
+async def drop_create_leases(app: App) -> None:
+    """Delete this criproxy's creation leases (a start and a stop step): at shutdown (no
+    CreateContainer is in flight once the server has drained) and at start (a killed criproxy's: a
+    snapshot only it held belongs to a CreateContainer that never answered, and is garbage). "This
+    criproxy" is its CRI socket, kept in a label, so another criproxy sharing the namespace keeps its
+    own lease."""
+    app.create_lease = None
+    flt = f'labels."{LEASE_OWNER_LABEL}"=="{_owner(app)}"'
+    resp = await app.ctrd.leases.List(leases_pb.ListRequest(filters=[flt]))
+    for lease in resp.leases:
+        if lease.id.startswith(LEASE_PREFIX) and lease.labels.get(LEASE_OWNER_LABEL) == _owner(app):
+            await app.ctrd.drop_lease(lease.id)
+
+
+def _owner(app: App) -> str:
+    return str(app.config.listen)
 
 
 async def _create_lease(app: App) -> str:
@@ -153,7 +174,7 @@ async def _create_lease(app: App) -> str:
     held = app.create_lease
     now = time.time_ns()
     if held is None or now - held[1] > LEASE_ROTATE_NS:
-        lease_id = await app.ctrd.new_lease("create")
+        lease_id = await app.ctrd.new_lease("create", {LEASE_OWNER_LABEL: _owner(app)})
         app.create_lease = (lease_id, now)
         if held is not None:
             app.spawn(_drop_lease_later(app, held[0]), "lease-rotate")

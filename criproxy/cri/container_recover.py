@@ -16,11 +16,16 @@ Recovery assumptions (written down as containerd's restart.go does):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import shutil
+import signal
+import stat
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from criproxy import errors
@@ -35,6 +40,8 @@ from criproxy.state.lookup import is_object_id
 from criproxy.translate import container as t
 
 log = logging.getLogger("criproxy.container.recover")
+EXEC_REAP_WAIT = 5.0
+EXEC_REAP_ATTEMPTS = 5
 UNKNOWN_MESSAGE = "containerd cannot read the task's state (shim not answering)"
 
 
@@ -147,6 +154,96 @@ async def recover_containers(app: App) -> None:
         except errors.CriError as e:
             log.warning("container %s: recovery incomplete: %s", rec.id, e)
     log.info("recovered %d containers", len(app.containers))
+    leftovers = await asyncio.to_thread(_exec_leftovers, app)
+    if leftovers:
+        app.spawn(_reap_execs(app, leftovers), "reap-execs")
+    else:
+        _release_exec_fifos(app)
+
+
+async def hold_exec_fifos(app: App) -> None:
+    """Open every leftover exec FIFO for reading before anything talks to the shims (the first
+    start step).
+
+    A criproxy killed inside an exec's Tasks.Start leaves the shim opening the exec's stdout FIFO for
+    writing, which blocks until a reader appears, and the shim answers nothing for that pod meanwhile
+    (recovery would see its sandbox as not ready). A reader (non-blocking, holding no data) lets that
+    start finish; the reaper then kills the process and closes these.
+    """
+    app.exec_fifos = await asyncio.to_thread(_open_exec_fifos, app.config.state / "containers")
+
+
+def _open_exec_fifos(root: Path) -> list[int]:
+    fds: list[int] = []
+    for fifo in root.glob("*/exec/*/*"):
+        with contextlib.suppress(OSError):
+            if stat.S_ISFIFO(fifo.lstat().st_mode):
+                fds.append(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+    return fds
+
+
+def _release_exec_fifos(app: App) -> None:
+    fds, app.exec_fifos = app.exec_fifos, []
+    for fd in fds:
+        os.close(fd)
+
+
+def _exec_leftovers(app: App) -> list[tuple[str, str]]:
+    """(container ID, exec ID) of every exec FIFO dir left under the state dir, and the state dirs
+    of containers that no longer exist removed (a thread: directory walks are file I/O).
+
+    An exec's FIFO dir is made before Tasks.Exec and removed only after DeleteProcess, so a dir that
+    is still here after a restart names every exec process a killed criproxy may have left running.
+    """
+    root = app.config.state / "containers"
+    found: list[tuple[str, str]] = []
+    try:
+        dirs = list(root.iterdir())
+    except FileNotFoundError:
+        return found
+    known = {r.id for r in app.containers.values()}
+    for d in dirs:
+        if not is_object_id(d.name) or d.is_symlink() or not d.is_dir():
+            continue                     # not a container dir criproxy made: not ours to touch
+        if d.name not in known:
+            shutil.rmtree(d, ignore_errors=True)
+            continue
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            found += [(d.name, e.name) for e in (d / "exec").iterdir() if not e.is_symlink() and e.is_dir()]
+    return found
+
+
+async def _reap_execs(app: App, leftovers: list[tuple[str, str]]) -> None:
+    """Kill, reap and delete each exec process left by a killed criproxy (ExecSync probes, streamed
+    execs: nobody reads their output any more), then remove its FIFO dir."""
+    async def one(container_id: str, exec_id: str) -> None:
+        # An exec caught half-started (runc exec still running when criproxy died) refuses the kill
+        # and the delete until its start has settled: try again a few times before giving up.
+        for attempt in range(EXEC_REAP_ATTEMPTS):
+            with contextlib.suppress(errors.CriError):
+                await app.ctrd.tasks.Kill(tasks_pb.KillRequest(container_id=container_id, exec_id=exec_id,
+                                                               signal=signal.SIGKILL))
+                await app.ctrd.tasks.Wait(tasks_pb.WaitRequest(container_id=container_id, exec_id=exec_id),
+                                          timeout=EXEC_REAP_WAIT)
+            try:
+                await app.ctrd.tasks.DeleteProcess(tasks_pb.DeleteProcessRequest(container_id=container_id,
+                                                                                 exec_id=exec_id))
+                break
+            except errors.NotFound:
+                break
+            except errors.CriError as e:
+                if attempt == EXEC_REAP_ATTEMPTS - 1:
+                    log.warning("container %s: exec %s left by the previous criproxy: %s", container_id[:12],
+                                exec_id[:12], e)
+                    return
+                await asyncio.sleep(1.0)
+        await asyncio.to_thread(shutil.rmtree, app.config.state / "containers" / container_id / "exec" / exec_id,
+                                True)
+        log.info("container %s: reaped exec %s left by the previous criproxy", container_id[:12], exec_id[:12])
+    try:
+        await _bounded([one(c, e) for c, e in leftovers])
+    finally:
+        _release_exec_fifos(app)
 
 
 async def relist(app: App) -> None:

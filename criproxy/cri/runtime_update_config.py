@@ -8,12 +8,12 @@ when a plugin declares ``"capabilities": {"ipRanges": true}``. An empty CIDR cha
 from __future__ import annotations
 
 import ipaddress
-import os
 
 from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import rpc
 from criproxy.protos import cri
+from criproxy.state.files import write_atomic
 
 POD_CIDR_FILE = "pod-cidr"
 
@@ -41,8 +41,6 @@ async def update_runtime_config(app: App, request: cri.UpdateRuntimeConfigReques
         cidr = _validate(cidr)
         if cidr != app.pod_cidr:
             app.config.root.mkdir(parents=True, exist_ok=True)
-            tmp = app.config.root / f".{POD_CIDR_FILE}.tmp"
-            tmp.write_text(cidr + "\n")
-            os.replace(tmp, app.config.root / POD_CIDR_FILE)
+            write_atomic(app.config.root / POD_CIDR_FILE, cidr + "\n")
             app.pod_cidr = cidr
     return cri.UpdateRuntimeConfigResponse()

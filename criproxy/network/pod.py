@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from criproxy.network.cni import Attachment
 from criproxy.protos import cri
+from criproxy.state.files import write_atomic
 
 IFNAME = "eth0"
 STATE_FILE = "network.json"
@@ -121,10 +121,8 @@ def state_for(netns: str, conflist: dict[str, Any], att: Attachment) -> NetworkS
 
 
 def save(directory: Path, st: NetworkState) -> None:
-    """Write atomically (temp file + rename) so a crash never leaves half a record."""
-    tmp = directory / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(asdict(st)))
-    os.replace(tmp, directory / STATE_FILE)
+    """Write durably (fsync, rename) so a crash never leaves half a record."""
+    write_atomic(directory / STATE_FILE, json.dumps(asdict(st)))
 
 
 def load(directory: Path) -> NetworkState | None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Callable, ValuesView
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Protocol
 from criproxy import errors
 from criproxy.inflight import InFlight
 from criproxy.protos import cri, mount_pb
+from criproxy.state.files import write_atomic
 from criproxy.state.lookup import find_by_prefix
 
 REASON_COMPLETED = "Completed"
@@ -300,7 +300,7 @@ class ContainerStore:
         self.persist(rec)
 
     def persist(self, rec: ContainerRecord) -> None:
-        """Write the status beside criproxy's root (atomic rename) so a restart recovers it.
+        """Write the status beside criproxy's root (fsynced, atomic rename) so a restart recovers it.
 
         containerd keeps no CRI status (the CRI plugin keeps a status file per container too): the
         task and its exit code are deleted after the exit is handled.
@@ -308,7 +308,4 @@ class ContainerStore:
         if self.status_dir is None:
             return
         self.status_dir.mkdir(parents=True, exist_ok=True)
-        path = self.status_dir / f"{rec.id}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(rec.status.to_json())
-        os.replace(tmp, path)
+        write_atomic(self.status_dir / f"{rec.id}.json", rec.status.to_json())

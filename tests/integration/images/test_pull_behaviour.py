@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -197,3 +198,32 @@ def test_manifest_naming_a_huge_layer_as_config_is_refused_before_reading_it(
         _pull(proc, ref.rsplit(":", 1)[0] + ":evil")
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
     assert "limit" in (err.value.details() or "")
+
+
+@pytest.mark.parametrize("point", ["lease", "layer-ingest", "unpacking"])
+def test_pull_killed_at_observed_points_leaves_nothing_after_gc(
+        point: str, testenv: Environment, tmp_path: Path, unique_name: Callable[[str], str],
+        criproxy_factory: Callable[..., CriproxyProcess]) -> None:
+    """SIGKILL the moment containerd shows the pull's lease, a layer ingest, or an unpack snapshot:
+    after the restart (and removing the image if the pull had finished) GC leaves nothing."""
+    ns = _ns()
+    proc = criproxy_factory(namespace=ns)
+    layout = with_random_layer(testenv.images["busybox"], tmp_path / "pts", size=24 * 1024 * 1024)
+    ref = testenv.registry.push(layout, unique_name("points"), "unique")
+    checks: dict[str, Callable[[], bool]] = {
+        "lease": lambda: bool(leftovers(testenv, ns)["leases"]),
+        "layer-ingest": lambda: bool(leftovers(testenv, ns)["ingests"]),
+        "unpacking": lambda: any("Active" in s for s in leftovers(testenv, ns)["snapshots"]),
+    }
+    with ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(_pull, proc, ref, 120)
+        wait_until(lambda: checks[point]() or fut.done(), 60, f"the pull to reach {point}")
+        reached = not fut.done()
+        proc.kill()
+        with contextlib.suppress(grpc.RpcError):
+            fut.result(timeout=30)
+    proc.start()
+    with proc.client() as c:
+        c.image.RemoveImage(cri.RemoveImageRequest(image=cri.ImageSpec(image=ref)))
+    _nothing_left(testenv, ns)
+    assert reached, f"the pull finished before {point} was seen: the kill point was never hit"

@@ -133,3 +133,35 @@ def test_containerd_restart_keeps_pods_and_sees_later_exits(pods: Pods, testenv:
     pods.stop(sid)
     pods.remove(sid)
     assert ip not in ipam_files(testenv.ipam_dir)
+
+
+@pytest.mark.parametrize("point", ["container-record", "netns", "pause-task"])
+def test_sigkill_at_observed_points_of_run_leaves_nothing(point: str, criproxy_factory: CriproxyFactory,
+                                                          testenv: Environment) -> None:
+    """Killed the moment containerd (or the host) shows a step of RunPodSandbox done: after the
+    restart and stop+remove of whatever is listed, no container, task, snapshot, netns, IP or dir."""
+    proc = criproxy_factory(namespace="criproxy-crash-points")
+    with proc.client() as client:
+        client.image.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=testenv.pause_image)))
+        pods = Pods(client)
+        ips_before, base = ipam_files(testenv.ipam_dir), _leftovers(proc, testenv)
+        checks: dict[str, Callable[[], bool]] = {
+            "container-record": lambda: bool(_leftovers(proc, testenv)["containers"]),
+            "netns": lambda: bool(_leftovers(proc, testenv)["netns"]),
+            "pause-task": lambda: bool(_leftovers(proc, testenv)["tasks"]),
+        }
+        cfg = pod_config("points")
+        with ThreadPoolExecutor(1) as pool:
+            fut = pool.submit(lambda: pods.run(cfg, timeout=30))
+            _wait_for(lambda: checks[point]() or fut.done(), f"RunPodSandbox to reach {point}", timeout=30)
+            proc.kill()
+            with contextlib.suppress(grpc.RpcError):
+                fut.result()
+        proc.start()
+        client.reconnect()
+        for item in client.runtime.ListPodSandbox(cri.ListPodSandboxRequest()).items:
+            assert item.metadata.uid == cfg.metadata.uid
+            client.runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=item.id))
+            client.runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=item.id))
+        _wait_for(lambda: _leftovers(proc, testenv) == base and ipam_files(testenv.ipam_dir) == ips_before,
+                  f"leftovers cleaned: {_leftovers(proc, testenv)} vs {base}")
