@@ -32,6 +32,7 @@ from criproxy import errors
 from criproxy.oci.imagefiles import layer_dirs
 
 MAX_LINKS = 40          # symlinks followed in one lookup, the kernel's own limit
+MAX_VOLUMES = 256       # an image declaring more is refused rather than given that many dirs and mounts
 MNT_DETACH = 2
 MOUNT_TIMEOUT = 30.0
 IMAGE_MOUNT = ".image"  # the read-only view of the image, under the container's dir while copying
@@ -39,8 +40,11 @@ IMAGE_MOUNT = ".image"  # the read-only view of the image, under the container's
 
 def image_volumes(image_config: dict[str, Any], container_paths: Iterable[str]) -> list[str]:
     """Absolute, clean destinations of the image's VOLUMEs that no CRI mount already covers (a
-    relative one is taken from ``/``, as containerd does), sorted."""
+    relative one is taken from ``/``, as containerd does), sorted; more than MAX_VOLUMES is refused."""
     declared = (image_config.get("config") or {}).get("Volumes") or {}
+    if len(declared) > MAX_VOLUMES:
+        raise errors.InvalidArgument(f"the image declares {len(declared)} volumes; at most {MAX_VOLUMES} are "
+                                     "supported")
     taken = {posixpath.normpath(p) for p in container_paths if p}
     out = set()
     for volume in declared:
