@@ -34,7 +34,7 @@ from criproxy.app import App
 from criproxy.config import Config
 from criproxy.containerd import Containerd
 from criproxy.containerd.managed import ManagedContainerd, socket_answers
-from criproxy.cri import container_create, container_recover, events_get, recover_sandboxes
+from criproxy.cri import container_create, container_recover, recover_sandboxes, runtime_update_config
 from criproxy.errors import StartupError
 from criproxy.grpcapi.edge import generic_handlers
 from criproxy.images import pull
@@ -142,10 +142,11 @@ async def run_start_steps(app: App) -> StreamingServer:
     await container_recover.hold_exec_fifos(app)        # a shim blocked on a dead exec's FIFO answers again
     await pull.drop_stale_pull_leases(app)              # what interrupted pulls left: GC may take it
     await container_create.drop_create_leases(app)      # and a killed criproxy's creation lease
+    app.pod_cidr = app.pod_cidr or runtime_update_config.load_pod_cidr(app)   # the last UpdateRuntimeConfig
     await recover_sandboxes.recover_sandboxes(app)      # sandboxes first: containers refer to them
     await container_recover.recover_containers(app)     # then containers, log pumps re-attached
     server = streaming.start(app)                       # bind the streaming socket (a taken port fails here)
-    events_get.start_relay(app)                         # containerd events and the periodic relist
+    container_recover.start_relay(app)                  # containerd events and the periodic relist
     return server
 
 

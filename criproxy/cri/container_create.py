@@ -16,13 +16,12 @@ import os
 import time
 from collections.abc import Awaitable
 from dataclasses import replace
-from pathlib import Path
 
 from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import checks, rpc
 from criproxy.cri.container_spec import container_spec
-from criproxy.cri.container_task import publish
+from criproxy.cri.container_task import container_root, publish
 from criproxy.images.catalog import resolve_local
 from criproxy.labels import CONTAINER_METADATA
 from criproxy.lru import LRU
@@ -231,11 +230,6 @@ async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord
         container=_containerd_container(app, rec, image, result.spec, runtime)), lease=lease))
     undo.push_async_callback(_delete_container, app, rec.id, create)
     await asyncio.shield(create)
-
-
-def container_root(app: App, container_id: str) -> Path:
-    """The container's persistent dir (its image volumes), beside its status file."""
-    return app.config.root / "containers" / container_id
 
 
 async def _seed_volumes(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord, image: LocalImage,

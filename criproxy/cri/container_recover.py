@@ -1,4 +1,4 @@
-"""Container recovery at start-up, the relist that corrects drift, and stopping/removing a pod's containers.
+"""Container recovery at start-up, the task events and relist that correct drift, stopping/removing a pod's containers.
 
 Recovery assumptions (written down as containerd's restart.go does):
 1. Every CRI container is a containerd container in our namespace labelled
@@ -30,11 +30,11 @@ from typing import Any
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri.container_remove import remove
-from criproxy.cri.container_task import delete_task_retrying, fail_start, handle_exit, resync, stop, watch
+from criproxy.cri import recover_sandboxes
+from criproxy.cri.container_task import delete_task_retrying, fail_start, handle_exit, remove, resync, stop, watch
 from criproxy.io.container import ContainerIO, io_dir
 from criproxy.labels import CONTAINER_METADATA, KIND, KIND_CONTAINER
-from criproxy.protos import containers_pb, cri, task_types, tasks_pb
+from criproxy.protos import containers_pb, cri, task_events, task_types, tasks_pb
 from criproxy.state.container import ContainerRecord, ContainerStatusData
 from criproxy.state.lookup import is_object_id
 from criproxy.translate import container as t
@@ -261,3 +261,55 @@ async def relist(app: App) -> None:
             app.containers.update_unknown(rec, task.status == task_types.UNKNOWN, UNKNOWN_MESSAGE)
         elif rec.state == cri.CONTAINER_EXITED and task is not None and rec.handles.exited.is_set():
             await delete_task_retrying(app, rec.id, attempts=1)
+
+
+async def _on_exit(app: App, env: Any) -> None:
+    ev = task_events.TaskExit.FromString(env.event.value)
+    if ev.id and ev.id != ev.container_id:
+        return                                  # an exec process, handled by its ExecSync
+    rec = app.containers.find(ev.container_id) if ev.container_id else None
+    if rec is not None and rec.id == ev.container_id and rec.status.started_at and not rec.handles.starting:
+        app.spawn(handle_exit(app, rec, ev.exit_status, ev.exited_at.ToNanoseconds()), f"exit-{rec.id[:12]}")
+
+
+async def _on_oom(app: App, env: Any) -> None:
+    ev = task_events.TaskOOM.FromString(env.event.value)
+    rec = app.containers.find(ev.container_id) if ev.container_id else None
+    if rec is not None and rec.id == ev.container_id:
+        app.containers.update_oom(rec)
+
+
+async def _on_event(app: App, env: Any) -> None:
+    if env.topic == "/tasks/exit":
+        await _on_exit(app, env)
+    elif env.topic == "/tasks/oom":
+        await _on_oom(app, env)
+
+
+async def relist_all(app: App) -> None:
+    """Correct drift after a reconnect or on the timer: containers first, then sandboxes; one
+    failing does not keep the other from running."""
+    try:
+        await relist(app)
+    finally:
+        await recover_sandboxes.relist_sandboxes(app)
+
+
+def start_relay(app: App) -> None:
+    """One containerd subscription whose exit and OOM events update the container cache, and the
+    periodic relist (containers, then sandboxes)."""
+    async def handle(env: Any) -> None:
+        await _on_event(app, env)
+
+    async def relist_now() -> None:
+        await relist_all(app)
+    app.spawn(app.relay.run(app.ctrd, handle, relist_now, app.spawn), "events-relay")
+    app.spawn(app.relay.relist_forever(relist_now), "events-relist-timer")
+    relay = app.relay
+    app.observer.gauges.update({
+        "events_received": lambda: relay.received_total,    # containerd events taken in
+        "events_published": lambda: relay.published_total,  # CRI events sent to subscribers
+        "events_dropped": lambda: relay.dropped_total,      # lost to a subscriber too slow
+        "events_reconnects": lambda: relay.reconnects,      # containerd event stream re-opened
+        "events_subscribers": lambda: len(relay.subscribers),
+    })

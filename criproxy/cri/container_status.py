@@ -10,17 +10,7 @@ from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import rpc
 from criproxy.protos import containers_pb, cri
-from criproxy.state.container import ContainerRecord
 from criproxy.translate import container as t
-
-
-def cached_response(rec: ContainerRecord) -> cri.ContainerStatusResponse:
-    """The non-verbose answer, built once per change of the record (events reuse it too)."""
-    cached = rec.handles.cached_status
-    if cached is None:
-        cached = rec.handles.cached_status = cri.ContainerStatusResponse(status=t.to_cri_status(rec))
-    assert isinstance(cached, cri.ContainerStatusResponse)
-    return cached
 
 
 @rpc("ContainerStatus")
@@ -29,7 +19,7 @@ async def container_status(app: App, request: cri.ContainerStatusRequest) -> cri
     if not request.verbose:
         raw = rec.handles.cached_status_bytes
         if raw is None:
-            raw = rec.handles.cached_status_bytes = cached_response(rec).SerializeToString()
+            raw = rec.handles.cached_status_bytes = t.status_response(rec).SerializeToString()
         assert isinstance(raw, bytes)
         return raw                        # the edge sends pre-serialized answers as they are
     resp = cri.ContainerStatusResponse(status=t.to_cri_status(rec))

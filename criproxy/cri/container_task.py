@@ -15,12 +15,14 @@ import logging
 import shutil
 import signal
 import time
+from pathlib import Path
 
 from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import sandbox_events
 from criproxy.io.container import ContainerIO, io_dir
-from criproxy.protos import cri, snapshots_pb, task_types, tasks_pb
+from criproxy.oci.volumes import remove_container_root
+from criproxy.protos import containers_pb, cri, snapshots_pb, task_types, tasks_pb
 from criproxy.state.container import REASON_START_ERROR, ContainerRecord
 from criproxy.translate import container as t
 
@@ -187,3 +189,31 @@ def remove_files(app: App, rec: ContainerRecord) -> None:
         rec.handles.io.remove()
         rec.handles.io = None
     shutil.rmtree(container_dir(app, rec.id), ignore_errors=True)
+
+
+def container_root(app: App, container_id: str) -> Path:
+    """The container's persistent dir (its image volumes), beside its status file."""
+    return app.config.root / "containers" / container_id
+
+
+async def remove(app: App, rec: ContainerRecord) -> None:
+    """Everything a container is made of, in reverse order of creation."""
+    rec.handles.removing = True
+    if rec.handles.starting:                      # let an in-flight StartContainer settle (it ends quickly)
+        await rec.handles.start_settled.wait()
+    if rec.may_run:
+        await stop(app, rec, 0)
+    await delete_task(app, rec.id)
+    remove_files(app, rec)
+    with contextlib.suppress(errors.NotFound):
+        await app.ctrd.snapshots.Remove(snapshots_pb.RemoveSnapshotRequest(
+            snapshotter=app.config.snapshotter, key=rec.id))
+    with contextlib.suppress(errors.NotFound):
+        await app.ctrd.containers.Delete(containers_pb.DeleteContainerRequest(id=rec.id))
+    root = container_root(app, rec.id)
+    if root.exists():                                   # only containers with image volumes have one
+        await asyncio.to_thread(remove_container_root, root)
+    if app.containers.find(rec.id) is rec:
+        app.containers.remove(rec.id)
+        app.container_names.release_id(rec.id)
+        publish(app, rec, cri.CONTAINER_DELETED_EVENT)

@@ -20,7 +20,6 @@ import logging
 from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import sandbox_events, sandbox_files, sandbox_network, sandbox_pause
-from criproxy.cri.runtime_update_config import load_pod_cidr
 from criproxy.labels import KIND, KIND_SANDBOX, SANDBOX_METADATA
 from criproxy.network import cni, netns, pod
 from criproxy.protos import containers_pb, cri, task_types, tasks_pb
@@ -33,7 +32,6 @@ SANDBOX_FILTER = f'labels."{KIND}"=={KIND_SANDBOX}'
 
 
 async def recover_sandboxes(app: App) -> None:
-    app.pod_cidr = app.pod_cidr or load_pod_cidr(app)
     try:   # once, here, rather than racing in the first concurrent netns creations
         netns.ensure_shared_dir(app.config.netns_dir)
     except (OSError, netns.NetnsError) as e:

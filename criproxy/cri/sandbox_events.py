@@ -10,15 +10,15 @@ from __future__ import annotations
 import time
 
 from criproxy.app import App
-from criproxy.cri.container_status import cached_response
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
+from criproxy.translate import container as tc
 from criproxy.translate import sandbox as t
 
 
 def container_statuses(app: App, sandbox_id: str) -> list[cri.ContainerStatus]:
     """Every container's status in the pod (each built once per change of its record)."""
-    return [cached_response(r).status for r in app.containers.for_sandbox(sandbox_id)]
+    return [tc.status_response(r).status for r in app.containers.for_sandbox(sandbox_id)]
 
 
 def publish_event(app: App, container_id: str, sandbox_id: str, kind: int,

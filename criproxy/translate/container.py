@@ -125,6 +125,14 @@ def to_cri_status(rec: ContainerRecord) -> cri.ContainerStatus:
                                                             supplemental_groups=rec.meta.groups)))
 
 
+def status_response(rec: ContainerRecord) -> cri.ContainerStatusResponse:
+    """The non-verbose answer, built once per change of the record (events reuse it too)."""
+    cached = rec.handles.cached_status
+    if cached is None:
+        cached = rec.handles.cached_status = cri.ContainerStatusResponse(status=to_cri_status(rec))
+    return cached
+
+
 def matches(rec: ContainerRecord, flt: cri.ContainerFilter) -> bool:
     """CRI filter semantics: ID prefix, state, sandbox ID prefix, every selector label equal."""
     if flt.id and not rec.id.startswith(flt.id):
