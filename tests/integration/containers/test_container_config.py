@@ -63,7 +63,10 @@ def test_command_overrides_entrypoint_and_workdir(pod: Pod, cfg_image: str) -> N
 
 
 def test_image_stop_signal_is_used(pod: Pod, cfg_image: str) -> None:
-    cid = pod.run(container_config(cfg_image, args=["trap 'exit 0' USR1; while true; do sleep 0.1; done"]))
+    script = "trap 'exit 0' USR1; touch /work/trapped; while true; do sleep 0.1; done"
+    cid = pod.run(container_config(cfg_image, args=[script]))
+    # The shell is PID 1 of its namespace: a USR1 arriving before the trap is set is dropped, not fatal.
+    wait_for(lambda: pod.exec(cid, "test", "-e", "/work/trapped").exit_code == 0, 20, what="the USR1 trap")
     pod.rt.StopContainer(cri.StopContainerRequest(container_id=cid, timeout=30), timeout=20)
     assert pod.status(cid).reason == "Completed"
 
