@@ -1,6 +1,8 @@
 """The list of intended differences (docs/parity.md) and the judgement of a run against it.
 
-The list is a markdown table whose rows read ``| `path pattern`, … | `case pattern`, … | reason |``.
+The list is a markdown table whose rows read ``| `path pattern`, … | `case pattern`, … | reason |``,
+or with a fourth cell before the reason naming the containerd releases it applies to (``1.6``,
+``1.7, 2.1``; ``*`` or empty for all), since the reference behaviour moves between releases.
 A pattern is literal except ``*``, which matches any run of characters (dots and brackets too), so
 ``spec.process.rlimits[*]`` names every rlimit. The case cell is ``*`` (every case) or a
 comma-separated list of case patterns. A row with several path patterns is one entry per pattern
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 
 from criproxy.parity.diff import Difference
 
-_ROW = re.compile(r"^\|([^|]*)\|([^|]*)\|(.*)\|\s*$")
+_ROW = re.compile(r"^\|([^|]*)\|([^|]*)\|(?:([^|]*)\|)?(.*)\|\s*$")
 _PATTERN = re.compile(r"`([^`]+)`")
 
 
@@ -33,6 +35,11 @@ class Entry:
     cases: tuple[str, ...]
     reason: str
     line: int = 0
+    releases: tuple[str, ...] = ("*",)
+
+    def applies_to(self, release: str) -> bool:
+        """Whether this entry is about ``release`` (``1.7``) of containerd."""
+        return any(r == "*" or r == release for r in self.releases)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_path_re", _glob(self.path))
@@ -61,13 +68,17 @@ def parse_catalogue(text: str) -> Catalogue:
         patterns = _PATTERN.findall(m.group(1)) if m else []
         if not m or not patterns:
             continue
-        cases_cell = m.group(2).replace("`", "").strip()
-        cases = tuple(c.strip() for c in cases_cell.split(",") if c.strip()) or ("*",)
-        reason = m.group(3).strip()
+        cases = _cell_list(m.group(2))
+        releases = _cell_list(m.group(3) or "")
+        reason = m.group(4).strip()
         if not reason:
             raise ValueError(f"docs/parity.md line {n}: {m.group(1).strip()} has no reason")
-        entries += [Entry(p.strip(), cases, reason, n) for p in patterns]
+        entries += [Entry(p.strip(), cases, reason, n, releases) for p in patterns]
     return entries
+
+
+def _cell_list(cell: str) -> tuple[str, ...]:
+    return tuple(c.strip() for c in cell.replace("`", "").split(",") if c.strip()) or ("*",)
 
 
 @dataclass
@@ -83,9 +94,11 @@ class Verdict:
         return not self.unexpected and not self.unused
 
 
-def judge(found: Iterable[tuple[str, Difference]], catalogue: Catalogue) -> Verdict:
-    """Match each ``(case, difference)`` with the first entry that names it."""
+def judge(found: Iterable[tuple[str, Difference]], catalogue: Catalogue, release: str = "*") -> Verdict:
+    """Match each ``(case, difference)`` with the first entry about ``release`` that names it; the
+    unused entries are those about ``release`` that matched nothing."""
     verdict = Verdict()
+    catalogue = [e for e in catalogue if release == "*" or e.applies_to(release)]
     for case, d in found:
         entry = next((e for e in catalogue if e.matches(case, d.path)), None)
         if entry is None:

@@ -102,7 +102,10 @@ def _as_set(items: list[Any]) -> dict[str, Any] | None:
 
 
 def _seccomp_rule(rule: dict[str, Any]) -> str:
-    extra = {k: v for k, v in rule.items() if k not in ("names", "action")}
+    extra = {k: v for k, v in rule.items() if k not in ("names", "action") and not _empty(v)}
+    if isinstance(extra.get("args"), list):  # valueTwo 0 is the field left out (omitempty)
+        extra["args"] = [{k: v for k, v in a.items() if not (k == "valueTwo" and v == 0)} if isinstance(a, dict)
+                         else a for a in extra["args"]]
     text = str(rule.get("action", ""))
     if extra:
         text += " " + json.dumps(extra, sort_keys=True, separators=(",", ":"))

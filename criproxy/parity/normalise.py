@@ -24,7 +24,10 @@ _GENERIC: tuple[tuple[re.Pattern[str], str], ...] = (
 
 class Normaliser:
     """Rewrites one side's strings: literals (IDs, paths, IPs) first, longest first, then the
-    runtime's own dirs, then its namespace name where it stands as a path segment."""
+    runtime's own dirs, then its namespace name where it stands as a path segment.
+
+    Placeholders given as literals should avoid ``:`` ``,`` ``=`` and spaces, which end a path.
+    """
 
     def __init__(self, literals: Mapping[str, str] | None = None, dirs: Iterable[str] = (),
                  namespace: str | None = None) -> None:
@@ -65,9 +68,14 @@ class Normaliser:
 
 def _under_runtime_dir(m: re.Match[str]) -> str:
     """A path under a runtime's own dir: the layout below the dir is that runtime's business, so
-    keep only what follows the first placeholder (``<pod>/hosts``), or the whole rest if none."""
+    keep only what follows the first placeholder (``<pod>/hosts``), or the whole rest if none, with
+    the hex names it chose for its own files (``volumes/3f2a…``) as ``<id>``."""
     rest = m.group(1) or ""
     i = rest.find("<")
     if i > 0:
         rest = "/" + rest[i:]
-    return RUNTIME_DIR + rest
+    return RUNTIME_DIR + _RUNTIME_ID.sub("<id>", rest)
+
+
+# Names a runtime picks for its own files (volume dirs, FIFOs): long hex runs below its dirs.
+_RUNTIME_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{16,}(?![0-9a-f])")

@@ -229,7 +229,7 @@ def normaliser(res: PodResult) -> Normaliser:
     literals = {res.id: "<pod>"} if res.id else {}
     for c in res.containers:
         if c.id:
-            literals[c.id] = f"<ctr:{c.name}>"
+            literals[c.id] = f"<ctr.{c.name}>"
     netns = _netns_path(res.spec)
     if netns:
         literals[netns] = "<netns>"

@@ -92,7 +92,7 @@ def test_parity_with_builtin_cri(testenv: Environment, sides: tuple[runner.Side,
     found: list[tuple[str, Difference]] = []
     digests: list[str] = []
     only = os.environ.get("PARITY_CASES")  # while developing: a comma-separated subset of pods
-    dump = REPO / ".testenv" / "parity-docs"
+    dump = REPO / ".testenv" / f"parity-docs-{testenv.ctrd.release}"
     for case in POD_CASES:
         if only and case.name not in only.split(","):
             continue
@@ -118,17 +118,21 @@ def test_parity_with_builtin_cri(testenv: Environment, sides: tuple[runner.Side,
                 runner.remove_cgroup_parent(uid)
 
     catalogue = parse_catalogue(CATALOGUE.read_text())
-    verdict = judge(found, catalogue)
-    lines = [f"parity: {len(found)} differences in {len(POD_CASES)} pods; "
+    release = testenv.ctrd.release
+    verdict = judge(found, catalogue, release)
+    lines = [f"parity (containerd {release}): {len(found)} differences in {len(POD_CASES)} pods; "
              f"{sum(len(v) for v in verdict.matched.values())} listed, matched by {len(verdict.matched)} of "
-             f"{len(catalogue)} entries of docs/parity.md; {len(verdict.unexpected)} unexpected; "
+             f"{sum(e.applies_to(release) for e in catalogue)} entries of docs/parity.md; "
+             f"{len(verdict.unexpected)} unexpected; "
              f"{len(verdict.unused)} entries unused", *digests]
     for case, d in verdict.unexpected:
-        lines.append(f"UNEXPECTED {case}: {d.render()}")
+        lines.append(f"UNEXPECTED {case}: {d.render(width=1500)}")
     for entry in verdict.unused:
         lines.append(f"UNUSED ENTRY {entry}")
     report = "\n".join(lines)
-    (REPO / ".testenv" / "parity-report.txt").write_text(report + "\n" + "\n".join(
-        f"listed {c}: {d.render()}" for v in verdict.matched.values() for c, d in v) + "\n")
-    SUMMARY[:] = [lines[0], "parity: full report in .testenv/parity-report.txt"]
-    assert verdict.ok, report
+    report_name = f"parity-report-{release}.txt"
+    (REPO / ".testenv" / report_name).write_text(report + "\n" + "\n".join(
+        f"listed {c}: {d.render(width=1500)}" for v in verdict.matched.values() for c, d in v) + "\n")
+    SUMMARY[:] = [lines[0], f"parity: full report in .testenv/{report_name}"]
+    assert not verdict.unexpected, report
+    assert only or not verdict.unused, report  # a subset of pods leaves other entries unused

@@ -40,10 +40,11 @@ def test_decode_spec_reads_json_and_refuses_garbage() -> None:
 
 def test_normaliser_maps_ids_dirs_namespace_and_pids_to_placeholders() -> None:
     pod, ctr = "a" * 64, "b" * 64
-    norm = Normaliser({pod: "<pod>", ctr: "<ctr:c>", "/run/x/netns/cni-1": "<netns>"},
+    norm = Normaliser({pod: "<pod>", ctr: "<ctr.c>", "/run/x/netns/cni-1": "<netns>"},
                       dirs=["/var/lib/rt", "/run/rt/"], namespace="k8s.io")
     doc = {
         "hosts": f"/var/lib/rt/sandboxes/{pod}/hosts",
+        "volume": f"/var/lib/rt/c/{ctr}/volumes/{'c' * 32}",
         "state": "/run/rt/bundles",
         "cgroup": f"/k8s.io/{ctr}",
         "ns": [{"type": "network", "path": "/run/x/netns/cni-1"}, {"type": "pid", "path": "/proc/4242/ns/pid"}],
@@ -52,8 +53,9 @@ def test_normaliser_maps_ids_dirs_namespace_and_pids_to_placeholders() -> None:
     }
     assert norm(doc) == {
         "hosts": "<runtime-dir>/<pod>/hosts",
+        "volume": "<runtime-dir>/<ctr.c>/volumes/<id>",
         "state": "<runtime-dir>/bundles",
-        "cgroup": "/<ns>/<ctr:c>",
+        "cgroup": "/<ns>/<ctr.c>",
         "ns": [{"type": "network", "path": "<netns>"}, {"type": "pid", "path": "/proc/<pid>/ns/pid"}],
         "key-<pod>": 7,
         "unrelated": "/var/lib/rtx/file k8s.io.example",
@@ -268,3 +270,17 @@ def test_project_catalogue_parses_and_every_row_has_a_real_reason() -> None:
     for e in cat:
         assert len(e.reason) > 20, e
     assert json.dumps([e.path for e in cat])  # patterns are plain strings
+
+
+def test_catalogue_release_column_scopes_entries() -> None:
+    cat = parse_catalogue("| path | cases | containerd | reason |\n| --- | --- | --- | --- |\n"
+                          "| `spec.a`, `spec.b` | `*` | `1.6` | only the old release differs here |\n"
+                          "| `spec.c` | `main/*` | 1.7, 2.1 | only the newer releases differ here |\n"
+                          "| `spec.d` | `*` | every release differs here, no column |\n")
+    assert [(e.path, e.releases) for e in cat] == [("spec.a", ("1.6",)), ("spec.b", ("1.6",)),
+                                                   ("spec.c", ("1.7", "2.1")), ("spec.d", ("*",))]
+    found = [("main/x", Difference("spec.a", 1, 2)), ("main/x", Difference("spec.d", 1, 2))]
+    v16 = judge(found, cat, "1.6")
+    assert v16.unexpected == [] and [e.path for e in v16.unused] == ["spec.b"]
+    v21 = judge(found, cat, "2.1")
+    assert [d.path for _c, d in v21.unexpected] == ["spec.a"] and [e.path for e in v21.unused] == ["spec.c"]
