@@ -57,7 +57,9 @@ PROBE_SCRIPT = "\n".join([
     "s dev; ls -ln /dev",
     "s pids; if [ $(ls -d /proc/[0-9]* | wc -l) -lt 40 ]; then for p in /proc/[0-9]*; do cat $p/comm; done "
     "2>/dev/null | grep -vxE 'sh|cat|grep|sort|exe|runc.*' | sort; else echo many; fi",
-    "s end",
+    # a moment before exiting: containerd 1.6's CRI sometimes drops the output a process had still
+    # in its pipe when it exited (the probe's last sections went missing under load)
+    "s end; sleep 1",
 ])
 
 # Capability numbers (linux/capability.h) for decoding the masks of /proc/self/status.

@@ -28,7 +28,8 @@ from tests.harness.client import CriClient
 from tests.harness.proc import free_port
 from tests.parity.matrix import Ctx, PodCase, container_config
 
-PROBE_TIMEOUT = 60.0
+PROBE_TIMEOUT = 120.0  # for all probes of a pod to exit
+LOG_TRAIL = 20.0       # for one exited probe's output to reach its log
 
 
 @dataclass
@@ -158,9 +159,10 @@ def wait_probes(res: PodResult) -> None:
                 break
             time.sleep(0.1)
         if c.probe and c.log is not None:
-            while True:  # the log may trail the exit by a moment
+            log_deadline = time.monotonic() + LOG_TRAIL  # the log may trail the exit (a loaded host)
+            while True:
                 text = cri_log_text(c.log.read_text(errors="replace")) if c.log.exists() else ""
-                if "### end" in text or time.monotonic() > deadline:
+                if "### end" in text or time.monotonic() > log_deadline:
                     break
                 time.sleep(0.1)
             c.output = text
