@@ -257,7 +257,9 @@ def test_runtime_default_covers_what_containerd_allows(testenv: Environment, mak
                                                        ctr: Callable[..., str]) -> None:
     """Same shape as the built-in CRI's profile (allow-list, same architectures, personality by
     argument, clone by flags); everything it allows outright we allow too, except io_uring (refused
-    since containerd 2.0) and socket (allowed only for families other than AF_VSOCK)."""
+    since containerd 2.0) and socket (allowed only for families other than AF_VSOCK). Run against
+    every containerd of the matrix: 1.7 and 2.x allow more outright than 1.6 (process_vm_readv/writev,
+    name_to_handle_at), and criproxy follows the newer."""
     ours, theirs = make_pod("cov"), builtin_pod("cov")
     cfg = _seccomp_cfg(testenv.busybox_image, "c", cri.SecurityProfile.RuntimeDefault)
     mine = stored_spec(ctr, ours.run(cfg))["linux"]["seccomp"]
