@@ -217,8 +217,10 @@ async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord
     mounts = await asyncio.shield(prepare)
     rec.handles.mounts = mounts
     files = await asyncio.to_thread(imagefiles.read_user_files, mounts)     # untrusted image content
-    result = container_spec(app, rec.id, rec.config, sandbox, image, files,
-                            await _seed_volumes(app, undo, rec, image, mounts))
+    volumes = await _seed_volumes(app, undo, rec, image, mounts)
+    # In a thread: the spec reads host facts of a size the request chooses (a device directory to
+    # walk, a Localhost seccomp file, mountinfo), which must not hold up the event loop.
+    result = await asyncio.to_thread(container_spec, app, rec.id, rec.config, sandbox, image, files, volumes)
     ident = result.identity
     rec.meta = replace(rec.meta, uid=ident.uid, gid=ident.gid, groups=tuple(ident.groups),
                        stop_signal=result.stop_signal, process=json.dumps(result.spec["process"]))

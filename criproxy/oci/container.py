@@ -492,6 +492,9 @@ def device_entry(host_path: str, container_path: str, permissions: str) -> tuple
     return dev, rule
 
 
+MAX_DEVICE_DIR_ENTRIES = 4096   # a device directory is /dev/dri-sized; "/" would walk the host
+
+
 def cri_devices(devices: Iterable[cri.Device]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Devices and cgroup rules for CRI Device entries; a directory adds every device under it."""
     devs, rules = [], []
@@ -499,7 +502,12 @@ def cri_devices(devices: Iterable[cri.Device]) -> tuple[list[dict[str, Any]], li
         if not os.path.exists(d.host_path):
             raise errors.InvalidArgument(f"device {d.host_path} does not exist on the host")
         if os.path.isdir(d.host_path):
+            seen = 0
             for root, _dirs, files in os.walk(d.host_path):
+                seen += 1 + len(files)
+                if seen > MAX_DEVICE_DIR_ENTRIES:
+                    raise errors.InvalidArgument(
+                        f"device directory {d.host_path} holds more than {MAX_DEVICE_DIR_ENTRIES} entries")
                 for f in files:
                     hp = os.path.join(root, f)
                     cp = os.path.join(d.container_path, os.path.relpath(hp, d.host_path))
@@ -577,15 +585,38 @@ def check_propagation(m: cri.Mount, host_path: str) -> None:
                                      "slave (host-to-container propagation needs one)")
 
 
+MAX_SECCOMP_PROFILE = 10 << 20   # bytes; real profiles are tens of KiB
+
+
 def load_localhost_seccomp(path: str) -> dict[str, Any]:
+    """The operator's profile file: a regular file (a FIFO or device named here must not hang or
+    flood the reader), at most MAX_SECCOMP_PROFILE bytes, holding a JSON object."""
     if not os.path.isabs(path):
         raise errors.InvalidArgument(f"seccomp Localhost profile path {path!r} must be absolute")
     try:
-        profile: dict[str, Any] = json.loads(Path(path).read_text())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise errors.InvalidArgument(f"cannot read seccomp profile {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise errors.InvalidArgument(f"seccomp profile {path} is not a regular file")
+        if st.st_size > MAX_SECCOMP_PROFILE:
+            raise errors.InvalidArgument(f"seccomp profile {path} is larger than {MAX_SECCOMP_PROFILE} bytes")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_SECCOMP_PROFILE + 1)
+    except OSError as e:
+        raise errors.InvalidArgument(f"cannot read seccomp profile {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SECCOMP_PROFILE:
+        raise errors.InvalidArgument(f"seccomp profile {path} is larger than {MAX_SECCOMP_PROFILE} bytes")
+    try:
+        profile = json.loads(data)
     except ValueError as e:
         raise errors.InvalidArgument(f"seccomp profile {path} is not valid JSON: {e}") from None
+    if not isinstance(profile, dict):
+        raise errors.InvalidArgument(f"seccomp profile {path} is not a JSON object")
     return profile
 
 

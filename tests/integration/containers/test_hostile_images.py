@@ -151,3 +151,25 @@ def test_links_out_of_the_image_match_the_builtin_cri(cri: CriClient, builtin_cr
             assert ours == theirs, (name, sc, ours, theirs)
             if "run_as_user" in sc:
                 assert ours == (4242, 0)                # the image has no passwd: gid 0, not the host's
+
+
+def test_localhost_seccomp_fifo_or_device_is_refused_promptly(cri: CriClient, pod: Pod, busybox: str,
+                                                              testenv: Environment) -> None:
+    """A Localhost seccomp profile path naming a FIFO (no writer) or /dev/zero: INVALID_ARGUMENT at once,
+    nothing created, criproxy answering (the file is opened non-blocking in a thread and must be regular)."""
+    import os
+    fifo = testenv.scratch_dir("seccompfifo") / "profile.json"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/zero"):
+        cfg = container_config(busybox, name=f"s{time.monotonic_ns()}", command=["sleep", "60"])
+        cfg.linux.security_context.seccomp.profile_type = pb.SecurityProfile.Localhost
+        cfg.linux.security_context.seccomp.localhost_ref = path
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            pod.create(cfg)
+        assert time.monotonic() - t0 < BOUND
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert "not a regular file" in (err.value.details() or "")
+        _alive(cri)
+    listed = cri.runtime.ListContainers(pb.ListContainersRequest()).containers
+    assert not [c for c in listed if c.pod_sandbox_id == pod.id and c.metadata.name.startswith("s")]
