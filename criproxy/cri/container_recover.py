@@ -45,6 +45,7 @@ EXEC_REAP_ATTEMPTS = 5
 UNKNOWN_MESSAGE = "containerd cannot read the task's state (shim not answering)"
 
 
+PUMP_CLOSE_WAIT = 2.0     # seconds for the log pump threads to write their last records at shutdown
 POD_PARALLEL = 8     # one shim serves a whole pod: hundreds of concurrent runc calls into it time out
 
 
@@ -74,10 +75,14 @@ async def remove_pod_containers(app: App, sandbox_id: str) -> None:
 async def close_log_pumps(app: App) -> None:
     """On shutdown keep what was read: a half line goes out as a partial record; the shim holds the
     FIFOs, and the next criproxy re-attaches and continues (see recovery)."""
+    closing = []
     for rec in app.containers.values():
         if rec.handles.io is not None:
             rec.handles.io.close()
+            closing.append(rec.handles.io)
             rec.handles.io = None
+    # The pump threads write the last records themselves; the process must not exit under them.
+    await asyncio.gather(*(io.wait_closed(PUMP_CLOSE_WAIT) for io in closing))
 
 
 async def _list_ours(app: App) -> list[containers_pb.Container]:

@@ -266,6 +266,7 @@ class ContainerIO:
         self.paths: dict[str, str] = {}
         self.listeners: list[Listener] = []
         self._pump: _Pump | None = None
+        self._thread: threading.Thread | None = None
         self._done: list[asyncio.Future[None]] = []
         self._holders: list[int] = []
         self.stdin_fd = -1
@@ -310,6 +311,7 @@ class ContainerIO:
         if streams:
             self._done = [s.done for s in streams]
             self._pump = _Pump(self, streams)
+            self._thread = self._pump.thread
         if "stdin" in self.paths:
             # O_RDWR never blocks on a FIFO; attach writes here, the shim reads.
             self.stdin_fd = os.open(self.paths["stdin"], os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -354,6 +356,15 @@ class ContainerIO:
             with contextlib.suppress(OSError):
                 os.close(self.stdin_fd)
             self.stdin_fd = -1
+
+    async def wait_closed(self, timeout: float) -> bool:
+        """After ``close``: wait (off the loop) until the pump thread has written its last records and
+        closed the file — at shutdown, before the process exits under it. False on timeout."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return True
+        await asyncio.to_thread(thread.join, timeout)
+        return not thread.is_alive()
 
     def remove(self) -> None:
         self.close()
