@@ -167,8 +167,9 @@ class _Pump:
                 os.write(self.wake_w, b"x")
 
     def _run(self) -> None:
-        with contextlib.suppress(OSError):      # Linux: niceness is per thread
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.NICE)
+        if self.io.logfile is not None:         # not ExecSync's: a probe waits for its output's end
+            with contextlib.suppress(OSError):  # Linux: niceness is per thread
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.NICE)
         by_fd = {s.fd: s for s in self.streams}
         poller = select.poll()
         for fd in by_fd:
