@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("criproxy.translate", "criproxy.oci", "criproxy.state"),          # pure conversions and records
     ("criproxy.containerd", "criproxy.observability", "criproxy.events"),  # containerd client, its events; metrics
     ("criproxy.app",),                                                # the parts a call reaches
-    ("criproxy.images", "criproxy.network", "criproxy.io"),           # helpers over containerd
+    ("criproxy.images", "criproxy.network", "criproxy.io", "criproxy.parity"),  # helpers over containerd
     ("criproxy.streaming",),                                          # exec/attach/port-forward sessions
     ("criproxy.cri",),                                                # CRI semantics, one module per RPC
     ("criproxy.grpcapi",),                                            # the gRPC edge
