@@ -51,6 +51,7 @@ class PodCase:
     cgroup_parent: bool = True
     dns: bool = True
     ports: bool = True
+    runtime_handler: str = ""
 
 
 def sc(cfg: cri.ContainerConfig) -> cri.LinuxContainerSecurityContext:
@@ -139,6 +140,12 @@ def _env_args_workdir(cfg: cri.ContainerConfig, ctx: Ctx) -> None:
     cfg.working_dir = "/tmp"
 
 
+def _workdir(path: str) -> Callable[..., None]:
+    def change(cfg: cri.ContainerConfig, ctx: Ctx) -> None:
+        cfg.working_dir = path
+    return change
+
+
 def _tty(stdin: bool, once: bool, tty: bool) -> Callable[..., None]:
     def change(cfg: cri.ContainerConfig, ctx: Ctx) -> None:
         cfg.stdin, cfg.stdin_once, cfg.tty = stdin, once, tty
@@ -211,6 +218,7 @@ MAIN = PodCase("main", containers=[
     CtrCase("mount-file-ro", _mount("file", cri.PROPAGATION_PRIVATE, readonly=True, file=True)),
     CtrCase("mount-recursive-ro", _mount("rro", cri.PROPAGATION_PRIVATE, readonly=True, recursive_ro=True)),
     CtrCase("env-args-workdir", _env_args_workdir),
+    CtrCase("workdir-missing", _workdir("/does/not/exist")),
     CtrCase("tty-stdin", _tty(stdin=True, once=False, tty=True)),
     CtrCase("stdin-once", _tty(stdin=True, once=True, tty=False)),
     CtrCase("image-config", image="cfgimg"),
@@ -246,6 +254,17 @@ def _pod_sysctls(cfg: cri.PodSandboxConfig, ctx: Ctx) -> None:
                               "net.ipv4.ip_unprivileged_port_start": "80"})
 
 
+def _bad_sysctls(cfg: cri.PodSandboxConfig, ctx: Ctx) -> None:
+    cfg.linux.sysctls.update({"vm.swappiness": "10"})  # not namespaced: no pod may set it
+
+
+def _userns(cfg: cri.PodSandboxConfig, ctx: Ctx) -> None:
+    ns = cfg.linux.security_context.namespace_options.userns_options
+    ns.mode = cri.POD
+    ns.uids.append(cri.IDMapping(host_id=1_000_000, container_id=0, length=65536))
+    ns.gids.append(cri.IDMapping(host_id=1_000_000, container_id=0, length=65536))
+
+
 def _pod_secctx(cfg: cri.PodSandboxConfig, ctx: Ctx) -> None:
     psc = cfg.linux.security_context
     psc.run_as_user.value = 1000
@@ -278,6 +297,9 @@ POD_CASES = [
     PodCase("privileged", _pod_privileged, [CtrCase("probe", _privileged)]),
     PodCase("pod-resources", _pod_resources),
     PodCase("minimal", cgroup_parent=False, dns=False, ports=False),
+    PodCase("sysctl-not-namespaced", _bad_sysctls),
+    PodCase("user-namespace", _userns),
+    PodCase("unknown-runtime-handler", runtime_handler="no-such-handler"),
 ]
 
 

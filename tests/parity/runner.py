@@ -122,7 +122,8 @@ def run_pod(res: PodResult, uid: str, scratch: Path) -> None:
     cfg = pod_config(case, side, uid, ctx)
     res.log_dir = Path(cfg.log_directory)
     try:
-        res.id = rt.RunPodSandbox(cri.RunPodSandboxRequest(config=cfg), timeout=120).pod_sandbox_id
+        res.id = rt.RunPodSandbox(cri.RunPodSandboxRequest(config=cfg, runtime_handler=case.runtime_handler),
+                                  timeout=120).pod_sandbox_id
     except grpc.RpcError as e:
         res.errors["RunPodSandbox"] = _code(e)
         return
