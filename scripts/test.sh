@@ -64,6 +64,7 @@ case "$cgroup_fs" in
   *) cgroups="$cgroup_fs" ;;
 esac
 [[ -d /run/systemd/system ]] && init="systemd" || init="no systemd"
+host="$( (. /etc/os-release && printf '%s' "${PRETTY_NAME:-$ID}") 2>/dev/null || uname -s), $(nproc) cores, $init"
 LOGDIR="$ROOT/.testenv/matrix"
 mkdir -p "$LOGDIR"
 results=()
@@ -73,7 +74,7 @@ for version in "${MATRIX[@]}"; do
   if (( left < 60 )); then
     echo "==> pytest [containerd $version]: not run, the total time (CRIPROXY_TEST_TOTAL_TIMEOUT) is used up"
     failed+=("pytest-$version-not-run")
-    results+=("| $version | - | $cgroups, $init | cgroupfs | $(date -u +%F) | not run (out of time) |")
+    results+=("| $version | - | $host | $cgroups | cgroupfs | - | $(date -u +%F) | not run (out of time) |")
     continue
   fi
   targets=(tests)
@@ -98,12 +99,13 @@ for version in "${MATRIX[@]}"; do
     *) outcome="FAILED (exit $pytest_rc)"; failed+=("pytest-$version") ;;
   esac
   echo "==> pytest [containerd $version]: $outcome in ${took}s: ${summary:-no summary}"
-  results+=("| ${ctrd:-$version} | $scope | $cgroups, $init | cgroupfs | $(date -u +%F) | $outcome: ${summary:-?} in ${took}s |")
+  runc="$(sed -n -E 's/^containerd .*, runc ([^,]+), .*/\1/p' "$log" | tail -n1)"
+  results+=("| ${ctrd:-$version} | ${runc:-?} | $host | $cgroups | cgroupfs | $scope | $(date -u +%F) | $outcome: ${summary:-?} in ${took}s |")
 done
 
 echo "==> containerd matrix (rows for docs/platforms.md)"
-echo "| containerd | tests | cgroups, init | driver | date | result |"
-echo "| --- | --- | --- | --- | --- | --- |"
+echo "| containerd | runc | host | cgroups | driver | tests | date | result |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 printf '%s\n' "${results[@]}"
 
 if [[ ${#failed[@]} -ne 0 ]]; then
