@@ -210,14 +210,18 @@ def test_pull_killed_at_observed_points_leaves_nothing_after_gc(
     proc = criproxy_factory(namespace=ns)
     layout = with_random_layer(testenv.images["busybox"], tmp_path / "pts", size=24 * 1024 * 1024)
     ref = testenv.registry.push(layout, unique_name("points"), "unique")
+    # An unpack prepares a snapshot first: a new numbered dir of the overlayfs snapshotter (polled
+    # directly, faster than ctr, so the apply of a layer is caught while it runs).
+    snapdir = testenv.ctrd.root / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
+    dirs = len(list(snapdir.iterdir()))
     checks: dict[str, Callable[[], bool]] = {
         "lease": lambda: bool(leftovers(testenv, ns)["leases"]),
         "layer-ingest": lambda: bool(leftovers(testenv, ns)["ingests"]),
-        "unpacking": lambda: any("Active" in s for s in leftovers(testenv, ns)["snapshots"]),
+        "unpacking": lambda: len(list(snapdir.iterdir())) > dirs,
     }
     with ThreadPoolExecutor(1) as pool:
         fut = pool.submit(_pull, proc, ref, 120)
-        wait_until(lambda: checks[point]() or fut.done(), 60, f"the pull to reach {point}")
+        wait_until(lambda: checks[point]() or fut.done(), 60, f"the pull to reach {point}", 0.002)
         reached = not fut.done()
         proc.kill()
         with contextlib.suppress(grpc.RpcError):
