@@ -91,6 +91,7 @@ def test_parity_with_builtin_cri(testenv: Environment, sides: tuple[runner.Side,
     scratch = _scratch(testenv)
     found: list[tuple[str, Difference]] = []
     digests: list[str] = []
+    blind: list[str] = []
     only = os.environ.get("PARITY_CASES")  # while developing: a comma-separated subset of pods
     dump = REPO / ".testenv" / f"parity-docs-{testenv.ctrd.release}"
     for case in POD_CASES:
@@ -109,6 +110,9 @@ def test_parity_with_builtin_cri(testenv: Environment, sides: tuple[runner.Side,
                     for side, doc in (("criproxy", ldoc), ("builtin", rdoc)):
                         (dump / f"{case.name}.{name}.{side}.json").write_text(json.dumps(doc, indent=1))
                     found += [(f"{case.name}/{name}", d) for d in _compare(ldoc, rdoc)]
+                    if not ldoc["error"] and not rdoc["error"] and "probe" in ldoc \
+                            and not (ldoc["probe"].get("complete") or rdoc["probe"].get("complete")):
+                        blind.append(f"{case.name}/{name}")  # equal, but only because both saw nothing
                     if ldoc["spec"] or rdoc["spec"]:
                         ld, rd = seccomp_digest(ldoc["spec"]), seccomp_digest(rdoc["spec"])
                         if ld != rd:
@@ -135,4 +139,5 @@ def test_parity_with_builtin_cri(testenv: Environment, sides: tuple[runner.Side,
         f"listed {c}: {d.render(width=1500)}" for v in verdict.matched.values() for c, d in v) + "\n")
     SUMMARY[:] = [lines[0], f"parity: full report in .testenv/{report_name}"]
     assert not verdict.unexpected, report
+    assert not blind, f"probe output incomplete on both sides: {blind}"
     assert only or not verdict.unused, report  # a subset of pods leaves other entries unused
