@@ -19,7 +19,6 @@ from criproxy.config import Config
 from criproxy.containerd import Containerd
 from criproxy.events.relay import Relay
 from criproxy.inflight import InFlight
-from criproxy.lru import LRU
 from criproxy.observability import Observer
 from criproxy.protos import cri
 from criproxy.state.container import ContainerStore
@@ -27,8 +26,6 @@ from criproxy.state.image import ImageState, LocalImage
 from criproxy.state.names import NameIndex
 from criproxy.state.sandbox import SandboxListCache, SandboxStore
 from criproxy.translate.stats import CpuSample
-
-IMAGE_CACHE_ENTRIES = 256        # references CreateContainer remembers at once (each holds a parsed config)
 
 
 class StreamURLs(Protocol):
@@ -67,8 +64,6 @@ class App:
     pause_image: tuple[str, LocalImage] | None = None
     # CreateContainer's lease and when it was made, rotated every 12 h (cri/container_create.py).
     create_lease: tuple[str, int] | None = None
-    # resolve_local answers by reference with their time, for a few seconds (cri/container_create.py).
-    create_images: LRU[str, tuple[int, LocalImage]] = field(default_factory=lambda: LRU(IMAGE_CACHE_ENTRIES))
     # ListPodSandbox's items and answers for one store generation (cri/sandbox_list.py).
     sandbox_list: SandboxListCache | None = None
     # ListContainers' serialized answers by state for one store generation (cri/container_list.py).

@@ -9,6 +9,7 @@ from __future__ import annotations
 from criproxy._gen.cgroups.v1 import metrics_pb2 as cgroups_v1
 from criproxy._gen.cgroups.v2 import metrics_pb2 as cgroups_v2
 from criproxy._gen.containerd.events import container_pb2 as container_events
+from criproxy._gen.containerd.events import image_pb2 as image_events
 from criproxy._gen.containerd.events import task_pb2 as task_events
 from criproxy._gen.containerd.services.containers.v1 import containers_pb2 as containers_pb
 from criproxy._gen.containerd.services.containers.v1 import containers_pb2_grpc as containers_grpc
@@ -45,7 +46,7 @@ from criproxy._gen.runtime.v1 import api_pb2_grpc as cri_grpc
 __all__ = [
     "cgroups_v1", "cgroups_v2", "container_events", "containers_grpc", "containers_pb", "content_grpc",
     "content_pb", "cri", "cri_grpc", "descriptor_pb", "diff_grpc", "diff_pb", "event_pb", "events_grpc",
-    "events_pb", "images_grpc", "images_pb", "introspection_grpc", "introspection_pb", "leases_grpc",
+    "events_pb", "image_events", "images_grpc", "images_pb", "introspection_grpc", "introspection_pb", "leases_grpc",
     "leases_pb", "metrics_pb", "mount_pb", "namespaces_grpc", "namespaces_pb", "platform_pb",
     "runc_options", "snapshots_grpc", "snapshots_pb", "task_events", "task_types", "tasks_grpc", "tasks_pb",
     "version_grpc", "version_pb",

@@ -4,7 +4,8 @@ Order matters and is the contract with operators:
 1. take the socket lock (a second criproxy on the same socket exits with a clear error);
 2. reach containerd, starting a managed one when configured or when ``auto`` finds none;
 3. bind the CRI socket (mode 0660) with the readiness gate closed: early calls get UNAVAILABLE;
-4. run the start steps (``run_start_steps``: cache recovery, streaming socket, event relay) and open the gate;
+4. run the start steps (``run_start_steps``: cache recovery, image cache, streaming socket, event
+   relay) and open the gate;
 5. on SIGTERM/SIGINT: stop accepting, let in-flight calls finish within the grace period, run the
    stop steps (``run_stop_steps``), stop a managed containerd.
 
@@ -37,7 +38,7 @@ from criproxy.containerd.managed import ManagedContainerd, socket_answers
 from criproxy.cri import container_create, container_recover, recover_sandboxes, runtime_update_config
 from criproxy.errors import StartupError
 from criproxy.grpcapi.edge import generic_handlers
-from criproxy.images import pull
+from criproxy.images import catalog, pull
 from criproxy.observability import DebugServer
 from criproxy.oci.spec import detect_oom_score_floor
 from criproxy.streaming.server import StreamingServer
@@ -145,6 +146,7 @@ async def run_start_steps(app: App) -> StreamingServer:
     app.pod_cidr = app.pod_cidr or runtime_update_config.load_pod_cidr(app)   # the last UpdateRuntimeConfig
     await recover_sandboxes.recover_sandboxes(app)      # sandboxes first: containers refer to them
     await container_recover.recover_containers(app)     # then containers, log pumps re-attached
+    await catalog.load(app)                             # the image cache (events keep it current)
     server = streaming.start(app)                       # bind the streaming socket (a taken port fails here)
     container_recover.start_relay(app)                  # containerd events and the periodic relist
     return server

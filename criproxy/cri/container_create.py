@@ -1,6 +1,6 @@
 """CreateContainer: a containerd container with a snapshot from the image and an OCI spec; no task yet.
 
-Order (containerd's Go client NewContainer): reserve the name → resolve the image locally →
+Order (containerd's Go client NewContainer): reserve the name → resolve the image (the image cache) →
 Snapshots.Prepare(key = container ID, parent = the image's chain ID) under criproxy's creation lease →
 build the spec → Containers.Create → record → the snapshot leaves the lease (the record holds it now).
 A failure part way undoes what was made, in reverse. A kubelet retry with the same name gets the first
@@ -24,7 +24,6 @@ from criproxy.cri.container_spec import container_spec
 from criproxy.cri.container_task import container_root, publish
 from criproxy.images.catalog import resolve_local
 from criproxy.labels import CONTAINER_METADATA
-from criproxy.lru import LRU
 from criproxy.oci import imagefiles, volumes
 from criproxy.protos import containers_pb, cri, leases_pb, mount_pb, snapshots_pb
 from criproxy.state.container import ContainerHandles, ContainerMetadata, ContainerRecord
@@ -80,11 +79,11 @@ async def _retry_outcome(app: App, name: str, request: cri.CreateContainerReques
     raise errors.AlreadyExists(f"container name {name!r} is reserved for {holder}")
 
 
-async def _sandbox_runtime(app: App, sandbox_id: str) -> containers_pb.Container.Runtime:
-    """The sandbox container's runtime name and options: a pod's containers use the same."""
-    sandbox = app.sandboxes.get(sandbox_id)
+async def _sandbox_runtime(app: App, sandbox: SandboxRecord) -> containers_pb.Container.Runtime:
+    """The sandbox container's runtime name and options: a pod's containers use the same. The record
+    has it from RunPodSandbox or recovery; read once from containerd only if it does not."""
     if sandbox.runtime is None:
-        sandbox.runtime = (await app.ctrd.containers.Get(containers_pb.GetContainerRequest(id=sandbox_id))
+        sandbox.runtime = (await app.ctrd.containers.Get(containers_pb.GetContainerRequest(id=sandbox.id))
                            ).container.runtime
     return sandbox.runtime
 
@@ -135,8 +134,7 @@ async def _prepare(app: App, cid: str, image: LocalImage, lease: str) -> list[mo
         resp = await app.ctrd.snapshots.Prepare(snapshots_pb.PrepareSnapshotRequest(
             snapshotter=app.config.snapshotter, key=cid, parent=image.chain_id), lease=lease)
     except errors.NotFound:
-        _image_cache(app).clear()        # the image may have been removed meanwhile,
-        app.create_lease = None          # or the lease (by hand): the next call makes a new one
+        app.create_lease = None          # the lease may have been removed (by hand): the next call makes a new one
         raise errors.NotFound(f"image {image.record_name} is not unpacked for snapshotter "
                               f"{app.config.snapshotter}; pull it again") from None
     return list(resp.mounts)
@@ -145,7 +143,6 @@ async def _prepare(app: App, cid: str, image: LocalImage, lease: str) -> list[mo
 LEASE_PREFIX = "criproxy-create-"
 LEASE_OWNER_LABEL = "criproxy.io/create-owner"
 LEASE_ROTATE_NS = 12 * 3600 * 1_000_000_000
-IMAGE_TTL_NS = 30 * 1_000_000_000
 
 
 async def drop_create_leases(app: App) -> None:
@@ -192,23 +189,6 @@ async def _release_snapshot(app: App, lease_id: str, key: str) -> None:
             id=lease_id, resource=leases_pb.Resource(id=key, type=f"snapshots/{app.config.snapshotter}")))
 
 
-async def _image(app: App, ref: str) -> LocalImage:
-    """resolve_local, remembered for a few seconds per reference: a pod's containers (and kubelet's
-    restarts) ask for the same image in quick succession."""
-    cache = _image_cache(app)
-    hit = cache.get(ref)
-    now = time.time_ns()
-    if hit is not None and now - hit[0] < IMAGE_TTL_NS:
-        return hit[1]
-    image = await resolve_local(app, ref)
-    cache.put(ref, (now, image))
-    return image
-
-
-def _image_cache(app: App) -> LRU[str, tuple[int, LocalImage]]:
-    return app.create_images
-
-
 async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord, sandbox: SandboxRecord,
                  image: LocalImage, lease: str) -> None:
     """Snapshot, spec and container record under ``lease``; the snapshot is undone on failure."""
@@ -225,7 +205,7 @@ async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord
     rec.meta = replace(rec.meta, uid=ident.uid, gid=ident.gid, groups=tuple(ident.groups),
                        stop_signal=result.stop_signal, process=json.dumps(result.spec["process"]))
     rec.handles.applied = t.spec_resources(result.spec["process"], result.spec["linux"].get("resources"))
-    runtime = await _sandbox_runtime(app, sandbox.id)
+    runtime = await _sandbox_runtime(app, sandbox)
     # Shielded: a caller giving up must not cut the call short on our side while containerd still
     # commits it; the undo waits for the call's outcome, then deletes.
     create = asyncio.ensure_future(app.ctrd.containers.Create(containers_pb.CreateContainerRequest(
@@ -252,11 +232,6 @@ async def _delete_container(app: App, cid: str, create: Awaitable[object]) -> No
         await app.ctrd.containers.Delete(containers_pb.DeleteContainerRequest(id=cid))
 
 
-async def _gather(app: App, ref: str, sandbox_id: str) -> tuple[LocalImage, str]:
-    """Image, lease and the sandbox's runtime are independent: fetched concurrently."""
-    image, lease, _runtime = await asyncio.gather(_image(app, ref), _create_lease(app),
-                                                  _sandbox_runtime(app, sandbox_id))
-    return image, lease
 
 
 async def _create(app: App, request: cri.CreateContainerRequest, sandbox: SandboxRecord, name: str) -> str:
@@ -264,7 +239,8 @@ async def _create(app: App, request: cri.CreateContainerRequest, sandbox: Sandbo
     async with contextlib.AsyncExitStack() as undo:
         app.container_names.reserve(name, cid)
         undo.callback(app.container_names.release, name)
-        image, lease = await _gather(app, request.config.image.image, sandbox.id)
+        image = await resolve_local(app, request.config.image.image)    # the image cache: no containerd call
+        lease = await _create_lease(app)
         rec = _record(cid, name, request, sandbox, image)
         await _build(app, undo, rec, sandbox, image, lease)
         app.containers.add(rec)

@@ -32,6 +32,7 @@ from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import recover_sandboxes
 from criproxy.cri.container_task import delete_task_retrying, fail_start, handle_exit, remove, resync, stop, watch
+from criproxy.images import catalog
 from criproxy.io.container import ContainerIO, io_dir
 from criproxy.labels import CONTAINER_METADATA, KIND, KIND_CONTAINER
 from criproxy.protos import containers_pb, cri, task_events, task_types, tasks_pb
@@ -289,20 +290,25 @@ async def _on_event(app: App, env: Any) -> None:
         await _on_exit(app, env)
     elif env.topic == "/tasks/oom":
         await _on_oom(app, env)
+    elif env.topic.startswith("/images/"):
+        catalog.on_event(app, env)
 
 
 async def relist_all(app: App) -> None:
-    """Correct drift after a reconnect or on the timer: containers first, then sandboxes; one
-    failing does not keep the other from running."""
+    """Correct drift after a reconnect or on the timer: containers, then sandboxes, then the image
+    cache; one failing does not keep the others from running."""
     try:
         await relist(app)
     finally:
-        await recover_sandboxes.relist_sandboxes(app)
+        try:
+            await recover_sandboxes.relist_sandboxes(app)
+        finally:
+            await catalog.relist(app)
 
 
 def start_relay(app: App) -> None:
-    """One containerd subscription whose exit and OOM events update the container cache, and the
-    periodic relist (containers, then sandboxes)."""
+    """One containerd subscription whose exit and OOM events update the container cache and whose
+    image events the image cache, and the periodic relist (containers, sandboxes, images)."""
     async def handle(env: Any) -> None:
         await _on_event(app, env)
 

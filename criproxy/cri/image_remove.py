@@ -15,13 +15,10 @@ from criproxy.images import catalog, records
 from criproxy.protos import cri
 
 
-async def _all_names(app: App, entry: catalog.CatalogEntry) -> list[str]:
-    """Names of every record of this image ID, even ones pointing at another target (index vs manifest)."""
-    names = set(entry.image.names)
-    for e in await catalog.entries(app):
-        if e.image.id == entry.image.id:
-            names.update(e.image.names)
-    return sorted(names, key=lambda n: (n == entry.image.id, n))  # the ID record goes last
+def _all_names(entry: catalog.CatalogEntry) -> list[str]:
+    """Names of every record of this image ID (the cache merges records pointing at another target
+    of the same image, index vs manifest)."""
+    return sorted(entry.image.names, key=lambda n: (n == entry.image.id, n))  # the ID record goes last
 
 
 @rpc("RemoveImage")
@@ -32,7 +29,7 @@ async def remove_image(app: App, request: cri.RemoveImageRequest) -> cri.RemoveI
     entry = await catalog.find(app, ref)
     if entry is None:
         return cri.RemoveImageResponse()
-    names = await _all_names(app, entry)
+    names = _all_names(entry)
     for i, name in enumerate(names):
         await records.delete(app, name, sync=i == len(names) - 1)
     return cri.RemoveImageResponse()

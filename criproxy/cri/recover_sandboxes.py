@@ -82,6 +82,8 @@ def record_of(c: containers_pb.Container) -> SandboxRecord | None:
         log.warning("sandbox container %r: metadata names ID %r (not this container's, or not 64 hex); "
                     "leaving it alone", c.id[:80], str(rec.id)[:80])
         return None
+    rec.runtime = containers_pb.Container.Runtime()   # a copy: not the whole answer kept alive
+    rec.runtime.CopyFrom(c.runtime)       # CreateContainer runs the pod's containers on the same
     return rec
 
 

@@ -85,8 +85,10 @@ async def create_container(app: App, rec: SandboxRecord) -> list[mount_pb.Mount]
     """
     img = await pause_image(app)
     rec.image = img.record_name
-    await app.ctrd.containers.Create(containers_pb.CreateContainerRequest(
-        container=container_record(app, rec, build_spec(app, rec, img))))
+    c = container_record(app, rec, build_spec(app, rec, img))
+    await app.ctrd.containers.Create(containers_pb.CreateContainerRequest(container=c))
+    rec.runtime = containers_pb.Container.Runtime()   # a copy: not the whole answer kept alive
+    rec.runtime.CopyFrom(c.runtime)       # CreateContainer runs the pod's containers on the same
     try:
         return await prepare_snapshot(app, rec)
     except BaseException:

@@ -1,8 +1,9 @@
 """The event relay: one containerd subscription in, CRI container events out to every subscriber.
 
-In: a single ``Events.Subscribe`` for criproxy's namespace and the task topics (exit, OOM). Each
-envelope goes to the one handler ``run`` is given (``cri/events_get.py``, which calls the container
-code for each topic, so this module knows nothing about containers and nothing of the App). A broken
+In: a single ``Events.Subscribe`` for criproxy's namespace and the task topics (exit, OOM) and image
+topics (create, update, delete: the image cache follows them). Each envelope goes to the one handler
+``run`` is given (``cri/container_recover.py``, which calls the container or image code for each
+topic, so this module knows nothing about containers and nothing of the App). A broken
 stream (containerd restarting) is reopened with backoff, and every reconnect, like a timer, runs the
 relist ``run`` is given, which corrects whatever the disconnect missed.
 
@@ -32,7 +33,7 @@ QUEUE_SIZE = 1024
 RELIST_SECONDS = 10.0
 Handler = Callable[[Any], Awaitable[None]]     # one containerd event envelope
 Relister = Callable[[], Awaitable[None]]
-TOPICS = ("/tasks/exit", "/tasks/oom")
+TOPICS = ("/tasks/exit", "/tasks/oom", "/images/create", "/images/update", "/images/delete")
 
 
 @dataclass(eq=False)

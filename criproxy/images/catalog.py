@@ -1,17 +1,23 @@
-"""The CRI view of containerd's image records: grouped by image ID, converted to ``cri.Image``.
+"""The CRI view of containerd's image records, kept in memory (``state.image.ImageCatalog``).
 
-containerd keeps one record per name (tag, digest reference, ID); the CRI shows one image per
-image ID with all its names. Records are read with one Images.List; manifests and configs come from
-the content store through ``local.describe`` (cached by digest, content being immutable), so the
-kubelet's ListImages every 10 s costs one containerd call once everything is cached. Records whose
-content is missing or not an image (half-imported, foreign artifacts) are skipped, not errors.
+containerd keeps one record per name (tag, digest reference, ID); the CRI shows one image per image
+ID with all its names. The catalog is loaded with one Images.List at start (``load``), then follows
+containerd: each ``/images/create|update|delete`` event queues a refresh of that one name (an
+Images.Get, so the outcome is containerd's state at that moment, whatever order events arrive in),
+criproxy's own writes update it as they succeed (``note_put``/``note_delete``), and the event relay's
+relist (after every (re)connect of the event stream and on its timer) replaces it with a fresh
+Images.List. Refreshes and relists take one lock, so a slower, older read never overwrites a newer
+one. Manifests and configs come from the content store through ``local.describe``, once per target
+(content is immutable). Records whose content is missing or not an image (half-imported, foreign
+artifacts) are kept as records but show no image, and are described again at the next relist.
+
+So ImageStatus, ListImages and CreateContainer's image lookup make no containerd call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from criproxy import errors
@@ -19,48 +25,109 @@ from criproxy.app import App
 from criproxy.images import reference
 from criproxy.images.local import LocalImage, describe
 from criproxy.labels import IMAGE_PINNED
-from criproxy.protos import cri, images_pb
+from criproxy.protos import cri, descriptor_pb, image_events, images_pb
+from criproxy.state.image import CatalogEntry as CatalogEntry  # re-exported for the cri/ image handlers
+from criproxy.state.image import ImageRecord
 
 log = logging.getLogger("criproxy.images.catalog")
+TOPICS = ("/images/create", "/images/update", "/images/delete")
+DESCRIBE_PARALLEL = 8
 
 
-@dataclass(frozen=True)
-class CatalogEntry:
-    """One CRI image: what ``describe`` found plus the records (names, labels) naming it."""
-
-    image: LocalImage
-    labels: dict[str, str]
+def _record(img: Any) -> ImageRecord:
+    return ImageRecord(name=img.name, target_digest=img.target.digest, target_media_type=img.target.media_type,
+                       target_size=img.target.size, labels=dict(img.labels))
 
 
-async def _describe_target(app: App, target: Any, names: list[str]) -> LocalImage | None:
+def _target(rec: ImageRecord) -> descriptor_pb.Descriptor:
+    return descriptor_pb.Descriptor(media_type=rec.target_media_type, digest=rec.target_digest,
+                                    size=rec.target_size)
+
+
+async def _describe(app: App, rec: ImageRecord) -> LocalImage | None:
     try:
-        return await describe(app, target, names)
+        return await describe(app, _target(rec), [])
     except (errors.CriError, KeyError, ValueError, TypeError) as e:
-        log.debug("skipping image records %s: %s", names, e)
+        log.debug("image record %s: no image (%s)", rec.name, e)
         return None
 
 
-async def entries(app: App) -> list[CatalogEntry]:
-    """Every image in the namespace, one entry per image ID, names merged across records."""
-    records = (await app.ctrd.images.List(images_pb.ListImagesRequest())).images
-    by_target: dict[str, list[Any]] = {}
-    for rec in records:
-        by_target.setdefault(rec.target.digest, []).append(rec)
-    found = await asyncio.gather(*(_describe_target(app, recs[0].target, sorted(r.name for r in recs))
-                                   for recs in by_target.values()))
-    merged: dict[str, CatalogEntry] = {}
-    for recs, img in zip(by_target.values(), found, strict=True):
-        if img is None:
-            continue
-        labels: dict[str, str] = {}
-        for r in recs:
-            labels.update(r.labels)
-        prev = merged.get(img.id)
-        if prev is not None:
-            img = LocalImage(**{**img.__dict__, "names": sorted({*prev.image.names, *img.names})})
-            labels = {**prev.labels, **labels}
-        merged[img.id] = CatalogEntry(img, labels)
-    return sorted(merged.values(), key=lambda e: e.image.id)
+async def relist(app: App) -> None:
+    """Replace the catalog with containerd's records now (start, every event-stream (re)connect, the
+    relist timer). Targets already described are not read again."""
+    cat = app.images.catalog
+    async with cat.lock:
+        recs = [_record(i) for i in (await app.ctrd.images.List(images_pb.ListImagesRequest())).images]
+        known = dict(cat.described)
+        todo = {r.target_digest: r for r in recs if r.target_digest not in known}
+        sem = asyncio.Semaphore(DESCRIBE_PARALLEL)
+
+        async def one(rec: ImageRecord) -> LocalImage | None:
+            async with sem:
+                return await _describe(app, rec)
+        found = await asyncio.gather(*(one(r) for r in todo.values()))
+        for digest, img in zip(todo, found, strict=True):
+            if img is not None:
+                known[digest] = img
+        cat.replace_all(recs, known)
+
+
+async def load(app: App) -> None:
+    """The first relist (a start step, before the readiness gate opens)."""
+    await relist(app)
+    log.info("image cache: %d records, %d images", len(app.images.catalog.records), len(app.images.catalog.by_id))
+
+
+async def refresh(app: App, name: str) -> None:
+    """Bring one record in line with containerd (one Images.Get)."""
+    cat = app.images.catalog
+    async with cat.lock:
+        cat.pending.discard(name)          # an event arriving from here on queues another refresh
+        try:
+            img = (await app.ctrd.images.Get(images_pb.GetImageRequest(name=name))).image
+        except errors.NotFound:
+            cat.drop(name)
+            return
+        rec = _record(img)
+        cat.put(rec, cat.described.get(rec.target_digest) or await _describe(app, rec))
+
+
+async def _refresh_logged(app: App, name: str) -> None:
+    try:
+        await refresh(app, name)
+    except errors.CriError as e:      # the relist after the stream's reconnect, or the timer's, corrects it
+        log.info("image cache: refreshing %s failed (%s); the next relist corrects it", name, e)
+
+
+def on_event(app: App, env: Any) -> None:
+    """An ``/images/*`` envelope: queue one refresh of the name it carries (repeats coalesce)."""
+    if env.topic == "/images/delete":
+        name = image_events.ImageDelete.FromString(env.event.value).name
+    elif env.topic in ("/images/create", "/images/update"):   # the same fields on the wire
+        name = image_events.ImageCreate.FromString(env.event.value).name
+    else:
+        return
+    cat = app.images.catalog
+    if not name or name in cat.pending:
+        return
+    cat.pending.add(name)
+    app.spawn(_refresh_logged(app, name), "image-refresh")
+
+
+async def note_put(app: App, name: str, target: descriptor_pb.Descriptor, labels: dict[str, str]) -> None:
+    """criproxy created the record ``name`` with exactly these target and labels: the catalog shows it
+    before the caller answers (the kubelet's next call must see its own pull)."""
+    cat = app.images.catalog
+    async with cat.lock:
+        rec = ImageRecord(name=name, target_digest=target.digest, target_media_type=target.media_type,
+                          target_size=target.size, labels=dict(labels))
+        cat.put(rec, cat.described.get(rec.target_digest) or await _describe(app, rec))
+
+
+async def note_delete(app: App, name: str) -> None:
+    cat = app.images.catalog
+    async with cat.lock:
+        cat.drop(name)
 
 
 def _user(config: dict[str, Any]) -> tuple[int | None, str]:
@@ -88,38 +155,39 @@ def to_cri(app: App, entry: CatalogEntry) -> cri.Image:
 def is_pause(app: App, names: list[str]) -> bool:
     """The configured sandbox image is pinned even when another tool pulled it."""
     try:
-        return str(reference.parse(app.config.pause_image)) in names
+        return normalize(app, app.config.pause_image) in names
     except errors.InvalidArgument:
         return False
 
 
-async def _records_for_target(app: App, digest: str) -> list[Any]:
-    resp = await app.ctrd.images.List(images_pb.ListImagesRequest(filters=[f'target.digest=="{digest}"']))
-    return list(resp.images)
+def normalize(app: App, ref: str) -> str:
+    """The record name a reference or image ID is looked up by (remembered per spelling, bounded)."""
+    names = app.images.names
+    hit = names.get(ref)
+    if hit is None:
+        hit = reference.image_id(ref) or str(reference.parse(ref))
+        names.put(ref, hit)
+    return hit
+
+
+async def _loaded(app: App) -> None:
+    if not app.images.catalog.loaded:     # only before the start step ran (tools, tests)
+        await relist(app)
+
+
+async def entries(app: App) -> list[CatalogEntry]:
+    """Every image in the namespace, one entry per image ID, names merged across records."""
+    await _loaded(app)
+    return app.images.catalog.entries()
 
 
 async def find(app: App, ref: str) -> CatalogEntry | None:
     """The entry for a tag, digest reference or image ID; None when containerd has no such image.
-
-    A name is one Images.Get plus one filtered List; an image ID without its own record (an image
-    another tool pulled) falls back to scanning the catalog.
-    """
-    wanted_id = reference.image_id(ref)
-    name = wanted_id or str(reference.parse(ref))
-    try:
-        rec = (await app.ctrd.images.Get(images_pb.GetImageRequest(name=name))).image
-    except errors.NotFound:
-        if wanted_id is None:
-            return None
-        return next((e for e in await entries(app) if e.image.id == wanted_id), None)
-    recs = await _records_for_target(app, rec.target.digest)
-    img = await _describe_target(app, rec.target, sorted(r.name for r in recs))
-    if img is None:
-        return None
-    labels: dict[str, str] = {}
-    for r in recs:
-        labels.update(r.labels)
-    return CatalogEntry(img, labels)
+    An image ID matches whether or not a record carries it as its name (another tool's pull)."""
+    await _loaded(app)
+    name = normalize(app, ref)
+    cat = app.images.catalog
+    return cat.by_id.get(name) or cat.for_name(name)
 
 
 async def resolve_local(app: App, ref: str) -> LocalImage:

@@ -4,6 +4,7 @@ One pulled image gets up to three records sharing target and labels: the repo ta
 (``docker.io/library/busybox:latest``), the repo digest (``…/busybox@sha256:<manifest or index>``)
 and the image ID (``sha256:<config digest>``). ImageStatus, ListImages and RemoveImage accept any of
 them. Create, and on ALREADY_EXISTS update the target and the managed label (the tag moved).
+Each write shows in the image cache (``catalog``) before it returns, so the caller's next read sees it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from google.protobuf import field_mask_pb2
 
 from criproxy import errors
 from criproxy.app import App
+from criproxy.images import catalog
 from criproxy.images.descriptor import Descriptor
 from criproxy.images.reference import Reference
 from criproxy.labels import IMAGE_MANAGED, IMAGE_PINNED
@@ -41,6 +43,7 @@ async def put(app: App, name: str, target: Descriptor, labels: dict[str, str]) -
         media_type=target.media_type, digest=target.digest, size=target.size))
     try:
         await app.ctrd.images.Create(images_pb.CreateImageRequest(image=img))
+        await catalog.note_put(app, name, img.target, labels)
         return
     except errors.AlreadyExists:
         pass
@@ -50,6 +53,7 @@ async def put(app: App, name: str, target: Descriptor, labels: dict[str, str]) -
             image=img, update_mask=field_mask_pb2.FieldMask(paths=paths)))
     except errors.NotFound:
         await app.ctrd.images.Create(images_pb.CreateImageRequest(image=img))
+    await catalog.refresh(app, name)       # an update keeps labels set by others: read the result
 
 
 async def put_all(app: App, names: list[str], target: Descriptor, labels: dict[str, str]) -> None:
@@ -62,5 +66,7 @@ async def delete(app: App, name: str, sync: bool = False) -> bool:
     try:
         await app.ctrd.images.Delete(images_pb.DeleteImageRequest(name=name, sync=sync))
     except errors.NotFound:
+        await catalog.note_delete(app, name)
         return False
+    await catalog.note_delete(app, name)
     return True

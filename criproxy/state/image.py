@@ -8,8 +8,9 @@ pulls share work, the registry HTTP session and bearer tokens.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from criproxy.inflight import InFlight, KeyedLocks
@@ -50,6 +51,104 @@ class LocalImage:
         return (self.repo_tags or self.repo_digests or [self.id])[0]
 
 
+@dataclass(frozen=True)
+class ImageRecord:
+    """One containerd image record as the catalog keeps it: its name, root descriptor and labels."""
+
+    name: str
+    target_digest: str
+    target_media_type: str
+    target_size: int
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One CRI image: what ``describe`` found plus the records (names, labels) naming it."""
+
+    image: LocalImage
+    labels: dict[str, str]
+
+
+NAME_CACHE_ENTRIES = 1024       # raw references → normalized record names remembered at once
+
+
+class ImageCatalog:
+    """The image cache: every image record of criproxy's namespace and the CRI images they make.
+
+    Filled by a full Images.List at start (``images/catalog.py``), then kept current record by record
+    from containerd's ``/images/*`` events and criproxy's own writes, and relisted whenever the event
+    stream is reopened (and on the relist timer), so ImageStatus, ListImages and CreateContainer
+    answer without a containerd call. Records are grouped by target (one description per target:
+    content is immutable) and merged by image ID (config digest) as ``entries`` always were. Its size
+    follows what containerd holds: descriptions are pruned to targets some record names.
+    """
+
+    def __init__(self) -> None:
+        self.records: dict[str, ImageRecord] = {}
+        # Target digest → the image its content describes (names empty); absent when unreadable.
+        self.described: dict[str, LocalImage] = {}
+        self.loaded = False
+        self.generation = 0
+        self.by_id: dict[str, CatalogEntry] = {}
+        self.by_name: dict[str, str] = {}          # record name → image ID
+        # Answers built from one generation: ListImages' serialized answer, ImageStatus' by image ID.
+        self.list_answer: bytes | None = None
+        self.status_answers: dict[str, bytes] = {}
+        # Serializes record refreshes and relists so an older read never overwrites a newer one.
+        self.lock = asyncio.Lock()
+        self.pending: set[str] = set()             # names whose refresh is queued (events coalesce)
+
+    def entries(self) -> list[CatalogEntry]:
+        return sorted(self.by_id.values(), key=lambda e: e.image.id)
+
+    def for_name(self, name: str) -> CatalogEntry | None:
+        image_id = self.by_name.get(name)
+        return None if image_id is None else self.by_id.get(image_id)
+
+    def replace_all(self, records: list[ImageRecord], described: dict[str, LocalImage]) -> None:
+        self.records = {r.name: r for r in records}
+        self.described = described
+        self.loaded = True
+        self._rebuild()
+
+    def put(self, rec: ImageRecord, image: LocalImage | None) -> None:
+        """One record created or changed; ``image`` is its target described (None: unreadable)."""
+        self.records[rec.name] = rec
+        if image is not None:
+            self.described[rec.target_digest] = image
+        self._rebuild()
+
+    def drop(self, name: str) -> None:
+        if self.records.pop(name, None) is not None:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        by_target: dict[str, list[ImageRecord]] = {}
+        for rec in self.records.values():
+            by_target.setdefault(rec.target_digest, []).append(rec)
+        self.described = {d: img for d, img in self.described.items() if d in by_target}
+        merged: dict[str, CatalogEntry] = {}
+        for digest, recs in by_target.items():
+            img = self.described.get(digest)
+            if img is None:
+                continue
+            labels: dict[str, str] = {}
+            for r in recs:
+                labels.update(r.labels)
+            names = {r.name for r in recs}
+            prev = merged.get(img.id)
+            if prev is not None:
+                names |= set(prev.image.names)
+                labels = {**prev.labels, **labels}
+            merged[img.id] = CatalogEntry(replace(img, names=sorted(names)), labels)
+        self.by_id = merged
+        self.by_name = {n: e.image.id for e in merged.values() for n in e.image.names}
+        self.generation += 1
+        self.list_answer = None
+        self.status_answers = {}
+
+
 TokenKey = tuple[str, str, str, str]
 
 
@@ -88,5 +187,9 @@ class ImageState:
     http: aiohttp.ClientSession | None = None
     # Registry bearer tokens (bounded).
     tokens: TokenCache = field(default_factory=TokenCache)
+    # The image cache (images/catalog.py): records, CRI images by ID and name, prebuilt answers.
+    catalog: ImageCatalog = field(default_factory=ImageCatalog)
+    # Raw references as callers spell them → normalized record names (images/catalog.py; bounded).
+    names: LRU[str, str] = field(default_factory=lambda: LRU(NAME_CACHE_ENTRIES))
     # Content.Write with a pass-through serializer, made once per containerd channel.
     content_write: tuple[grpc.aio.Channel, grpc.aio.StreamStreamMultiCallable] | None = None
