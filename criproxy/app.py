@@ -77,8 +77,6 @@ class App:
     container_fs: dict[str, tuple[float, cri.FilesystemUsage]] = field(default_factory=dict)
     # The snapshotter's root dir as containerd reports it, asked once (cri/container_stats.py).
     snapshot_root: str | None = None
-    # (bytes, inodes) per committed snapshot, pruned to those that exist (cri/image_fs_info.py).
-    snapshot_usage: dict[str, tuple[int, int]] = field(default_factory=dict)
     # Read ends of the exec FIFOs a killed criproxy left, held open until those execs are reaped
     # (cri/container_recover.py).
     exec_fifos: list[int] = field(default_factory=list)

@@ -1,5 +1,5 @@
 """ContainerStatus: from the cache (the answer itself is kept until the record changes); ``verbose``
-adds the runtime spec read from containerd."""
+adds the runtime spec, read from containerd once and kept on the record."""
 
 from __future__ import annotations
 
@@ -25,10 +25,13 @@ async def container_status(app: App, request: cri.ContainerStatusRequest) -> cri
     resp = cri.ContainerStatusResponse(status=t.to_cri_status(rec))
     if request.verbose:
         spec: dict[str, Any] | None = None
-        try:
-            c = (await app.ctrd.containers.Get(containers_pb.GetContainerRequest(id=rec.id))).container
-            spec = json.loads(c.spec.value)
-        except errors.NotFound:
-            spec = None
+        if rec.handles.spec_json is None:
+            try:
+                c = (await app.ctrd.containers.Get(containers_pb.GetContainerRequest(id=rec.id))).container
+                rec.handles.spec_json = c.spec.value
+            except errors.NotFound:
+                pass
+        if rec.handles.spec_json is not None:
+            spec = json.loads(rec.handles.spec_json)
         resp.info.update(t.verbose_info(rec, spec))
     return resp

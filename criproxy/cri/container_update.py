@@ -70,6 +70,7 @@ async def _write_spec(app: App, rec: ContainerRecord, resources: cri.LinuxContai
     c.spec.value = json.dumps(spec, separators=(",", ":")).encode()
     await app.ctrd.containers.Update(containers_pb.UpdateContainerRequest(
         container=c, update_mask=field_mask_pb2.FieldMask(paths=["spec"])))
+    rec.handles.spec_json = c.spec.value      # what a verbose ContainerStatus shows from now on
     res: dict[str, Any] = spec["linux"]["resources"]
     return res
 

@@ -1,5 +1,9 @@
 """PodSandboxStatus: answered from the cache; ``verbose`` adds the facts an operator debugs with.
 
+The plain answer is kept serialized until a sandbox or container changes (the store generations) or
+its network facts do; each call appends only its own ``timestamp`` field to those bytes (a field
+appended to a serialized message is part of it).
+
 The verbose ``info`` key holds one JSON document as containerd's CRI plugin does (config, pid, netns
 path, CNI result, image, runtime), so ``crictl inspectp`` shows the same kind of detail.
 """
@@ -29,11 +33,35 @@ def verbose_info(app: App, rec: SandboxRecord) -> dict[str, str]:
     return {"info": json.dumps(info)}
 
 
+TIMESTAMP_TAG = b"\x20"          # field 4 (timestamp), varint
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _answer(app: App, rec: SandboxRecord) -> bytes:
+    key = (app.sandboxes.generation, app.containers.generation, rec.network_torn_down, rec.ip)
+    held = rec.status_answer
+    if held is None or held[0] != key:
+        raw = cri.PodSandboxStatusResponse(status=t.to_cri_status(rec),
+                                           containers_statuses=sandbox_events.container_statuses(app, rec.id)
+                                           ).SerializeToString()
+        held = rec.status_answer = (key, raw)
+    return held[1]
+
+
 @rpc("PodSandboxStatus")
-async def pod_sandbox_status(app: App, request: cri.PodSandboxStatusRequest) -> cri.PodSandboxStatusResponse:
+async def pod_sandbox_status(app: App, request: cri.PodSandboxStatusRequest) -> cri.PodSandboxStatusResponse | bytes:
     rec = app.sandboxes.get(request.pod_sandbox_id)
+    if not request.verbose:
+        return _answer(app, rec) + TIMESTAMP_TAG + _varint(time.time_ns())
     resp = cri.PodSandboxStatusResponse(status=t.to_cri_status(rec), timestamp=time.time_ns(),
                                         containers_statuses=sandbox_events.container_statuses(app, rec.id))
-    if request.verbose:
-        resp.info.update(verbose_info(app, rec))
+    resp.info.update(verbose_info(app, rec))
     return resp

@@ -111,6 +111,9 @@ class ContainerHandles:
     cached_item: cri.Container | None = None         # ListContainers entry, until the status changes
     cached_status: cri.ContainerStatusResponse | None = None   # ContainerStatus (not verbose), likewise
     cached_status_bytes: bytes | None = None         # the same, serialized
+    # The runtime spec as containerd stores it (JSON), read once by a verbose ContainerStatus and
+    # replaced by UpdateContainerResources' rewrite; None until someone asks.
+    spec_json: bytes | None = None
 
 
 @dataclass(eq=False)

@@ -149,6 +149,22 @@ class ImageCatalog:
         self.status_answers = {}
 
 
+@dataclass(eq=False)
+class FsUsage:
+    """ImageFsInfo's figure (``images/usage.py``): measured in the background at most every
+    ``USAGE_PERIOD`` seconds while someone asks, answered as it stands meanwhile."""
+
+    snapshot_root: str = ""                  # the snapshotter's and the content store's roots, asked once
+    content_root: str = ""
+    snapshots: tuple[int, int] = (0, 0)      # (bytes, inodes) of the committed snapshots
+    content: tuple[int, int] = (0, 0)        # (bytes, blobs) of the content store
+    measured_at: int = 0                     # unix nanoseconds of the figure; 0: never measured
+    measured_mono: float = 0.0
+    # (bytes, inodes) per committed snapshot (they never change), pruned to those that exist.
+    per_snapshot: dict[str, tuple[int, int]] = field(default_factory=dict)
+    refreshing: asyncio.Task[None] | None = None
+
+
 TokenKey = tuple[str, str, str, str]
 
 
@@ -189,6 +205,8 @@ class ImageState:
     tokens: TokenCache = field(default_factory=TokenCache)
     # The image cache (images/catalog.py): records, CRI images by ID and name, prebuilt answers.
     catalog: ImageCatalog = field(default_factory=ImageCatalog)
+    # ImageFsInfo's periodically refreshed figure (images/usage.py).
+    usage: FsUsage = field(default_factory=FsUsage)
     # Raw references as callers spell them → normalized record names (images/catalog.py; bounded).
     names: LRU[str, str] = field(default_factory=lambda: LRU(NAME_CACHE_ENTRIES))
     # Content.Write with a pass-through serializer, made once per containerd channel.

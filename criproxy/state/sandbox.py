@@ -50,6 +50,9 @@ class SandboxRecord:
     # The pause container's runtime name and options, read once by CreateContainer: a pod's
     # containers run on the same.
     runtime: containers_pb.Container.Runtime | None = field(default=None, repr=False, compare=False)
+    # PodSandboxStatus' answer without its timestamp, serialized, and the key it was built for
+    # (store generations and the network facts it shows; cri/sandbox_status.py).
+    status_answer: tuple[tuple[int, int, bool, str], bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
     def ready(self) -> bool:

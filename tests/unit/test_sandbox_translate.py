@@ -80,3 +80,18 @@ def test_container_labels() -> None:
 def test_resolv_conf() -> None:
     dns = cri.DNSConfig(servers=["10.0.0.10", "8.8.8.8"], searches=["ns.svc", "svc"], options=["ndots:5"])
     assert t.resolv_conf(dns) == "search ns.svc svc\nnameserver 10.0.0.10\nnameserver 8.8.8.8\noptions ndots:5\n"
+
+
+def test_cached_status_answer_with_appended_timestamp_parses() -> None:
+    """PodSandboxStatus appends its timestamp to the kept answer's bytes: the result is the message
+    with that timestamp, byte for byte what serializing it whole gives."""
+    from criproxy.cri.sandbox_status import TIMESTAMP_TAG, _varint
+    msg = cri.PodSandboxStatusResponse(status=cri.PodSandboxStatus(id="a" * 64, state=cri.SANDBOX_READY))
+    for ts in (1, 127, 128, 1_764_000_000_123_456_789):
+        raw = msg.SerializeToString() + TIMESTAMP_TAG + _varint(ts)
+        got = cri.PodSandboxStatusResponse.FromString(raw)
+        assert got.timestamp == ts and got.status.id == "a" * 64
+        whole = cri.PodSandboxStatusResponse()
+        whole.CopyFrom(msg)
+        whole.timestamp = ts
+        assert whole.SerializeToString() == raw

@@ -5,6 +5,7 @@ while the event stream was down shows once the stream is back (the relist on rec
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,7 @@ from criproxy.images.pull import close_http, pull_image
 from criproxy.protos import cri
 from tests.harness.client import CriClient
 from tests.harness.env import Environment
+from tests.harness.images import File, ImageConfig, build_image, busybox_layers
 
 FOLLOW_WITHIN = 1.0     # seconds: the issue's bound for a change behind criproxy's back
 
@@ -43,13 +45,20 @@ def _within(check: Callable[[], Any], seconds: float, what: str) -> float:
     return time.monotonic() - start
 
 
+def _unique_image() -> Any:
+    """An image no other test pulls (its own layer, so its own config digest and ID record)."""
+    return build_image("cached", uuid.uuid4().hex[:8], {"blob.bin": File(os.urandom(64 * 1024))},
+                       ImageConfig(cmd=["true"]), base=busybox_layers())
+
+
 def test_image_removed_with_ctr_leaves_status_and_list(cri: CriClient, ctr: Callable[..., str],
                                                        pushed: Callable[..., str]) -> None:
-    ref = pushed("busybox")
+    ref = pushed(_unique_image())
     image_id = cri.image.PullImage(cri.pb.PullImageRequest(image=cri.pb.ImageSpec(image=ref))).image_ref
     st = _status(cri, ref)
     assert st.image.id == image_id and image_id in _listed_ids(cri)   # read (and cached) before the change
-    names = [n for n in ctr("images", "ls", "-q").split() if n == image_id or n.startswith(ref.split(":")[0])]
+    repo = ref.rsplit(":", 1)[0]
+    names = [n for n in ctr("images", "ls", "-q").split() if n == image_id or n.startswith((repo + ":", repo + "@"))]
     assert len(names) == 3, names                                   # tag, repo digest, ID
     ctr("images", "rm", *names)
     _within(lambda: not _status(cri, ref).HasField("image") and not _status(cri, image_id).HasField("image")
@@ -117,3 +126,15 @@ async def test_change_while_the_event_stream_was_down_is_relisted(
     await asyncio.wait_for(app.relay.connected.wait(), 10)
     await _until(lambda: image.id not in app.images.catalog.by_id and (app.images.catalog.for_name(ref) is None),
                  FOLLOW_WITHIN, "the relist after the reconnect")
+
+
+def test_image_fs_info_follows_a_pull(testenv: Environment, cri: CriClient, pushed: Callable[..., str]) -> None:
+    """ImageFsInfo answers a figure measured in the background: a pull shows in it by the next
+    refresh (USAGE_PERIOD, 10 s), and the first answer already counts what is there."""
+    def content_bytes() -> int:
+        return int(cri.image.ImageFsInfo(cri.pb.ImageFsInfoRequest()).image_filesystems[1].used_bytes.value)
+    before = content_bytes()
+    assert before > 0
+    ref = pushed(_unique_image())
+    cri.image.PullImage(cri.pb.PullImageRequest(image=cri.pb.ImageSpec(image=ref)))
+    _within(lambda: content_bytes() >= before + 64 * 1024, 30, "the pulled layer in ImageFsInfo")
