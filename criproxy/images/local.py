@@ -2,7 +2,7 @@
 
 This is the read side the sandbox and container code use ("is the pause image here?", "which
 snapshot chain does this container start from?"). Content is immutable, so parsed manifests and
-configs are cached by digest in a bounded LRU (count and bytes).
+configs are cached by digest in a bounded LRU (count and bytes, ``App.images.documents``).
 
 A blob is read into memory only when it is small: its descriptor's size is checked against the
 limit before the read, and the read itself asks containerd for at most limit + 1 bytes (containerd
@@ -21,17 +21,13 @@ from typing import Any
 from criproxy import errors
 from criproxy.app import App
 from criproxy.images.manifest import MAX_CONFIG, MAX_MANIFEST, pick_platform
-from criproxy.lru import LRU
 from criproxy.protos import content_pb
 from criproxy.state.image import LocalImage as LocalImage  # re-exported: images.local.LocalImage still names it
 
 INDEX_TYPES = {"application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json"}
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
-JSON_CACHE_ENTRIES = 2048
-JSON_CACHE_BYTES = 32 * 1024 * 1024
 JSON_IN_THREAD = 256 * 1024     # bigger documents are parsed off the event loop
-_cache: LRU[str, Any] = LRU(JSON_CACHE_ENTRIES, JSON_CACHE_BYTES)
 
 
 def host_platform() -> tuple[str, str]:
@@ -74,11 +70,11 @@ async def read_blob(app: App, digest: str, limit: int = MAX_MANIFEST) -> bytes:
 
 async def read_json(app: App, digest: str, limit: int = MAX_MANIFEST) -> Any:
     """A manifest, index or config by digest, parsed, from the bounded cache when it is there."""
-    hit = _cache.get(digest)
+    hit = app.images.documents.get(digest)
     if hit is None:
         raw = await read_blob(app, digest, limit)
         hit = json.loads(raw) if len(raw) <= JSON_IN_THREAD else await asyncio.to_thread(json.loads, raw)
-        _cache.put(digest, hit, len(raw))
+        app.images.documents.put(digest, hit, len(raw))
     return hit
 
 

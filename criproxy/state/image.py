@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 TOKEN_EARLY_EXPIRY = 5.0
 TOKEN_CACHE_ENTRIES = 1024      # (realm, service, scope, credentials) tuples remembered at once
+DOCUMENT_CACHE_ENTRIES = 2048   # parsed manifests, indexes and configs remembered at once…
+DOCUMENT_CACHE_BYTES = 32 * 1024 * 1024     # …and their raw size together
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,8 @@ class TokenCache:
 class ImageState:
     """The image service's state (images/pull.py, images/registry.py, images/content.py)."""
 
+    # Parsed manifests, indexes and configs by digest (content is immutable), bounded by count and bytes.
+    documents: LRU[str, Any] = field(default_factory=lambda: LRU(DOCUMENT_CACHE_ENTRIES, DOCUMENT_CACHE_BYTES))
     # Pulls in flight by reference and credentials: concurrent PullImage calls share one.
     pulls: InFlight[str, LocalImage] = field(default_factory=InFlight)
     # One download per blob digest at a time: a second pull waits, then finds it in containerd.
