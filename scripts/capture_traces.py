@@ -29,7 +29,8 @@ Captured by `scripts/capture_traces.py` from a real run: criproxy on a private c
 with one busybox container driven through the CRI socket in the order a kubelet uses. Each line is
 one CRI call, then the containerd calls it made (service.Method[status code, milliseconds]) in the
 order they finished; calls made concurrently show up interleaved. `notes` are the handler's own
-progress remarks. Calls answered from criproxy's cache (List*, most Status calls) make none.
+progress remarks. Calls answered from criproxy's records and caches (the status and list reads, the
+image reads, ImageFsInfo after its first measurement) make none and are listed first.
 The same traces are served live on `<state>/debug.sock` at `/traces` (docs/architecture.md).
 
 """
@@ -61,6 +62,12 @@ def drive(env: Environment, rt: object, im: object, logs: Path) -> None:
                                                         sandbox_config=pod)).container_id
     rt.StartContainer(cri.StartContainerRequest(container_id=cid))  # type: ignore[attr-defined]
     rt.ContainerStatus(cri.ContainerStatusRequest(container_id=cid))  # type: ignore[attr-defined]
+    im.ImageStatus(cri.ImageStatusRequest(image=spec))  # type: ignore[attr-defined]
+    im.ListImages(cri.ListImagesRequest())  # type: ignore[attr-defined]
+    im.ImageFsInfo(cri.ImageFsInfoRequest())  # type: ignore[attr-defined]
+    rt.ListContainers(cri.ListContainersRequest())  # type: ignore[attr-defined]
+    rt.ListPodSandbox(cri.ListPodSandboxRequest())  # type: ignore[attr-defined]
+    rt.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=sid))  # type: ignore[attr-defined]
     rt.ExecSync(cri.ExecSyncRequest(container_id=cid, cmd=["true"], timeout=10))  # type: ignore[attr-defined]
     rt.ContainerStats(cri.ContainerStatsRequest(container_id=cid))  # type: ignore[attr-defined]
     rt.StopContainer(cri.StopContainerRequest(container_id=cid, timeout=2))  # type: ignore[attr-defined]
@@ -71,8 +78,21 @@ def drive(env: Environment, rt: object, im: object, logs: Path) -> None:
     im.RemoveImage(cri.RemoveImageRequest(image=spec))  # type: ignore[attr-defined]
 
 
-def render(traces: list[dict[str, object]]) -> str:
+def calls_without_containerd(metrics: str, traces: list[dict[str, object]]) -> list[str]:
+    """The CRI methods that were called (the metrics count them) but left no trace: every call of
+    theirs made no containerd call and succeeded."""
+    called = set()
+    for line in metrics.splitlines():
+        if line.startswith("criproxy_cri_requests_total{"):
+            called.add(line.split('method="', 1)[1].split('"', 1)[0])
+    return sorted(called - {str(t["rpc"]) for t in traces})
+
+
+def render(traces: list[dict[str, object]], without: list[str]) -> str:
     out = [HEADER]
+    if without:
+        out.append("Answered without any containerd call (from criproxy's records and caches): "
+                   + ", ".join(without) + ".\n")
     for t in traces:
         out.append(f"## {t['rpc']} ({t['code']}, {t['ms']} ms)\n")
         steps = t["steps"]
@@ -94,9 +114,10 @@ def main() -> None:
         with proc.client() as client:
             drive(env, client.runtime, client.image, env.scratch_dir("logs"))
         traces = json.loads(http_get(proc.state / "debug.sock", "/traces"))
+        metrics = http_get(proc.state / "debug.sock", "/metrics")
     finally:
         env.close()
-    (ROOT / "docs" / "traces.md").write_text(render(traces))
+    (ROOT / "docs" / "traces.md").write_text(render(traces, calls_without_containerd(metrics, traces)))
     print(f"wrote docs/traces.md with {len(traces)} traces")
 
 
