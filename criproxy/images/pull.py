@@ -64,7 +64,7 @@ async def ensure_unpacked(app: App, image: LocalImage) -> None:
     layers = manifest.parse_manifest(doc, str(doc.get("mediaType", ""))).layers
     diff_ids = manifest.diff_ids(image.config, len(layers))
     chains = chain_ids(diff_ids)
-    async with app.ctrd.lease("pull", {PULL_LEASE: "1"}) as lease:
+    async with app.ctrd.lease("pull", {PULL_LEASE: str(app.config.listen)}) as lease:
         parent = ""
         for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True):
             await _unpack_shared(app, lease, layer, diff_id, chain, parent)
@@ -122,7 +122,7 @@ async def _pull(app: App, ref: reference.Reference, creds: Credentials, progress
 
     reg = Registry(app, ref, creds)
     log.info("pulling %s", ref)
-    async with app.ctrd.lease("pull", {PULL_LEASE: "1"}) as lease:
+    async with app.ctrd.lease("pull", {PULL_LEASE: str(app.config.listen)}) as lease:
         root, body = await reg.manifest(ref.digest or ref.tag, resolve=not ref.digest)
         trace.note(f"resolved {ref} to {root.media_type} {root.digest}")
         src = dict([manifest.source_label(ref.domain, ref.path)])
@@ -218,9 +218,15 @@ async def _unpack_shared(app: App, lease: str, layer: Descriptor, diff_id: str, 
 
 
 async def drop_stale_pull_leases(app: App) -> None:
-    """Leases of pulls a killed criproxy left behind: delete them so GC collects their content."""
-    resp = await app.ctrd.leases.List(leases_pb.ListRequest(filters=[f'labels."{PULL_LEASE}"']))
+    """Leases of pulls a killed criproxy left behind: delete them so GC collects their content.
+
+    Only this criproxy's: the label holds its CRI socket, so another criproxy sharing the namespace
+    keeps the leases of the pulls it has in flight."""
+    owner = str(app.config.listen)
+    resp = await app.ctrd.leases.List(leases_pb.ListRequest(filters=[f'labels."{PULL_LEASE}"=="{owner}"']))
     for lease in resp.leases:
+        if lease.labels.get(PULL_LEASE) != owner:
+            continue
         with contextlib.suppress(errors.NotFound):
             await app.ctrd.leases.Delete(leases_pb.DeleteRequest(id=lease.id))
         log.info("deleted lease %s of an interrupted pull", lease.id)

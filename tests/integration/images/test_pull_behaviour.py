@@ -231,3 +231,18 @@ def test_pull_killed_at_observed_points_leaves_nothing_after_gc(
         c.image.RemoveImage(cri.RemoveImageRequest(image=cri.ImageSpec(image=ref)))
     _nothing_left(testenv, ns)
     assert reached, f"the pull finished before {point} was seen: the kill point was never hit"
+
+
+def test_start_drops_only_its_own_stale_pull_leases(
+        testenv: Environment, criproxy_factory: Callable[..., CriproxyProcess]) -> None:
+    """Two criproxies may share a namespace: at start one deletes the pull leases its killed self left
+    (labelled with its CRI socket), never the other's, which may belong to a pull in flight."""
+    ns = _ns()
+    proc = criproxy_factory(namespace=ns, start=False)
+    testenv.ctr("leases", "create", "--id", "pull-mine", f"criproxy.io/pull={proc.socket}", namespace=ns)
+    testenv.ctr("leases", "create", "--id", "pull-other", "criproxy.io/pull=/run/other/criproxy.sock",
+                namespace=ns)
+    proc.start()
+    ids = [line.split()[0] for line in leftovers(testenv, ns)["leases"]]
+    assert "pull-other" in ids and "pull-mine" not in ids, ids
+    testenv.ctr("leases", "rm", "pull-other", namespace=ns)
