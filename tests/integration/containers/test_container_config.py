@@ -15,7 +15,7 @@ import pytest
 
 from criproxy.protos import cri
 from tests.harness import Dir, ImageConfig, build_image, busybox_layers
-from tests.harness.client import CriClient
+from tests.harness.criproxy import CriproxyProcess
 from tests.harness.env import Environment
 from tests.harness.images import DEFAULT_PATH
 from tests.integration.containers.conftest import Pod, container_config, read_log, wait_for
@@ -24,14 +24,15 @@ SLEEP = ["sleep", "1000"]
 
 
 @pytest.fixture(scope="module")
-def cfg_image(testenv: Environment, busybox: str) -> str:
+def cfg_image(testenv: Environment, busybox: str, criproxy_proc: CriproxyProcess) -> str:
     """An image with entrypoint, cmd, env, user, workdir and stop signal of its own."""
     layout = build_image("cfgimg", "v1", {"work": Dir(0o777)},
                          ImageConfig(entrypoint=["/bin/sh", "-c"], cmd=["echo image-cmd"], user="app",
                                      env=[DEFAULT_PATH, "FROM_IMAGE=1", "OVERRIDE=image"], workdir="/work",
                                      stop_signal="SIGUSR1"), base=busybox_layers())
     ref = testenv.push(layout)
-    with CriClient(testenv.criproxies[0].socket) as c:
+    criproxy_proc.ensure_running()
+    with criproxy_proc.client() as c:
         c.image.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=ref)), timeout=120)
     return ref
 

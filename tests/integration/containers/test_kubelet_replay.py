@@ -18,6 +18,7 @@ from typing import Any
 
 from criproxy.protos import cri
 from tests.harness.client import CriClient
+from tests.harness.criproxy import CriproxyProcess
 from tests.harness.env import Environment
 from tests.integration.containers.conftest import container_config, pod_config, read_log, wait_for
 
@@ -84,7 +85,8 @@ def _start_attempt(rt: Any, img: Any, pod_id: str, pod_cfg: cri.PodSandboxConfig
     return str(cid)
 
 
-def test_static_pod_replay(cri: CriClient, testenv: Environment, busybox: str, ctr: Any) -> None:
+def test_static_pod_replay(cri: CriClient, testenv: Environment, busybox: str, ctr: Any,
+                           criproxy_proc: CriproxyProcess) -> None:
     rt, img = cri.runtime, cri.image
     pod_cfg = pod_config(testenv.scratch_dir("kubelet-logs"), "static-web")
     with Poller(cri) as poller:
@@ -117,7 +119,7 @@ def test_static_pod_replay(cri: CriClient, testenv: Environment, busybox: str, c
     for what in ("containers", "tasks", "snapshots"):
         out = ctr(what, "ls")
         assert pod_id not in out and first not in out and second not in out
-    state = testenv.criproxies[0].base / "state" / "containers"
+    state = criproxy_proc.base / "state" / "containers"
     assert not (state / first).exists() and not (state / second).exists()
     listed = rt.ListContainers(cri.pb.ListContainersRequest(filter=cri.pb.ContainerFilter(pod_sandbox_id=pod_id)))
     assert not listed.containers

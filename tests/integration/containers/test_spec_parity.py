@@ -17,6 +17,7 @@ import pytest
 
 from criproxy.protos import cri
 from tests.harness.client import CriClient
+from tests.harness.criproxy import CriproxyProcess
 from tests.harness.env import Environment
 from tests.integration.containers.conftest import Pod, container_config, pod_config
 
@@ -203,7 +204,7 @@ PROBES = ["io_uring_setup", "vsock", "inet", "unix"]
 
 
 @pytest.fixture(scope="module")
-def probe(testenv: Environment, busybox: str) -> tuple[str, dict[str, str]]:
+def probe(testenv: Environment, busybox: str, criproxy_proc: CriproxyProcess) -> tuple[str, dict[str, str]]:
     """An image with a static probe binary (busybox has no applet making these calls), and what the
     probe gets on the host itself, unconfined."""
     from tests.harness import File, ImageConfig, build_image, busybox_layers
@@ -216,7 +217,8 @@ def probe(testenv: Environment, busybox: str) -> tuple[str, dict[str, str]]:
     layout = build_image("sysprobe", "v1", {"probe": File(work / "probe", 0o755)},
                          ImageConfig(cmd=["sleep", "1000"]), base=busybox_layers())
     ref = testenv.push(layout)
-    with CriClient(testenv.criproxies[0].socket) as c:
+    criproxy_proc.ensure_running()
+    with criproxy_proc.client() as c:
         c.image.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=ref)), timeout=120)
     return ref, host
 
@@ -288,7 +290,7 @@ def test_ordinary_workload_runs_under_runtime_default(make_pod: Callable[..., Po
 
 
 @pytest.fixture(scope="module")
-def volume_image(testenv: Environment, busybox: str) -> str:
+def volume_image(testenv: Environment, busybox: str, criproxy_proc: CriproxyProcess) -> str:
     """An image declaring VOLUMEs, with content at /data (owned by app) and at /cfg."""
     from tests.harness import Dir, File, ImageConfig, build_image, busybox_layers
 
@@ -298,12 +300,14 @@ def volume_image(testenv: Environment, busybox: str) -> str:
                          ImageConfig(cmd=["sleep", "1000"], volumes=["/data", "/empty", "/cfg"]),
                          base=busybox_layers())
     ref = testenv.push(layout)
-    with CriClient(testenv.criproxies[0].socket) as c:
+    criproxy_proc.ensure_running()
+    with criproxy_proc.client() as c:
         c.image.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=ref)), timeout=120)
     return ref
 
 
-def test_image_volumes_seeded_per_container_and_removed(testenv: Environment, make_pod: Callable[..., Pod],
+def test_image_volumes_seeded_per_container_and_removed(testenv: Environment, criproxy_proc: CriproxyProcess,
+                                                        make_pod: Callable[..., Pod],
                                                         builtin_pod: Callable[..., Pod], builtin_cri: CriClient,
                                                         volume_image: str) -> None:
     """Each VOLUME not mounted by the CRI config is a bind-mounted dir of the container's own,
@@ -322,14 +326,14 @@ def test_image_volumes_seeded_per_container_and_removed(testenv: Environment, ma
     assert seen == theirs.sh(theirs.run(cfg), check)
     assert seen.split("\n") == ["from image", "deep", "1000:1000 750", "1000:1000 640", "0", "from-host", "2", ""]
     ours.sh(c_ours, "echo written > /data/new")
-    vol_dirs = list((testenv.criproxies[0].root / "containers" / c_ours / "volumes").iterdir())
+    vol_dirs = list((criproxy_proc.root / "containers" / c_ours / "volumes").iterdir())
     assert len(vol_dirs) == 2 and [(d / "new").read_text() for d in vol_dirs if (d / "new").exists()] == ["written\n"]
     second = ours.run(container_config(volume_image, name="c2", command=SLEEP))
     assert ours.exec(second, "cat", "/data/new").exit_code != 0               # its own fresh copy
     assert ours.sh(second, "cat /cfg/x") == "x\n"                              # no CRI mount: the image volume
     ours.rt.StopContainer(cri.StopContainerRequest(container_id=c_ours, timeout=0))
     ours.rt.RemoveContainer(cri.RemoveContainerRequest(container_id=c_ours))
-    assert not (testenv.criproxies[0].root / "containers" / c_ours).exists()
+    assert not (criproxy_proc.root / "containers" / c_ours).exists()
 
 
 def test_no_resources_means_no_oom_score_adj(testenv: Environment, make_pod: Callable[..., Pod],
