@@ -25,7 +25,7 @@ GC_REF_SNAPSHOT = "containerd.io/gc.ref.snapshot."    # + snapshotter name, on t
 DISTRIBUTION_SOURCE = "containerd.io/distribution.source."   # + registry host
 SNAPSHOT_REF = "containerd.io/snapshot.ref"           # committed snapshot label: its chain ID
 UNCOMPRESSED = "containerd.io/uncompressed"           # layer blob label: its diff ID
-PULL_LEASE = "criproxy.io/pull"                       # criproxy's own: a pull's lease (value: the CRI socket), dropped at start
+PULL_LEASE = "criproxy.io/pull"                       # criproxy's own: a pull's lease (its CRI socket)
 
 # ---- OCI spec annotations (read by the shim, hooks and NRI plugins) --------------------------------------
 CONTAINER_TYPE = "io.kubernetes.cri.container-type"   # "sandbox" or "container"

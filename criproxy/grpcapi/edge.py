@@ -81,15 +81,22 @@ def _unary(app: App, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_READY)
         tr = trace.Trace(name)
         token = trace.current.set(tr)
-        code = "OK"
         try:
-            return await fn(app, request)
+            result = await fn(app, request)
         except Exception as err:
-            code = _code(err)
-            await _fail(context, name, err)
-        finally:
+            # Accounted before the abort: grpc.aio sends the status from inside abort(), so a client
+            # reading /metrics right after its error must already find the call counted.
             trace.current.reset(token)
-            _ended(app, tr, code)
+            _ended(app, tr, _code(err))
+            await _fail(context, name, err)
+            raise  # pragma: no cover - _fail always raises (abort)
+        except BaseException:
+            trace.current.reset(token)
+            _ended(app, tr, "CANCELLED")
+            raise
+        trace.current.reset(token)
+        _ended(app, tr, "OK")
+        return result
     return behavior
 
 
@@ -107,11 +114,14 @@ def _server_stream(app: App, name: str, fn: Callable[..., Any]) -> Callable[...,
                 yield item
         except BaseException as err:
             code = _code(err)
+            with contextlib.suppress(ValueError):   # closed from another context: nothing to restore
+                trace.current.reset(token)
+            _ended(app, tr, code)   # before the abort, which sends the status (see _unary)
             if not isinstance(err, Exception):
                 raise
             await _fail(context, name, err)
-        finally:
-            with contextlib.suppress(ValueError):   # closed from another context: nothing to restore
+        else:
+            with contextlib.suppress(ValueError):
                 trace.current.reset(token)
             _ended(app, tr, code)
     return behavior
