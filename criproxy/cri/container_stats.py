@@ -32,7 +32,7 @@ async def _metrics(app: App, ids: list[str]) -> dict[str, tuple[int, stats.Usage
             for m in resp.metrics if m.id in wanted}
 
 
-async def _snapshot_root(app: App) -> str:
+async def snapshot_root(app: App) -> str:
     root = app.snapshot_root
     if root is None:
         resp = await app.ctrd.introspection.Plugins(introspection_pb.PluginsRequest(
@@ -42,7 +42,7 @@ async def _snapshot_root(app: App) -> str:
     return root
 
 
-async def _fs_usage(app: App, rec: ContainerRecord, root: str) -> cri.FilesystemUsage | None:
+async def fs_usage(app: App, rec: ContainerRecord, root: str) -> cri.FilesystemUsage | None:
     cache = app.container_fs
     hit = cache.get(rec.id)
     if hit is not None and time.monotonic() - hit[0] < FS_TTL:
@@ -79,8 +79,8 @@ async def collect(app: App, recs: Iterable[ContainerRecord]) -> list[cri.Contain
     recs = list(recs)
     running = [r.id for r in recs if r.state == cri.CONTAINER_RUNNING]
     metrics = await _metrics(app, running) if running else {}
-    root = await _snapshot_root(app)
-    layers = await asyncio.gather(*(_fs_usage(app, r, root) for r in recs))
+    root = await snapshot_root(app)
+    layers = await asyncio.gather(*(fs_usage(app, r, root) for r in recs))
     live = {r.id for r in app.containers.values()}
     for gone in set(app.container_cpu) - live:
         del app.container_cpu[gone]

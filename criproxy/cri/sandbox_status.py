@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
+
+from google.protobuf import json_format
 
 from criproxy.app import App
 from criproxy.cri import rpc, sandbox_events
@@ -29,8 +32,14 @@ def verbose_info(app: App, rec: SandboxRecord) -> dict[str, str]:
         "snapshotKey": rec.id, "snapshotter": app.config.snapshotter, "runtimeHandler": rec.runtime_handler,
         "runtimeType": rec.runtime_type, "config": t.config_to_json(rec.config),
         "sandboxDir": str(rec.dir or ""), "exitStatus": rec.exit_status,
+        "overhead": _resources(rec.overhead), "resources": _resources(rec.resources),
     }
     return {"info": json.dumps(info)}
+
+
+def _resources(r: cri.LinuxContainerResources | None) -> dict[str, Any] | None:
+    """UpdatePodSandboxResources' last values in the CRI's JSON names; None before any update."""
+    return None if r is None else json_format.MessageToDict(r)
 
 
 TIMESTAMP_TAG = b"\x20"          # field 4 (timestamp), varint

@@ -117,6 +117,10 @@ class InterfaceCounters:
     rx_errors: int
     tx_bytes: int
     tx_errors: int
+    rx_packets: int = 0
+    rx_dropped: int = 0
+    tx_packets: int = 0
+    tx_dropped: int = 0
 
 
 def parse_net_dev(text: str) -> list[InterfaceCounters]:
@@ -128,7 +132,9 @@ def parse_net_dev(text: str) -> list[InterfaceCounters]:
         if not sep or len(fields) < 16:
             continue
         out.append(InterfaceCounters(name=name.strip(), rx_bytes=int(fields[0]), rx_errors=int(fields[2]),
-                                     tx_bytes=int(fields[8]), tx_errors=int(fields[10])))
+                                     tx_bytes=int(fields[8]), tx_errors=int(fields[10]),
+                                     rx_packets=int(fields[1]), rx_dropped=int(fields[3]),
+                                     tx_packets=int(fields[9]), tx_dropped=int(fields[11])))
     return out
 
 
