@@ -14,9 +14,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from criproxy.protos import cri
+from tests.harness.criproxy import CriproxyProcess
 from tests.harness.env import Environment
 from tests.integration.containers.conftest import Pod, container_config, wait_for
 from tests.integration.containers.conftest import pod_config as logged_pod_config
@@ -220,3 +222,44 @@ def test_stream_lists_ready_pods_only_and_host_network_has_no_network(pods: Pods
     pods.stop(b)
     listed = {p.pod_sandbox_id for p in rt.ListPodSandboxMetrics(cri.ListPodSandboxMetricsRequest()).pod_metrics}
     assert a in listed and b not in listed
+
+
+# ---- UpdatePodSandboxResources ----------------------------------------------------------------
+
+def _update(pods: Pods, sid: str, overhead: cri.LinuxContainerResources | None = None,
+            resources: cri.LinuxContainerResources | None = None) -> None:
+    pods.client.runtime.UpdatePodSandboxResources(cri.UpdatePodSandboxResourcesRequest(
+        pod_sandbox_id=sid, overhead=overhead, resources=resources))
+
+
+def test_update_pod_sandbox_resources_stored_reported_and_recovered(pods: Pods, criproxy: CriproxyProcess) -> None:
+    sid = pods.run(pod_config("upd"))
+    assert pods.info(sid)["resources"] is None and pods.info(sid)["overhead"] is None
+    res = cri.LinuxContainerResources(cpu_period=100000, cpu_quota=50000, cpu_shares=512,
+                                      memory_limit_in_bytes=256 << 20)
+    over = cri.LinuxContainerResources(cpu_shares=10, memory_limit_in_bytes=32 << 20)
+    _update(pods, sid, over, res)
+    want_res = {"cpuPeriod": "100000", "cpuQuota": "50000", "cpuShares": "512", "memoryLimitInBytes": str(256 << 20)}
+    want_over = {"cpuShares": "10", "memoryLimitInBytes": str(32 << 20)}
+    assert pods.info(sid)["resources"] == want_res and pods.info(sid)["overhead"] == want_over
+
+    for bad in (cri.LinuxContainerResources(cpu_shares=-1), cri.LinuxContainerResources(cpu_quota=-5),
+                cri.LinuxContainerResources(cpuset_cpus="0-x")):
+        with pytest.raises(grpc.RpcError) as e:
+            _update(pods, sid, resources=bad)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as e:
+            _update(pods, sid, overhead=bad)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert pods.info(sid)["resources"] == want_res and pods.info(sid)["overhead"] == want_over   # unchanged
+
+    for unknown in ("0" * 64, "", "nosuchpod"):
+        with pytest.raises(grpc.RpcError) as e:
+            _update(pods, unknown, resources=res)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND, unknown
+
+    criproxy.kill()
+    criproxy.start()
+    pods.client.reconnect()
+    assert pods.info(sid)["resources"] == want_res and pods.info(sid)["overhead"] == want_over
+    assert pods.status(sid).status.state == cri.SANDBOX_READY
