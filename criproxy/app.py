@@ -47,6 +47,9 @@ class App:
     # Lowest oom_score_adj put in a spec (None: values pass as asked); set at start, see
     # oci.spec.oom_score_floor.
     oom_score_floor: int | None = None
+    # Whether recursive read-only mounts work, per runtime handler name ("" = the default); probed at
+    # start (oci/rro.py), absent = no.
+    rro_support: dict[str, bool] = field(default_factory=dict)
     observer: Observer = field(default_factory=Observer)           # metrics and recent traces
     # -- stores (state/) -----------------------------------------------------------------------------
     sandboxes: SandboxStore = field(default_factory=SandboxStore)

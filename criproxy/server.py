@@ -40,8 +40,10 @@ from criproxy.errors import StartupError
 from criproxy.grpcapi.edge import generic_handlers
 from criproxy.images import catalog, pull
 from criproxy.observability import DebugServer
+from criproxy.oci import rro
 from criproxy.oci.spec import detect_oom_score_floor
 from criproxy.streaming.server import StreamingServer
+from criproxy.translate.sandbox import handler_config
 
 log = logging.getLogger("criproxy.server")
 
@@ -200,11 +202,24 @@ def oom_score_floor(cfg: Config) -> int | None:
     return floor
 
 
+def handler_binaries(cfg: Config) -> dict[str, str]:
+    """The runc binary of each runtime handler, by CRI name ("" = the default handler)."""
+    names = {"", "runc", *cfg.runtime_handlers}
+    out = {}
+    for name in names:
+        try:
+            out[name] = handler_config(cfg, name).binary_name or "runc"
+        except errors.InvalidArgument:      # a default handler that is not configured: none
+            continue
+    return out
+
+
 async def serve(cfg: Config) -> None:
     lock = take_socket_lock(cfg.listen)
     ctrd, managed = await connect_containerd(cfg)
     app = App(config=cfg, ctrd=ctrd)
     app.oom_score_floor = oom_score_floor(cfg)
+    app.rro_support = await rro.probe(handler_binaries(cfg))
     server: grpc.aio.Server | None = None
     try:
         app.containerd_version = await ctrd.server_version(timeout=5)

@@ -59,13 +59,15 @@ def _pod_files(sandbox: SandboxRecord) -> dict[str, str | None]:
             "/etc/resolv.conf": ok(sandbox.resolv_conf_path), "/dev/shm": ok(sandbox.shm_path)}
 
 
-def _mounts(config: cri.ContainerConfig, sandbox: SandboxRecord) -> list[dict[str, Any]]:
+def _mounts(app: App, config: cri.ContainerConfig, sandbox: SandboxRecord) -> list[dict[str, Any]]:
     sc = config.linux.security_context
+    rro = app.rro_support.get(sandbox.runtime_handler, False)
     out = []
     for m in config.mounts:
+        oc.check_recursive_read_only(m, rro)
         host = oc.prepare_host_path(m)
         oc.check_propagation(m, host)
-        out.append(oc.cri_mount(m, host))
+        out.append(oc.cri_mount(m, host, rro))
     taken = {m["destination"] for m in out}
     return oc.pod_file_mounts(_pod_files(sandbox), taken, sc.readonly_rootfs) + out
 
@@ -111,7 +113,7 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
         with_env([f"HOSTNAME={_hostname(sandbox)}"], list(img.get("Env") or []), oc.config_env(config)),
         oc.with_identity(ident),
         oc.with_pod_namespaces(opts, sandbox.pid, _target_pid(app, opts)),
-        oc.with_container_mounts(_mounts(config, sandbox) + volume_mounts(volumes or [])),
+        oc.with_container_mounts(_mounts(app, config, sandbox) + volume_mounts(volumes or [])),
         *_security(config, sandbox),
         oc.with_devices(devices, rules),
         oc.with_resources(resources, clamp_oom_score_adj(int(resources.oom_score_adj), app.oom_score_floor)

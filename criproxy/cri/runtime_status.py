@@ -37,10 +37,11 @@ def _network_condition(app: App) -> cri.RuntimeCondition:
 
 
 def _handlers(app: App) -> list[cri.RuntimeHandler]:
-    # runc 1.1 (Debian 12) has neither recursive read-only mounts nor user namespaces for pods.
+    """Recursive read-only mounts as probed at start (oci/rro.py); no user namespaces for pods
+    (criproxy does not map them)."""
     names = ["", *sorted(app.config.runtime_handlers)]
     return [cri.RuntimeHandler(name=n, features=cri.RuntimeHandlerFeatures(
-        recursive_read_only_mounts=False, user_namespaces=False)) for n in names]
+        recursive_read_only_mounts=app.rro_support.get(n, False), user_namespaces=False)) for n in names]
 
 
 def _verbose_info(app: App) -> dict[str, str]:
@@ -55,7 +56,7 @@ async def status(app: App, request: cri.StatusRequest) -> cri.StatusResponse:
     runtime, network = await _runtime_condition(app), _network_condition(app)
     resp = cri.StatusResponse(status=cri.RuntimeStatus(conditions=[runtime, network]),
                               runtime_handlers=_handlers(app),
-                              features=cri.RuntimeFeatures(supplemental_groups_policy=False))
+                              features=cri.RuntimeFeatures(supplemental_groups_policy=True))
     if request.verbose:
         resp.info.update(_verbose_info(app))
     return resp

@@ -169,7 +169,12 @@ def _lookup_user(files: UserFiles, user: str) -> tuple[int, int, str]:
 
 def resolve_identity(sc: cri.LinuxContainerSecurityContext, image_user: str, files: UserFiles) -> Identity:
     """uid/gid/groups from run_as_user | run_as_username | the image's USER, then run_as_group,
-    then supplemental groups (from /etc/group unless the policy is Strict, then the pod's)."""
+    then supplemental groups (from /etc/group unless the policy is Strict, then the pod's).
+
+    A group without a user is refused, as containerd's CRI does: the image's USER would pick the
+    user, and a group meant for the config's own user would silently land on someone else."""
+    if sc.HasField("run_as_group") and not sc.HasField("run_as_user") and not sc.run_as_username:
+        raise errors.InvalidArgument("run_as_group is set without run_as_user or run_as_username")
     if sc.HasField("run_as_user"):
         uid, gid, name = _lookup_user(files, str(sc.run_as_user.value))
     elif sc.run_as_username:
@@ -200,17 +205,29 @@ def with_identity(ident: Identity) -> Option:
 
 # ---- mounts --------------------------------------------------------------------------------------
 
-def cri_mount(m: cri.Mount, host_path: str, rro_supported: bool = True) -> dict[str, Any]:
+def check_recursive_read_only(m: cri.Mount, rro_supported: bool) -> None:
+    """An rro mount must be read-only with private propagation (a shared or slave mount would let
+    writable mounts arrive later), and needs runc and kernel support (``oci.rro``); checked before
+    anything is made for the mount."""
+    if not m.recursive_read_only:
+        return
+    if not m.readonly:
+        raise errors.InvalidArgument(f"recursive read-only mount at {m.container_path} must also be readonly")
+    if m.propagation != cri.PROPAGATION_PRIVATE:
+        raise errors.InvalidArgument(f"recursive read-only mount at {m.container_path} must have private "
+                                     "propagation")
+    if not rro_supported:
+        raise errors.InvalidArgument(f"recursive read-only mount at {m.container_path}: the runtime handler's "
+                                     "runc or the kernel does not support recursive read-only mounts")
+
+
+def cri_mount(m: cri.Mount, host_path: str, rro_supported: bool) -> dict[str, Any]:
     """A CRI bind mount as an OCI mount: rbind, propagation, ro/rw, recursive read-only."""
     if m.HasField("image") and m.image.image:
         raise errors.InvalidArgument(f"image volume mounts are not supported (mount at {m.container_path})")
+    check_recursive_read_only(m, rro_supported)
     opts = ["rbind", PROPAGATION.get(m.propagation, "rprivate")]
     if m.recursive_read_only:
-        if not m.readonly or m.propagation != cri.PROPAGATION_PRIVATE:
-            raise errors.InvalidArgument(f"recursive read-only mount {m.container_path} must be readonly "
-                                         "with private propagation")
-        if not rro_supported:
-            raise errors.InvalidArgument("recursive read-only mounts are not supported by this kernel/runc")
         opts.append("rro")
     opts.append("ro" if m.readonly else "rw")
     return {"destination": m.container_path, "type": "bind", "source": host_path, "options": opts}

@@ -121,14 +121,14 @@ def test_cgroup_namespace_only_on_unified_hosts() -> None:
 ])
 def test_cri_mount_options(prop: int, ro: bool, expected: list[str]) -> None:
     m = cri.Mount(container_path="/data", host_path="/h", readonly=ro, propagation=prop)  # type: ignore[arg-type]
-    assert oc.cri_mount(m, "/h")["options"] == expected
+    assert oc.cri_mount(m, "/h", True)["options"] == expected
 
 
 def test_recursive_readonly() -> None:
     m = cri.Mount(container_path="/d", host_path="/h", readonly=True, recursive_read_only=True)
-    assert oc.cri_mount(m, "/h")["options"] == ["rbind", "rprivate", "rro", "ro"]
+    assert oc.cri_mount(m, "/h", True)["options"] == ["rbind", "rprivate", "rro", "ro"]
     with pytest.raises(errors.InvalidArgument):
-        oc.cri_mount(cri.Mount(container_path="/d", host_path="/h", recursive_read_only=True), "/h")
+        oc.cri_mount(cri.Mount(container_path="/d", host_path="/h", recursive_read_only=True), "/h", True)
 
 
 def test_container_mounts_replace_defaults_sort_and_set_rootfs_propagation() -> None:

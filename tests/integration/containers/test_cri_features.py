@@ -1,0 +1,113 @@
+"""CRI v1 features containerd 2.x serves: recursive read-only mounts, the security context checks
+and supplemental groups policy, CDI devices, per-handler options — each checked from inside the
+container, and its bad input refused with INVALID_ARGUMENT before anything is made."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from criproxy.protos import cri
+from tests.harness.client import CriClient
+from tests.harness.env import Environment
+from tests.integration.containers.conftest import Pod, container_config
+
+SLEEP = ["sleep", "1000"]
+
+
+def _host_rro() -> bool:
+    """What this host can do, found without criproxy: runc lists "rro" and the kernel is 5.12+."""
+    out = subprocess.run(["runc", "features"], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return False
+    major, minor = (int(x) for x in Path("/proc/sys/kernel/osrelease").read_text().split(".")[:2])
+    return "rro" in json.loads(out.stdout).get("mountOptions", []) and (major, minor) >= (5, 12)
+
+
+@pytest.fixture
+def dir_with_submount(testenv: Environment) -> Iterator[Path]:
+    """A host dir with a writable tmpfs mounted below it: a plain read-only bind leaves that
+    submount writable, a recursive one does not."""
+    top = testenv.scratch_dir("rro")
+    (top / "sub").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "rrosub", str(top / "sub")], check=True)
+    yield top
+    subprocess.run(["umount", "-l", str(top / "sub")], check=False)
+
+
+def _mount(host: Path, **kw: object) -> cri.Mount:
+    return cri.Mount(container_path="/data", host_path=str(host), **kw)  # type: ignore[arg-type]
+
+
+def test_status_reports_rro_and_supplemental_groups_policy(cri: CriClient) -> None:
+    resp = cri.runtime.Status(cri.pb.StatusRequest())
+    handlers = {h.name: h.features for h in resp.runtime_handlers}
+    assert handlers[""].recursive_read_only_mounts is _host_rro()
+    assert handlers["runc"].recursive_read_only_mounts is _host_rro()
+    assert not handlers[""].user_namespaces
+    assert resp.features.supplemental_groups_policy
+
+
+def test_recursive_read_only_mount(pod: Pod, dir_with_submount: Path) -> None:
+    if not _host_rro():
+        pytest.skip("runc or the kernel lacks recursive read-only mounts")
+    ro = pod.run(container_config(pod.image, name="ro", command=SLEEP,
+                                  mounts=[_mount(dir_with_submount, readonly=True)]))
+    rro = pod.run(container_config(pod.image, name="rro", command=SLEEP,
+                                   mounts=[_mount(dir_with_submount, readonly=True, recursive_read_only=True)]))
+    # a plain read-only bind: the top is read-only, the submount below is not
+    assert pod.exec(ro, "touch", "/data/x").exit_code != 0
+    assert pod.exec(ro, "touch", "/data/sub/x").exit_code == 0
+    # recursive: neither is writable, and the submount is mounted ro
+    assert pod.exec(rro, "touch", "/data/y").exit_code != 0
+    assert pod.exec(rro, "touch", "/data/sub/y").exit_code != 0
+    sub = pod.sh(rro, "grep ' /data/sub ' /proc/self/mountinfo").split()
+    assert sub[5].split(",")[0] == "ro"
+
+
+@pytest.mark.parametrize("kw", [dict(readonly=False, recursive_read_only=True),
+                                dict(readonly=True, recursive_read_only=True,
+                                     propagation=cri.PROPAGATION_HOST_TO_CONTAINER)])
+def test_recursive_read_only_bad_input(pod: Pod, testenv: Environment, ctr: object, kw: dict[str, object]) -> None:
+    before = ctr("containers", "ls", "-q")  # type: ignore[operator]
+    cfg = container_config(pod.image, name="bad", command=SLEEP, mounts=[_mount(testenv.scratch_dir("b"), **kw)])
+    with pytest.raises(grpc.RpcError) as e:
+        pod.create(cfg)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+    assert "recursive read-only" in (e.value.details() or "")
+    assert ctr("containers", "ls", "-q") == before  # type: ignore[operator]
+
+
+def test_run_as_group_without_user_is_invalid(pod: Pod, ctr: object) -> None:
+    before = ctr("containers", "ls", "-q")  # type: ignore[operator]
+    cfg = container_config(pod.image, name="g", command=SLEEP)
+    cfg.linux.security_context.run_as_group.value = 2000
+    with pytest.raises(grpc.RpcError) as e:
+        pod.create(cfg)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+    assert "run_as_group" in (e.value.details() or "")
+    assert ctr("containers", "ls", "-q") == before  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(("policy", "groups", "id_groups"), [
+    (cri.Merge, [1000, 2000, 3000], "groups=1000(app),2000(extra),3000"),
+    (cri.Strict, [1000, 3000], "groups=1000(app),3000"),
+])
+def test_supplemental_groups_policy(pod: Pod, policy: int, groups: list[int], id_groups: str) -> None:
+    """busybox's user app (1000:1000) is a member of group extra (2000) in the image's /etc/group:
+    Merge adds it, Strict keeps only the primary group and the config's own."""
+    cfg = container_config(pod.image, name="sg", command=SLEEP)
+    sc = cfg.linux.security_context
+    sc.run_as_username, sc.supplemental_groups_policy = "app", policy  # type: ignore[assignment]
+    sc.supplemental_groups[:] = [3000]
+    cid = pod.run(cfg)
+    assert pod.sh(cid, "id").strip().endswith(id_groups)
+    user = pod.status(cid).user.linux
+    assert (user.uid, user.gid, sorted(user.supplemental_groups)) == (1000, 1000, groups)
+    status = pod.sh(cid, "grep ^Groups: /proc/1/status").split()[1:]
+    assert sorted(int(g) for g in status) == groups
