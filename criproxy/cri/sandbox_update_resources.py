@@ -1,6 +1,6 @@
 """UpdatePodSandboxResources: the kubelet's new pod-level overhead and resources, kept with the pod.
 
-What containerd 2.x's CRI plugin does, and so criproxy: it finds the sandbox (NOT_FOUND otherwise),
+What containerd's CRI plugin does (after 2.1; 2.1 does not know the RPC), and so criproxy: it finds the sandbox (NOT_FOUND otherwise),
 hands the values to NRI plugins, stores them in the sandbox's status and in its containerd record
 (an extension), and writes no cgroup itself: the pod-level cgroup is the kubelet's (the
 ``cgroup_parent`` it created and sizes), and each container's own limits arrive through
