@@ -32,14 +32,15 @@ def verbose_info(app: App, rec: SandboxRecord) -> dict[str, str]:
         "snapshotKey": rec.id, "snapshotter": app.config.snapshotter, "runtimeHandler": rec.runtime_handler,
         "runtimeType": rec.runtime_type, "config": t.config_to_json(rec.config),
         "sandboxDir": str(rec.dir or ""), "exitStatus": rec.exit_status,
-        "overhead": _resources(rec.overhead), "resources": _resources(rec.resources),
+        "overhead": _resources(rec.config.linux.overhead), "resources": _resources(rec.config.linux.resources),
     }
     return {"info": json.dumps(info)}
 
 
-def _resources(r: cri.LinuxContainerResources | None) -> dict[str, Any] | None:
-    """UpdatePodSandboxResources' last values in the CRI's JSON names; None before any update."""
-    return None if r is None else json_format.MessageToDict(r)
+def _resources(r: cri.LinuxContainerResources) -> dict[str, Any]:
+    """The pod-level overhead or resources (from RunPodSandbox, or UpdatePodSandboxResources' last
+    values) in the CRI's JSON names; {} when none."""
+    return json_format.MessageToDict(r)
 
 
 TIMESTAMP_TAG = b"\x20"          # field 4 (timestamp), varint

@@ -1,13 +1,15 @@
-"""UpdatePodSandboxResources: the kubelet's new pod-level overhead and resources, kept with the pod.
+"""UpdatePodSandboxResources: the kubelet's new pod-level overhead and resources, kept in the pod's config.
 
-What containerd's CRI plugin does (after 2.1; 2.1 does not know the RPC), and so criproxy: it finds the sandbox (NOT_FOUND otherwise),
-hands the values to NRI plugins, stores them in the sandbox's status and in its containerd record
-(an extension), and writes no cgroup itself: the pod-level cgroup is the kubelet's (the
-``cgroup_parent`` it created and sizes), and each container's own limits arrive through
-UpdateContainerResources. criproxy has no NRI, so it checks the values (the same rules as
-UpdateContainerResources: INVALID_ARGUMENT, nothing stored), writes them into the sandbox's metadata
-extension in containerd first (so a restart recovers them; a refusal there changes nothing), then into
-the record; PodSandboxStatus ``verbose`` reports them under ``overhead`` and ``resources``.
+The CRI says the call "synchronously updates the PodSandboxConfig with the pod-level resource
+configuration", that the kubelet makes it *after* it has resized the pod-level cgroup itself (the
+``cgroup_parent`` it owns), and that it is best effort. containerd's CRI plugin (after 2.1; 2.1 does
+not know the RPC) finds the sandbox (NOT_FOUND otherwise), hands the values to NRI plugins, stores
+them with the sandbox, and writes no cgroup. criproxy (no NRI, no pod cgroup of its own) does the
+same: it checks both values with UpdateContainerResources' rules (INVALID_ARGUMENT, nothing stored),
+puts them in a copy of the pod's config (``linux.overhead``, ``linux.resources``, each replaced whole
+as containerd does), writes that into the sandbox's metadata extension in containerd (so recovery
+reads them back; a refusal there leaves the pod's config as it was), then makes the copy the pod's
+config. Verbose PodSandboxStatus shows them as ``overhead`` and ``resources`` (and inside ``config``).
 """
 
 from __future__ import annotations
@@ -25,18 +27,19 @@ async def update_pod_sandbox_resources(app: App, request: cri.UpdatePodSandboxRe
     rec = app.sandboxes.get(request.pod_sandbox_id)
     for part in (request.overhead, request.resources):
         container_update.check_resources(part, container_update.CGROUP_V2)
-    old = rec.overhead, rec.resources
-    rec.overhead = cri.LinuxContainerResources()
-    rec.overhead.CopyFrom(request.overhead)
-    rec.resources = cri.LinuxContainerResources()
-    rec.resources.CopyFrom(request.resources)
-    c = containers_pb.Container(id=rec.id)
-    ext = c.extensions[SANDBOX_METADATA]
-    ext.type_url, ext.value = t.METADATA_TYPE_URL, t.metadata_json(rec)
+    old = rec.config
+    new = cri.PodSandboxConfig()
+    new.CopyFrom(old)
+    new.linux.overhead.CopyFrom(request.overhead)
+    new.linux.resources.CopyFrom(request.resources)
+    rec.config = new                       # for metadata_json; put back if containerd refuses
     try:
+        c = containers_pb.Container(id=rec.id)
+        ext = c.extensions[SANDBOX_METADATA]
+        ext.type_url, ext.value = t.METADATA_TYPE_URL, t.metadata_json(rec)
         await app.ctrd.containers.Update(containers_pb.UpdateContainerRequest(
             container=c, update_mask={"paths": [f"extensions.{SANDBOX_METADATA}"]}))
     except BaseException:
-        rec.overhead, rec.resources = old
+        rec.config = old
         raise
     return cri.UpdatePodSandboxResourcesResponse()

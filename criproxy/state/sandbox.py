@@ -42,10 +42,6 @@ class SandboxRecord:
     image: str = ""                    # the pause image's containerd record name
     exit_status: int | None = None     # the pause process's, once it has exited
     exited_at: int = 0                 # unix nanoseconds
-    # UpdatePodSandboxResources' last overhead and resources (None before any update); persisted in the
-    # metadata extension, reported in verbose status.
-    overhead: cri.LinuxContainerResources | None = None
-    resources: cri.LinuxContainerResources | None = None
     # One in-flight StopPodSandbox / RemovePodSandbox per sandbox: concurrent callers await it.
     stopping: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)
     removing: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)

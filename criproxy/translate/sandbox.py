@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
 
 from criproxy import errors
 from criproxy.config import Config, RuntimeHandler
@@ -85,7 +84,7 @@ def metadata_json(rec: SandboxRecord) -> bytes:
         "CNIResult": rec.cni_result, "ProcessLabel": "",
         CRIPROXY_KEY: {"CreatedAt": rec.created_at, "Dir": str(rec.dir or ""),
                        "StateDir": str(rec.state_dir or ""), "RuntimeType": rec.runtime_type,
-                       "Image": rec.image, **_updated_resources(rec)},
+                       "Image": rec.image},
     }}
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -101,27 +100,7 @@ def record_from_metadata(raw: bytes, created_at: int) -> SandboxRecord:
         additional_ips=list(meta.get("AdditionalIPs") or []), cni_result=meta.get("CNIResult"),
         dir=Path(own["Dir"]) if own.get("Dir") else None,
         state_dir=Path(own["StateDir"]) if own.get("StateDir") else None,
-        runtime_type=own.get("RuntimeType") or "io.containerd.runc.v2", image=own.get("Image", ""),
-        overhead=_resources_from(own.get("Overhead")), resources=_resources_from(own.get("Resources")))
-
-
-def _updated_resources(rec: SandboxRecord) -> dict[str, str]:
-    """UpdatePodSandboxResources' values as hex of the serialized messages (exact round trip)."""
-    out = {}
-    if rec.overhead is not None:
-        out["Overhead"] = rec.overhead.SerializeToString().hex()
-    if rec.resources is not None:
-        out["Resources"] = rec.resources.SerializeToString().hex()
-    return out
-
-
-def _resources_from(raw: object) -> cri.LinuxContainerResources | None:
-    if not isinstance(raw, str):
-        return None
-    try:
-        return cri.LinuxContainerResources.FromString(bytes.fromhex(raw))
-    except DecodeError as e:
-        raise ValueError(f"stored resources: {e}") from e
+        runtime_type=own.get("RuntimeType") or "io.containerd.runc.v2", image=own.get("Image", ""))
 
 
 # ---- pod files ---------------------------------------------------------------------------------

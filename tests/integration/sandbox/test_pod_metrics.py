@@ -234,7 +234,7 @@ def _update(pods: Pods, sid: str, overhead: cri.LinuxContainerResources | None =
 
 def test_update_pod_sandbox_resources_stored_reported_and_recovered(pods: Pods, criproxy: CriproxyProcess) -> None:
     sid = pods.run(pod_config("upd"))
-    assert pods.info(sid)["resources"] is None and pods.info(sid)["overhead"] is None
+    assert pods.info(sid)["resources"] == {} and pods.info(sid)["overhead"] == {}
     res = cri.LinuxContainerResources(cpu_period=100000, cpu_quota=50000, cpu_shares=512,
                                       memory_limit_in_bytes=256 << 20)
     over = cri.LinuxContainerResources(cpu_shares=10, memory_limit_in_bytes=32 << 20)
@@ -263,3 +263,6 @@ def test_update_pod_sandbox_resources_stored_reported_and_recovered(pods: Pods, 
     pods.client.reconnect()
     assert pods.info(sid)["resources"] == want_res and pods.info(sid)["overhead"] == want_over
     assert pods.status(sid).status.state == cri.SANDBOX_READY
+    _update(pods, sid, resources=cri.LinuxContainerResources(cpu_shares=2))     # each part replaced whole
+    assert pods.info(sid)["resources"] == {"cpuShares": "2"} and pods.info(sid)["overhead"] == {}
+    assert pods.info(sid)["config"]["linux"]["resources"] == {"cpu_shares": "2"}
