@@ -13,9 +13,11 @@ be read (a task that exited meanwhile) leaves its metrics out rather than failin
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
+from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import container_stats, rpc
 from criproxy.io import procfs
@@ -27,6 +29,7 @@ from criproxy.translate import metrics as m
 from criproxy.translate import stats
 
 STREAM_CHUNK = 200
+log = logging.getLogger("criproxy.sandbox.metrics")
 
 
 @rpc("ListMetricDescriptors")
@@ -39,7 +42,12 @@ async def _cgroups(app: App, ids: list[str]) -> dict[str, m.CgroupFigures]:
     if not ids:
         return {}
     many = len(ids) > container_stats.METRICS_FILTER_MAX
-    resp = await app.ctrd.tasks.Metrics(tasks_pb.MetricsRequest(filters=[] if many else [f"id=={i}" for i in ids]))
+    try:
+        resp = await app.ctrd.tasks.Metrics(tasks_pb.MetricsRequest(
+            filters=[] if many else [f"id=={i}" for i in ids]))
+    except errors.CriError as e:     # e.g. a shim that died meanwhile: the other figures still go out
+        log.warning("Tasks.Metrics for pod metrics: %s", e)
+        return {}
     wanted, out = set(ids), {}
     for item in resp.metrics:
         fig = m.decode(item.data.type_url, item.data.value) if item.id in wanted else None

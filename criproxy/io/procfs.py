@@ -50,6 +50,7 @@ def cgroup_dir(pid: int, root: Path = CGROUP_ROOT) -> Path | None:
             base = root / "pids"
         else:
             continue
+        base = base.resolve()        # a controller directory may be a link (cpu -> cpu,cpuacct)
         path = (base / rel.lstrip("/")).resolve()
         return path if path.is_relative_to(base) else None
     return None
