@@ -63,6 +63,8 @@ class Config(BaseSettings):
     cni_conf_dir: Path = Path("/etc/cni/net.d")
     cni_bin_dirs: list[Path] = Field(default_factory=lambda: [Path("/opt/cni/bin"), Path("/usr/lib/cni")])
     netns_dir: Path = Path("/var/run/netns")
+    # CDI spec file directories, later ones overriding earlier ones (containerd's cdi_spec_dirs); empty: no CDI.
+    cdi_spec_dirs: list[Path] = Field(default_factory=lambda: [Path("/etc/cdi"), Path("/var/run/cdi")])
     # Raise every oom_score_adj below criproxy's own to its own (containerd's restrict_oom_score_adj);
     # it happens anyway when criproxy lacks CAP_SYS_RESOURCE.
     restrict_oom_score_adj: bool = False
@@ -149,6 +151,8 @@ FIELD_HELP: dict[str, str] = {
     "cni_conf_dir": "directory of CNI network configs; the first one (by name) is used",
     "cni_bin_dirs": "directories searched for CNI plugins (repeat the flag for several)",
     "netns_dir": "where pod network namespaces are pinned",
+    "cdi_spec_dirs": ("directories of CDI device spec files, a later one overriding an earlier one "
+                      "(repeat the flag for several)"),
     "restrict_oom_score_adj": "raise any oom_score_adj below criproxy's own to its own",
     "enable_unprivileged_ports": "pods may bind any port (net.ipv4.ip_unprivileged_port_start=0)",
     "enable_unprivileged_icmp": "any group in a pod may ping (net.ipv4.ping_group_range)",

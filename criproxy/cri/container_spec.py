@@ -13,7 +13,7 @@ from typing import Any
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.oci import cgroups
+from criproxy.oci import cdi, cgroups
 from criproxy.oci import container as oc
 from criproxy.oci.spec import (
     Option,
@@ -119,6 +119,7 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
         oc.with_resources(resources, clamp_oom_score_adj(int(resources.oom_score_adj), app.oom_score_floor)
                           if config.linux.HasField("resources") else None,
                           oc.swap_supported(), oc.hugetlb_supported()),
+        cdi.cdi_option(app.config.cdi_spec_dirs, [d.name for d in config.CDI_devices], config.annotations),
         with_cgroups_path(cgroups.cgroups_path(sandbox.config.linux.cgroup_parent, container_id)),
         with_annotations(oc.container_annotations(sandbox.id, config, sandbox.config, config.image.image)),
     )

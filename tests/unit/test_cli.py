@@ -55,7 +55,7 @@ def test_every_serve_flag_is_described() -> None:
         assert field.description, f"setting {name} has no description (add it to config.FIELD_HELP)"
         if name == "runtime_handlers":
             continue  # a table: config file only
-        flag = "--" + name.replace("_", "-").removesuffix("s") if name == "cni_bin_dirs" else \
+        flag = "--" + name.replace("_", "-").removesuffix("s") if name in ("cni_bin_dirs", "cdi_spec_dirs") else \
             "--" + name.replace("_", "-")
         assert flag in text, flag
         assert " ".join(field.description.split()) in text, name

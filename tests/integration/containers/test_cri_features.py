@@ -5,6 +5,8 @@ container, and its bad input refused with INVALID_ARGUMENT before anything is ma
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 from criproxy.protos import cri
 from tests.harness.client import CriClient
 from tests.harness.env import Environment
-from tests.integration.containers.conftest import Pod, container_config
+from tests.integration.containers.conftest import Pod, container_config, pod_config
 
 SLEEP = ["sleep", "1000"]
 
@@ -111,3 +113,100 @@ def test_supplemental_groups_policy(pod: Pod, policy: int, groups: list[int], id
     assert (user.uid, user.gid, sorted(user.supplemental_groups)) == (1000, 1000, groups)
     status = pod.sh(cid, "grep ^Groups: /proc/1/status").split()[1:]
     assert sorted(int(g) for g in status) == groups
+
+
+# ---- CDI devices ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def cdi_env(testenv: Environment) -> dict[str, Path]:
+    """Two CDI spec dirs (JSON in the first, YAML in the second), a device node that is a copy of
+    /dev/null's major:minor, a dir to mount and where a createRuntime hook writes."""
+    base = testenv.scratch_dir("cdi")
+    dirs = {k: base / k for k in ("etc", "run", "share", "dev")}
+    for d in dirs.values():
+        d.mkdir()
+    node = dirs["dev"] / "cdinull"
+    st = Path("/dev/null").stat()
+    os.mknod(node, 0o666 | stat.S_IFCHR, st.st_rdev)
+    (dirs["share"] / "f").write_text("from cdi mount\n")
+    hook_out = base / "hook-ran"
+    (dirs["etc"] / "test.json").write_text(json.dumps({
+        "cdiVersion": "0.6.0", "kind": "example.com/test",
+        "containerEdits": {"env": ["CDI_SPEC=yes"]},
+        "devices": [{"name": "null1", "containerEdits": {
+            "env": ["CDI_A=1"],
+            "deviceNodes": [{"path": "/dev/cdi-null", "hostPath": str(node), "permissions": "rw"}],
+            "mounts": [{"hostPath": str(dirs["share"]), "containerPath": "/cdi-share", "type": "bind",
+                        "options": ["rbind", "ro"]}],
+            "hooks": [{"hookName": "createRuntime", "path": "/bin/sh",
+                       "args": ["sh", "-c", f"echo ran > {hook_out}"]}],
+        }}]}))
+    (dirs["run"] / "yaml.yaml").write_text(f"""\
+cdiVersion: "0.7.0"
+kind: example.com/yaml
+devices:
+  - name: y1
+    containerEdits:
+      env: ["CDI_Y=2"]
+      deviceNodes:
+        - path: /dev/cdi-y
+          type: c
+          major: {os.major(st.st_rdev)}
+          minor: {os.minor(st.st_rdev)}
+          fileMode: 0o600
+      additionalGids: [4242]
+""".replace("0o600", "384"))
+    (dirs["run"] / "broken.json").write_text("{not json")
+    return {**dirs, "hook": hook_out}
+
+
+@pytest.fixture
+def cdi_pod(criproxy_factory: object, testenv: Environment, busybox: str, cdi_env: dict[str, Path]) -> Iterator[Pod]:
+    proc = criproxy_factory(extra_args=["--cdi-spec-dir", str(cdi_env["etc"]),  # type: ignore[operator]
+                                        "--cdi-spec-dir", str(cdi_env["run"])])
+    with proc.client() as client:
+        pod = Pod(client, pod_config(testenv.scratch_dir("logs"), "cdi"), busybox)
+        try:
+            yield pod
+        finally:
+            pod.cleanup()
+
+
+def test_cdi_devices_from_field_and_annotation(cdi_pod: Pod, cdi_env: dict[str, Path]) -> None:
+    cfg = container_config(cdi_pod.image, command=SLEEP, CDI_devices=[cri.CDIDevice(name="example.com/test=null1")],
+                           annotations={"cdi.k8s.io/extra": "example.com/yaml=y1"})
+    cid = cdi_pod.run(cfg)
+    # device nodes: made with the host node's major:minor, usable (the cgroup rule allows them)
+    listing = cdi_pod.sh(cid, "ls -ln /dev/cdi-null /dev/cdi-y")
+    assert listing.count("1,") == 2 and listing.count("c") >= 2, listing
+    assert cdi_pod.sh(cid, "ls -l /dev/cdi-y").startswith("crw-------")
+    cdi_pod.sh(cid, "echo x > /dev/cdi-null && head -c 1 /dev/cdi-null | wc -c")
+    # env from the spec's own edits and from each device
+    env = cdi_pod.sh(cid, "env")
+    assert {"CDI_SPEC=yes", "CDI_A=1", "CDI_Y=2"} <= set(env.split())
+    # the mount (read-only as the spec asks), the hook (ran on the host), the extra group
+    assert cdi_pod.sh(cid, "cat /cdi-share/f") == "from cdi mount\n"
+    assert cdi_pod.exec(cid, "touch", "/cdi-share/g").exit_code != 0
+    assert cdi_env["hook"].read_text() == "ran\n"
+    groups = cdi_pod.sh(cid, "grep ^Groups: /proc/1/status").split()[1:]
+    assert "4242" in groups
+
+
+def test_cdi_unknown_device_is_invalid(cdi_pod: Pod, ctr: object) -> None:
+    before = ctr("containers", "ls", "-q")  # type: ignore[operator]
+    cfg = container_config(cdi_pod.image, command=SLEEP, CDI_devices=[cri.CDIDevice(name="example.com/test=nope")])
+    with pytest.raises(grpc.RpcError) as e:
+        cdi_pod.create(cfg)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+    details = e.value.details() or ""
+    assert "example.com/test=nope" in details and "broken.json" in details, details
+    assert ctr("containers", "ls", "-q") == before  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("annotations", [{"cdi.k8s.io/x": "not-a-device"}, {"cdi.k8s.io/": "example.com/test=null1"}])
+def test_cdi_malformed_request_is_invalid(cdi_pod: Pod, annotations: dict[str, str]) -> None:
+    cfg = container_config(cdi_pod.image, command=SLEEP, annotations=annotations)
+    with pytest.raises(grpc.RpcError) as e:
+        cdi_pod.create(cfg)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+    assert "CDI" in (e.value.details() or "")
