@@ -66,7 +66,14 @@ def _files(pid: int) -> dict[str, int]:
         pytest.skip("the test reads cgroup v1 files; this host has cgroup v2")
     mem, cpu = _kv(d["memory"] / "memory.stat"), _kv(d["cpu"] / "cpu.stat")
     procs = (d["pids"] / "cgroup.procs").read_text().split()
+    ticks = _kv(d["cpuacct"] / "cpuacct.stat")                   # in USER_HZ ticks
+    hz = os.sysconf("SC_CLK_TCK")
+    memsw = d["memory"] / "memory.memsw.usage_in_bytes"            # memory plus swap, where accounted
+    usage = _int(d["memory"] / "memory.usage_in_bytes")
     return {
+        "container_cpu_user_seconds_total": ticks["user"] // hz,
+        "container_cpu_system_seconds_total": ticks["system"] // hz,
+        "container_memory_swap": max(_int(memsw) - usage, 0) if memsw.exists() else 0,
         "container_cpu_usage_seconds_total": _int(d["cpuacct"] / "cpuacct.usage") // 10**9,
         "container_cpu_cfs_periods_total": cpu["nr_periods"],
         "container_cpu_cfs_throttled_periods_total": cpu["nr_throttled"],
@@ -85,7 +92,8 @@ def _files(pid: int) -> dict[str, int]:
     }
 
 
-COUNTERS = {"container_cpu_usage_seconds_total", "container_cpu_cfs_periods_total",
+COUNTERS = {"container_cpu_usage_seconds_total", "container_cpu_user_seconds_total",
+            "container_cpu_system_seconds_total", "container_cpu_cfs_periods_total",
             "container_cpu_cfs_throttled_periods_total", "container_cpu_cfs_throttled_seconds_total",
             "container_memory_failcnt", "pgfault", "pgmajfault", "container_memory_max_usage_bytes"}
 EXACT = {"container_threads", "container_processes", "container_file_descriptors"}
@@ -197,6 +205,8 @@ def test_values_match_cgroup_proc_and_netns_files(pod: Pod) -> None:
     st = os.statvfs(root)
     assert fs["container_fs_limit_bytes"].value.value == st.f_blocks * st.f_frsize
     assert fs["container_fs_inodes_total"].value.value == st.f_files
+    assert abs(fs["container_fs_inodes_free"].value.value - st.f_ffree) < 10_000   # others write there too
+    assert {m.label_values[3] for k, m in fs.items()} == {root}
 
     net = {m.name: m for m in mine.metrics}
     for name, col in NET.items():
