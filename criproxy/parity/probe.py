@@ -33,7 +33,9 @@ STATUS_KEYS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "
                "Uid", "Gid", "Groups", "Umask")
 
 PROBE_SCRIPT = "\n".join([
+    "exec 2>&1",  # one stream: stderr lines land in their own section, in order
     's() { echo "### $1"; }',
+    "count() { echo $#; }",
     f"s status; grep -E '^({'|'.join(STATUS_KEYS)}):' /proc/self/status",
     "s ulimit; ulimit -a 2>&1",
     f"s sysctl; for f in {' '.join(SYSCTLS)}; do echo \"$f=$(cat /proc/sys/$f 2>&1)\"; done",
@@ -55,7 +57,7 @@ PROBE_SCRIPT = "\n".join([
     "s stdio; for fd in 0 1 2; do echo \"$fd=$(readlink /proc/self/fd/$fd)\"; done; "
     "[ -t 0 ] && echo stdin-is-tty; [ -t 1 ] && echo stdout-is-tty",
     "s dev; ls -ln /dev",
-    "s pids; if [ $(ls -d /proc/[0-9]* | wc -l) -lt 40 ]; then for p in /proc/[0-9]*; do cat $p/comm; done "
+    "s pids; if [ $(count /proc/[0-9]*) -lt 40 ]; then for p in /proc/[0-9]*; do cat $p/comm; done "
     "2>/dev/null | grep -vxE 'sh|cat|grep|sort|exe|runc.*' | sort; else echo many; fi",
     # a moment before exiting: containerd 1.6's CRI sometimes drops the output a process had still
     # in its pipe when it exited (the probe's last sections went missing under load)

@@ -86,6 +86,7 @@ def _compare(left: dict[str, Any], right: dict[str, Any]) -> list[Difference]:
     return out
 
 
+@pytest.mark.timeout(900)  # 14 pods, ~60 containers per side: ~1-2 min, several on a loaded host
 def test_parity_with_builtin_cri(testenv: Environment, sides: tuple[runner.Side, runner.Side]) -> None:
     left, right = sides
     scratch = _scratch(testenv)
