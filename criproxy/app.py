@@ -67,6 +67,9 @@ class App:
     pause_image: tuple[str, LocalImage] | None = None
     # CreateContainer's lease and when it was made, rotated every 12 h (cri/container_create.py).
     create_lease: tuple[str, int] | None = None
+    # Held while criproxy's default AppArmor profile is being loaded, so one create loads it
+    # (cri/container_spec.py, oci/apparmor.py).
+    apparmor_load: asyncio.Lock = field(default_factory=asyncio.Lock)
     # ListPodSandbox's items and answers for one store generation (cri/sandbox_list.py).
     sandbox_list: SandboxListCache | None = None
     # ListContainers' serialized answers by state for one store generation (cri/container_list.py).

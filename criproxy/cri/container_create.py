@@ -20,7 +20,7 @@ from dataclasses import replace
 from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import checks, rpc
-from criproxy.cri.container_spec import container_spec
+from criproxy.cri.container_spec import container_apparmor, container_spec
 from criproxy.cri.container_task import container_root, publish
 from criproxy.images.catalog import resolve_local
 from criproxy.labels import CONTAINER_METADATA
@@ -190,7 +190,7 @@ async def _release_snapshot(app: App, lease_id: str, key: str) -> None:
 
 
 async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord, sandbox: SandboxRecord,
-                 image: LocalImage, lease: str) -> None:
+                 image: LocalImage, lease: str, apparmor_profile: str) -> None:
     """Snapshot, spec and container record under ``lease``; the snapshot is undone on failure."""
     prepare = asyncio.ensure_future(_prepare(app, rec.id, image, lease))    # shielded: see Create below
     undo.push_async_callback(_remove_snapshot_after, app, rec.id, prepare)
@@ -200,7 +200,8 @@ async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord
     volumes = await _seed_volumes(app, undo, rec, image, mounts)
     # In a thread: the spec reads host facts of a size the request chooses (a device directory to
     # walk, a Localhost seccomp file, mountinfo), which must not hold up the event loop.
-    result = await asyncio.to_thread(container_spec, app, rec.id, rec.config, sandbox, image, files, volumes)
+    result = await asyncio.to_thread(container_spec, app, rec.id, rec.config, sandbox, image, files, volumes,
+                                    apparmor_profile)
     ident = result.identity
     rec.meta = replace(rec.meta, uid=ident.uid, gid=ident.gid, groups=tuple(ident.groups),
                        stop_signal=result.stop_signal, process=json.dumps(result.spec["process"]))
@@ -239,10 +240,11 @@ async def _create(app: App, request: cri.CreateContainerRequest, sandbox: Sandbo
     async with contextlib.AsyncExitStack() as undo:
         app.container_names.reserve(name, cid)
         undo.callback(app.container_names.release, name)
+        apparmor_profile = await container_apparmor(app, request.config)
         image = await resolve_local(app, request.config.image.image)    # the image cache: no containerd call
         lease = await _create_lease(app)
         rec = _record(cid, name, request, sandbox, image)
-        await _build(app, undo, rec, sandbox, image, lease)
+        await _build(app, undo, rec, sandbox, image, lease, apparmor_profile)
         app.containers.add(rec)
         app.containers.persist(rec)
         undo.pop_all()

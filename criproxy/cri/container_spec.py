@@ -7,13 +7,14 @@ namespaces, mounts, security (privileged last, because it clears confinement), r
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.oci import cdi, cgroups
+from criproxy.oci import apparmor, cdi, cgroups
 from criproxy.oci import container as oc
 from criproxy.oci.spec import (
     Option,
@@ -72,21 +73,35 @@ def _mounts(app: App, config: cri.ContainerConfig, sandbox: SandboxRecord) -> li
     return oc.pod_file_mounts(_pod_files(sandbox), taken, sc.readonly_rootfs) + out
 
 
-def _security(config: cri.ContainerConfig, sandbox: SandboxRecord) -> list[Option]:
+def _security(config: cri.ContainerConfig, sandbox: SandboxRecord, apparmor_profile: str) -> list[Option]:
     sc = config.linux.security_context
     all_caps = oc.host_capabilities()
     if sc.privileged:
         if not sandbox.config.linux.security_context.privileged:
             raise errors.InvalidArgument("privileged container in a pod sandbox that is not privileged")
-        return [oc.with_privileged(all_caps, oc.host_devices()), oc.with_no_new_privs(sc.no_new_privs),
-                oc.with_rootfs_readonly(sc.readonly_rootfs)]
+        return [oc.with_privileged(all_caps, oc.host_devices()), apparmor.with_apparmor(apparmor_profile),
+                oc.with_no_new_privs(sc.no_new_privs), oc.with_rootfs_readonly(sc.readonly_rootfs)]
     caps = oc.capability_set(sc.capabilities, all_caps)
     ambient = [oc.cap_name(c) for c in sc.capabilities.add_ambient_capabilities]
     return [oc.with_capabilities(caps, ambient), oc.with_paths(list(sc.masked_paths), list(sc.readonly_paths)),
             oc.with_cgroup_namespace(oc.cgroup_unified()),
             oc.with_seccomp(oc.seccomp_profile(sc, caps)),
-            oc.with_apparmor(oc.apparmor_profile(sc, oc.apparmor_enabled())),
+            apparmor.with_apparmor(apparmor_profile),
             oc.with_no_new_privs(sc.no_new_privs), oc.with_rootfs_readonly(sc.readonly_rootfs)]
+
+
+async def container_apparmor(app: App, config: cri.ContainerConfig) -> str:
+    """The container's AppArmor profile ("" = none), decided from the request (oci/apparmor.py) and
+    made sure of on the host: a Localhost profile must be loaded, criproxy's default one is loaded
+    when missing. Called before anything is created, so a refused profile leaves nothing behind."""
+    sc = config.linux.security_context
+    plan = apparmor.plan(apparmor.requested(sc), sc.privileged, apparmor.host_support())
+    if plan.default:
+        await apparmor.ensure_default(app.apparmor_load, app.config.containerd_address)
+    elif plan.profile and not await asyncio.to_thread(apparmor.is_loaded, plan.profile):
+        raise errors.InvalidArgument(f"AppArmor profile {plan.profile!r} is not loaded (the kernel's list of "
+                                     "loaded profiles does not have it): load it with apparmor_parser first")
+    return plan.profile
 
 
 def _target_pid(app: App, opts: cri.NamespaceOption) -> int:
@@ -98,8 +113,9 @@ def _target_pid(app: App, opts: cri.NamespaceOption) -> int:
 
 def container_spec(app: App, container_id: str, config: cri.ContainerConfig, sandbox: SandboxRecord,
                    image: LocalImage, files: oc.UserFiles,
-                   volumes: list[tuple[str, str]] | None = None) -> SpecResult:
-    """``volumes``: (container path, host dir) of the image's seeded VOLUMEs (see oci/volumes.py)."""
+                   volumes: list[tuple[str, str]] | None = None, apparmor_profile: str = "") -> SpecResult:
+    """``volumes``: (container path, host dir) of the image's seeded VOLUMEs (see oci/volumes.py);
+    ``apparmor_profile``: what ``container_apparmor`` decided ("" = none)."""
     img = image.config.get("config") or {}
     sc = config.linux.security_context
     ident = oc.resolve_identity(sc, str(img.get("User") or ""), files)
@@ -114,7 +130,7 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
         oc.with_identity(ident),
         oc.with_pod_namespaces(opts, sandbox.pid, _target_pid(app, opts)),
         oc.with_container_mounts(_mounts(app, config, sandbox) + volume_mounts(volumes or [])),
-        *_security(config, sandbox),
+        *_security(config, sandbox, apparmor_profile),
         oc.with_devices(devices, rules),
         oc.with_resources(resources, clamp_oom_score_adj(int(resources.oom_score_adj), app.oom_score_floor)
                           if config.linux.HasField("resources") else None,

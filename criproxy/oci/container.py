@@ -400,28 +400,6 @@ def with_seccomp(profile: dict[str, Any] | None) -> Option:
     return opt
 
 
-def apparmor_profile(sc: cri.LinuxContainerSecurityContext, enabled: bool) -> str:
-    """The AppArmor profile to set ("" = none); a Localhost profile on a host without AppArmor is an
-    error rather than silently running unconfined."""
-    if sc.HasField("apparmor"):
-        kind, ref = sc.apparmor.profile_type, sc.apparmor.localhost_ref
-        localhost = ref if kind == cri.SecurityProfile.Localhost else ""
-    else:
-        legacy = sc.apparmor_profile
-        localhost = legacy[len("localhost/"):] if legacy.startswith("localhost/") else ""
-    if localhost and not enabled:
-        raise errors.InvalidArgument(f"AppArmor profile {localhost!r} requested but AppArmor is not enabled "
-                                     "on this host")
-    return localhost if enabled else ""
-
-
-def with_apparmor(profile: str) -> Option:
-    def opt(spec: Spec) -> None:
-        if profile:
-            spec["process"]["apparmorProfile"] = profile
-    return opt
-
-
 # ---- resources and devices ------------------------------------------------------------------------
 
 def linux_resources(r: cri.LinuxContainerResources, swap_supported: bool = True,
@@ -644,13 +622,6 @@ def seccomp_profile(sc: cri.LinuxContainerSecurityContext, caps: list[str]) -> d
     if kind == "localhost":
         return load_localhost_seccomp(path)
     return None
-
-
-def apparmor_enabled() -> bool:
-    try:
-        return Path("/sys/module/apparmor/parameters/enabled").read_text().strip() == "Y"
-    except OSError:
-        return False
 
 
 def swap_supported() -> bool:

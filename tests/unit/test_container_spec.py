@@ -208,14 +208,6 @@ def test_localhost_seccomp_profile(tmp_path: Path) -> None:
         oc.load_localhost_seccomp(str(tmp_path / "missing.json"))
 
 
-def test_apparmor_localhost_without_apparmor_is_an_error() -> None:
-    ctx = sc(apparmor=cri.SecurityProfile(profile_type=cri.SecurityProfile.Localhost, localhost_ref="p"))
-    with pytest.raises(errors.InvalidArgument):
-        oc.apparmor_profile(ctx, enabled=False)
-    assert oc.apparmor_profile(ctx, enabled=True) == "p"
-    assert oc.apparmor_profile(sc(), enabled=False) == ""
-
-
 def test_devices_from_host() -> None:
     devs, rules = oc.cri_devices([cri.Device(container_path="/dev/mynull", host_path="/dev/null", permissions="rw")])
     assert devs[0]["path"] == "/dev/mynull" and devs[0]["type"] == "c" and devs[0]["major"] == 1

@@ -317,17 +317,6 @@ def test_seccomp_localhost_profile(pod: Pod, testenv: Environment) -> None:
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_apparmor_profile_without_apparmor_is_an_error(pod: Pod) -> None:
-    if Path("/sys/module/apparmor/parameters/enabled").exists():
-        pytest.skip("this host has AppArmor")
-    cfg = container_config(pod.image, command=SLEEP)
-    cfg.linux.security_context.apparmor.profile_type = cri.SecurityProfile.Localhost
-    cfg.linux.security_context.apparmor.localhost_ref = "k8s-custom"
-    with pytest.raises(grpc.RpcError) as e:
-        pod.create(cfg)
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "AppArmor" in e.value.details()
-
-
 def test_tty_container_logs_stdout_only(pod: Pod) -> None:
     cid = pod.run(container_config(pod.image, command=["sh", "-c", "echo out; echo err >&2; tty"], tty=True))
     pod.wait_exit(cid)
