@@ -40,7 +40,7 @@ from criproxy.errors import StartupError
 from criproxy.grpcapi.edge import generic_handlers
 from criproxy.images import catalog, pull
 from criproxy.observability import DebugServer
-from criproxy.oci import rro
+from criproxy.oci import apparmor, rro
 from criproxy.oci.spec import detect_oom_score_floor
 from criproxy.streaming.server import StreamingServer
 from criproxy.translate.sandbox import handler_config
@@ -123,8 +123,10 @@ async def start_grpc(app: App) -> grpc.aio.Server:
     finally:
         os.umask(old_umask)
     os.chmod(cfg.listen, cfg.listen_mode)
-    log.info("criproxy listening on %s (containerd %s at %s, namespace %s, %s cgroup driver)", cfg.listen,
-             app.containerd_version, app.ctrd.address, cfg.namespace, cfg.resolved_cgroup_driver())
+    no_apparmor = apparmor.host_support()     # looked at once, here rather than in the first create
+    log.info("criproxy listening on %s (containerd %s at %s, namespace %s, %s cgroup driver, AppArmor %s)",
+             cfg.listen, app.containerd_version, app.ctrd.address, cfg.namespace, cfg.resolved_cgroup_driver(),
+             f"off: {no_apparmor}" if no_apparmor else "on")
     return server
 
 

@@ -5,8 +5,8 @@ same containers with the same expectations.
 On a host with AppArmor: a Localhost profile that denies writes is loaded and a container under it
 cannot write; a permissive one lets it; a profile that is not loaded is refused at CreateContainer
 (INVALID_ARGUMENT naming it) and nothing is created; RuntimeDefault and an unset profile run under
-criproxy's default profile (``/proc/self/attr/current``), which denies reading the LSM's own files,
-and a privileged container runs unconfined. On a host without AppArmor every check that asks for a
+criproxy's default profile (``/proc/self/attr/current``), which denies opening /proc/kcore, while
+Unconfined and a privileged container run without a profile. On a host without AppArmor every check that asks for a
 profile expects INVALID_ARGUMENT "AppArmor is not enabled", and an unset profile runs as it is.
 
 Each check returns ``Result`` lines; a pytest test asserts them, the VM script prints them. Nothing
@@ -44,11 +44,12 @@ PROFILES = {
     PERMISSIVE: f"profile {PERMISSIVE} flags=(attach_disconnected,mediate_deleted) {{\n{_BODY}}}\n",
 }
 
-# What the container reports: its label, whether it could write a file, whether it could list the
-# LSM's directory (the default profile denies /sys/kernel/security/**).
+# What the container reports: its label, whether it could write a file, and how opening /proc/kcore
+# fails: the default profile denies it (EACCES, "Permission denied") before the kernel's own
+# CAP_SYS_RAWIO check would (EPERM, "Operation not permitted").
 PROBE = ("cat /proc/self/attr/current; if touch /tmp/apparmor-probe; then echo WRITE-OK; "
-         "else echo WRITE-DENIED; fi; if ls /sys/kernel/security/ >/dev/null; then echo LSMDIR-OK; "
-         "else echo LSMDIR-DENIED; fi")
+         "else echo WRITE-DENIED; fi; if head -c1 /proc/kcore 2>&1 >/dev/null | grep -q 'Permission denied'; "
+         "then echo KCORE-EACCES; else echo KCORE-NOT-EACCES; fi")
 
 
 class Result(NamedTuple):
@@ -211,8 +212,20 @@ class Checks:
         code, out = self._run(cfg)
         return [Result(f"{name}: /proc/self/attr/current is {DEFAULT}", f"{DEFAULT} (enforce)" in out, out),
                 Result(f"{name}: {DEFAULT} is loaded in the kernel", loaded(DEFAULT)),
-                Result(f"{name}: default profile denies /sys/kernel/security", "LSMDIR-DENIED" in out
+                Result(f"{name}: {DEFAULT} denies /proc/kcore, allows ordinary writes", "KCORE-EACCES" in out
                        and "WRITE-OK" in out and code == 0, f"exit {code}: {out}")]
+
+    def unconfined(self) -> list[Result]:
+        """Unconfined (typed field and string): no profile, so /proc/kcore fails on the capability."""
+        cfg = self._config("unconfined", cri.SecurityProfile(profile_type=cri.SecurityProfile.Unconfined),
+                           legacy="unconfined")
+        code, out = self._run(cfg)
+        first = out.splitlines()[0] if out else ""
+        rows = [Result("Unconfined: runs, /proc/kcore not denied by a profile", code == 0
+                       and "KCORE-NOT-EACCES" in out and "WRITE-OK" in out, f"exit {code}: {out}")]
+        if self.enabled:
+            rows.append(Result("Unconfined: /proc/self/attr/current is unconfined", first == "unconfined", out))
+        return rows
 
     def unset(self) -> list[Result]:
         """No profile asked for: the default profile where AppArmor is on, nothing where it is not."""

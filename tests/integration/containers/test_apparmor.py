@@ -59,6 +59,10 @@ def test_runtime_default_profile(checks: aa.Checks) -> None:
     assert_all(checks.runtime_default())
 
 
+def test_unconfined_profile(checks: aa.Checks) -> None:
+    assert_all(checks.unconfined())
+
+
 def test_unset_profile(checks: aa.Checks) -> None:
     assert_all(checks.unset())
 
