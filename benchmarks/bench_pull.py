@@ -2,19 +2,22 @@
 
 Run as root from the repository root: ``.venv/bin/python -m benchmarks.bench_pull [REPS] [BIG_MIB]``.
 
-1. Ratio: a ~200 MiB image of 5 gzip layers (random bytes, so both sides really move 200 MiB) is
-   pulled from the local registry by criproxy (its own namespace) and by the built-in CRI
-   (``k8s.io``), alternating which goes first, REPS times. After each pull the image is removed
+1. Ratio: a ~200 MiB image of 5 gzip layers (random bytes, so every side really moves 200 MiB) is
+   pulled from the local registry by criproxy with its own registry client (namespace ``bench``),
+   on containerd 2.x also by criproxy through the Transfer service (``benchtr``), and by the built-in
+   CRI (``k8s.io``), rotating which goes first, REPS times. After each pull the image is removed
    through the same CRI (a synchronous delete: containerd's GC frees content and snapshots), so the
    next pull, on either side, finds nothing in containerd's shared content store.
 2. Memory: criproxy's RSS is sampled every 10 ms while it pulls a BIG_MIB (default 1024) single,
    uncompressed layer; the growth over its RSS just before must stay small because blobs are
-   streamed, never buffered whole.
-Targets (issue 3): median ratio <= 1.1x; RSS growth <= 32 MiB.
+   streamed, never buffered whole (the own client: through Transfer no byte reaches criproxy).
+   BIG_MIB 0 skips it.
+Targets: median ratio <= 1.1x (issue 3), Transfer on 2.1 <= 1.05x (issue 11); RSS growth <= 32 MiB.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -125,26 +128,35 @@ def _remove(client: CriClient, ref: str) -> None:
 
 
 def _content_left(env: Environment, digest: str) -> bool:
-    return any(digest in env.ctr("content", "ls", "-q", namespace=ns) for ns in ("k8s.io", "bench", "benchrss"))
+    return any(digest in env.ctr("content", "ls", "-q", namespace=ns)
+               for ns in ("k8s.io", "bench", "benchtr", "benchrss"))
 
 
-def ratio(env: Environment, ours: CriClient, theirs: CriClient, reps: int) -> dict[str, object]:
+def ratio(env: Environment, sides: dict[str, CriClient], reps: int) -> dict[str, object]:
+    """Each side pulls and removes the image once per rep; the order rotates every rep (interleaved)."""
     layout = build_layout(env.base / "bench-200", "bench200", [40 << 20] * 5, compress=True)
     ref = env.push(layout, "bench/pull200", "bench")
-    mine: list[float] = []
-    base: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
     for i in range(reps):
-        order = [(ours, mine), (theirs, base)] if i % 2 == 0 else [(theirs, base), (ours, mine)]
-        for client, out in order:
-            out.append(_pull(client, ref))
-            _remove(client, ref)
+        order = names[i % len(names):] + names[:i % len(names)]
+        for name in order:
+            times[name].append(_pull(sides[name], ref))
+            _remove(sides[name], ref)
         top = json.loads((layout.path / "index.json").read_text())["manifests"][0]["digest"]
         assert not _content_left(env, top), "content survived RemoveImage: the next pull would not download"
-        print(f"  rep {i + 1}: criproxy {mine[-1]:.2f}s built-in {base[-1]:.2f}s")
-    m, b = statistics.median(mine), statistics.median(base)
-    print(f"pull 200 MiB x5 layers: criproxy median {m:.2f}s, built-in median {b:.2f}s, ratio {m / b:.2f}x "
-          f"(target <= 1.1x)")
-    return {"criproxy_s": mine, "builtin_s": base, "criproxy_median_s": m, "builtin_median_s": b, "ratio": m / b}
+        print(f"  rep {i + 1}: " + "  ".join(f"{n} {times[n][-1]:.2f}s" for n in names))
+    medians = {n: statistics.median(t) for n, t in times.items()}
+    base = medians["built-in"]
+    out: dict[str, object] = {"seconds": times, "median_s": medians}
+    for n in names:
+        if n != "built-in":
+            out[f"ratio_{n}"] = medians[n] / base
+            print(f"pull 200 MiB x5 layers: {n} median {medians[n]:.2f}s, built-in median {base:.2f}s, "
+                  f"ratio {medians[n] / base:.2f}x")
+    if "transfer" in medians and "own" in medians:
+        print(f"  transfer / own: {medians['transfer'] / medians['own']:.2f}x")
+    return out
 
 
 def peak_rss(env: Environment, mib: int) -> dict[str, object]:
@@ -152,7 +164,8 @@ def peak_rss(env: Environment, mib: int) -> dict[str, object]:
     layout = build_layout(env.base / "bench-big", "benchbig", [mib << 20], compress=False)
     ref = env.push(layout, "bench/big", "bench")
     shutil.rmtree(layout.path)
-    proc = env.new_criproxy("benchrss", extra_args=["--log-level", "info"], namespace="benchrss")
+    proc = env.new_criproxy("benchrss", extra_args=["--log-level", "info", "--pull-method", "own"],
+                            namespace="benchrss")
     pid = proc.pid or 0
     with proc.client() as ours:
         _pull(ours, env.busybox_image)
@@ -186,11 +199,18 @@ def _sample_pull(ours: CriClient, pid: int, ref: str, mib: int) -> dict[str, obj
 def main(reps: int = 3, big_mib: int = 1024) -> None:
     env = Environment.create()
     try:
-        proc = env.new_criproxy("bench", extra_args=["--log-level", "info"], namespace="bench")
-        with proc.client() as ours, env.builtin_cri() as theirs:
-            results: dict[str, object] = {"bench": "pull", "reps": reps}
-            results.update(ratio(env, ours, theirs, reps))
-        results.update(peak_rss(env, big_mib))
+        info = ["--log-level", "info"]
+        procs = {"own": env.new_criproxy("bench", extra_args=[*info, "--pull-method", "own"], namespace="bench")}
+        if env.ctrd.major >= 2:
+            procs["transfer"] = env.new_criproxy("benchtr", extra_args=[*info, "--pull-method", "transfer"],
+                                                 namespace="benchtr")
+        results: dict[str, object] = {"bench": "pull", "reps": reps, "containerd": env.ctrd.version}
+        with contextlib.ExitStack() as stack:
+            sides = {name: stack.enter_context(p.client()) for name, p in procs.items()}
+            sides["built-in"] = stack.enter_context(env.builtin_cri())
+            results.update(ratio(env, sides, reps))
+        if big_mib:
+            results.update(peak_rss(env, big_mib))
         dump(results)
     finally:
         run(["sync"])

@@ -76,6 +76,9 @@ class Config(BaseSettings):
     registry_config_path: Path = Field(default_factory=_default_registry_config_path)
     pause_image: str = "registry.k8s.io/pause:3.9"
     pull_progress_timeout: float = 60.0
+    # Who fetches and unpacks a pulled image: containerd's Transfer service (2.x only) or criproxy's
+    # own registry client; auto picks Transfer where containerd has it (benchmarks/README.md).
+    pull_method: Literal["auto", "own", "transfer"] = "auto"
     streaming_address: str = "127.0.0.1:0"   # host:port of the exec/attach/port-forward server
     streaming_token_ttl: float = 60.0          # seconds an Exec/Attach/PortForward URL stays valid
     streaming_max_tokens: int = 1000           # URLs outstanding at once (kubelet's limit too)
@@ -160,6 +163,7 @@ FIELD_HELP: dict[str, str] = {
     "registry_config_path": "containerd-style hosts directory (<host>/hosts.toml) for registries",
     "pause_image": "image of each pod's sandbox (pause) container",
     "pull_progress_timeout": "seconds a pull may go without progress before it is cancelled",
+    "pull_method": "who pulls: auto (Transfer where containerd has it), own (criproxy's client), transfer",
     "streaming_address": "host:port of the exec/attach/port-forward server",
     "streaming_token_ttl": "seconds an Exec/Attach/PortForward URL stays valid",
     "streaming_max_tokens": "streaming URLs outstanding at once",

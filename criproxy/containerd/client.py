@@ -55,11 +55,13 @@ SLOW_DEADLINES: dict[tuple[str, str], float] = {
     ("Snapshots", "Remove"): 300.0,
     ("Snapshots", "Usage"): 120.0,
     ("Content", "Write"): 3600.0,
+    ("Transfer", "Transfer"): 3600.0,    # a whole pull and unpack inside containerd (2.x)
     ("Images", "Delete"): 120.0,
     ("Leases", "Delete"): 120.0,
 }
 # Calls whose job is to wait for an event: no deadline unless the caller passes one.
 WAITS: frozenset[tuple[str, str]] = frozenset({("Tasks", "Wait"), ("Events", "Subscribe")})
+# (Streaming.Stream lives as long as the Transfer it serves; its opener always passes a deadline.)
 
 _CODE_TO_ERROR: dict[grpc.StatusCode, type[errors.CriError]] = {
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
@@ -177,7 +179,9 @@ _SERVICES: dict[str, tuple[Callable[[grpc.aio.Channel], Any], str]] = {
     "leases": (p.leases_grpc.LeasesStub, "Leases"),
     "namespaces": (p.namespaces_grpc.NamespacesStub, "Namespaces"),
     "snapshots": (p.snapshots_grpc.SnapshotsStub, "Snapshots"),
+    "streaming": (p.streaming_grpc.StreamingStub, "Streaming"),
     "tasks": (p.tasks_grpc.TasksStub, "Tasks"),
+    "transfer": (p.transfer_grpc.TransferStub, "Transfer"),
     "version": (p.version_grpc.VersionStub, "Version"),
 }
 
@@ -194,7 +198,9 @@ class Containerd:
     leases: _Service
     namespaces: _Service
     snapshots: _Service
+    streaming: _Service
     tasks: _Service
+    transfer: _Service
     version: _Service
 
     def __init__(self, address: str, namespace: str, deadline: float = DEFAULT_DEADLINE):

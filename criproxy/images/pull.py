@@ -7,6 +7,9 @@ its snapshot → create the image records → drop the lease. Everything is writ
 so a pull that dies half way leaves only objects containerd's GC collects; leases left by a
 criproxy that was killed are deleted at the next start.
 
+On containerd 2.x the fetch and unpack can be left to the daemon's Transfer service instead
+(``pull_method``, images/transfer.py); the records written afterwards are the same.
+
 Callers: ``pull_image`` (the PullImage handler) and ``ensure_image`` (the sandbox code, for the
 pause image). Concurrent pulls of one reference share one task; concurrent pulls of different
 references share blob downloads and layer unpacks.
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from criproxy import errors, trace
 from criproxy.app import App
-from criproxy.images import content, manifest, records, reference, unpack
+from criproxy.images import content, manifest, records, reference, transfer, unpack
 from criproxy.images.auth import Credentials, from_auth_config
 from criproxy.images.catalog import resolve_local
 from criproxy.images.descriptor import Descriptor
@@ -117,6 +120,8 @@ async def _watched_pull(app: App, ref: reference.Reference, creds: Credentials) 
 
 
 async def _pull(app: App, ref: reference.Reference, creds: Credentials, progress: content.Progress) -> LocalImage:
+    if await _use_transfer(app, creds):
+        return await transfer.pull(app, ref, creds, progress, is_pinned(app, ref))
     started = time.monotonic()
     from criproxy.images.registry import Registry  # aiohttp loads on the first pull, not at start-up
 
@@ -139,6 +144,19 @@ async def _pull(app: App, ref: reference.Reference, creds: Credentials, progress
     trace.note(note)
     target = descriptor_pb.Descriptor(media_type=root.media_type, digest=root.digest, size=root.size)
     return await describe(app, target, sorted(names))
+
+
+async def _use_transfer(app: App, creds: Credentials) -> bool:
+    """Whether this pull goes through containerd's Transfer service (``pull_method``, images/transfer.py)."""
+    method = app.config.pull_method
+    if method == "own" or not transfer.supports(creds):
+        return False
+    if await transfer.available(app):
+        return True
+    if method == "transfer":
+        raise errors.FailedPrecondition("pull_method is transfer, but this containerd has no Transfer "
+                                        "service (it needs containerd 2.0 or later); use auto or own")
+    return False
 
 
 async def _platform_manifest(app: App, reg: Registry, lease: str, root: Descriptor, body: bytes,

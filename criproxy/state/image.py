@@ -213,5 +213,7 @@ class ImageState:
     usage: FsUsage = field(default_factory=FsUsage)
     # Raw references as callers spell them → normalized record names (images/catalog.py; bounded).
     names: LRU[str, str] = field(default_factory=lambda: LRU(NAME_CACHE_ENTRIES))
+    # Whether containerd serves the Transfer service (images/transfer.py); None until first asked.
+    transfer_available: bool | None = None
     # Content.Write with a pass-through serializer, made once per containerd channel.
     content_write: tuple[grpc.aio.Channel, grpc.aio.StreamStreamMultiCallable] | None = None

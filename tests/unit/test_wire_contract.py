@@ -18,11 +18,8 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 CONTRACTS = Path(__file__).resolve().parent.parent / "contracts"
-# Upstream files criproxy does not speak: the Transfer service (absent from containerd 1.6) and
-# fieldpath (a Go code-generation option, not a wire type).
-NOT_USED = {"types/fieldpath.proto", "services/transfer/v1/transfer.proto",
-            "types/transfer/imagestore.proto", "types/transfer/progress.proto",
-            "types/transfer/registry.proto"}
+# Upstream files criproxy does not speak: fieldpath (a Go code-generation option, not a wire type).
+NOT_USED = {"types/fieldpath.proto"}
 TYPE_NAMES = {v: k[len("TYPE_"):].lower() for k, v in vars(FieldDescriptor).items()
               if k.startswith("TYPE_") and isinstance(v, int)}
 LABELS = {FieldDescriptor.LABEL_OPTIONAL: "optional", FieldDescriptor.LABEL_REPEATED: "repeated"}

@@ -70,7 +70,12 @@ def test_pull_writes_the_labels_a_containerd_pull_writes(
     man = labels[layered_image.manifest_digest()]
     assert man["containerd.io/gc.ref.content.config"] == image_id
     assert {"containerd.io/gc.ref.content.l.0", "containerd.io/gc.ref.content.l.1"} <= set(man)
-    assert man["containerd.io/distribution.source.127.0.0.1"] == ref.split("/", 1)[1].rsplit(":", 1)[0]
+    # containerd's own pull (Transfer on 2.x) appends every repository the blob came from, comma-separated
+    repo_path = ref.split("/", 1)[1].rsplit(":", 1)[0]
+    line = next(x for x in testenv.ctr("content", "ls", namespace=NS).splitlines()
+                if x.startswith(layered_image.manifest_digest()))
+    sources = line.split("containerd.io/distribution.source.127.0.0.1=", 1)[1].split()[0]
+    assert repo_path in sources.split(","), line
     config = labels[image_id]
     top = config["containerd.io/gc.ref.snapshot.overlayfs"]
     layer0 = labels[man["containerd.io/gc.ref.content.l.0"]]
@@ -135,9 +140,12 @@ def test_registry_down_is_unavailable(cri: CriClient) -> None:
 
 
 def test_pull_trace_shows_containerd_calls_and_progress(
-        criproxy: CriproxyProcess, cri: CriClient, pushed: Callable[..., str]) -> None:
+        criproxy_factory: Callable[..., CriproxyProcess], pushed: Callable[..., str]) -> None:
+    """criproxy's own client (the Transfer path's trace: test_transfer.py)."""
+    criproxy = criproxy_factory(extra_args=["--pull-method", "own"], namespace=f"own-{uuid.uuid4().hex[:8]}")
     ref = pushed("busybox")
-    _pull(cri, ref)
+    with criproxy.client() as c:
+        _pull(c, ref)
     line = next(x for x in reversed(criproxy.log.read_text().splitlines()) if "trace PullImage" in x)
     for call in ("Leases.Create", "Content.Write", "Images.Create", "Leases.Delete"):
         assert call in line, line

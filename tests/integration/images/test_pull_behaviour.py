@@ -174,11 +174,12 @@ def test_manifest_naming_a_huge_layer_as_config_is_refused_before_reading_it(
         testenv: Environment, tmp_path: Path, unique_name: Callable[[str], str],
         criproxy_factory: Callable[..., CriproxyProcess]) -> None:
     """A crafted manifest whose config descriptor is an 18 MiB layer containerd already holds: the
-    pull is refused on the descriptor's size (RESOURCE_EXHAUSTED), not after loading the layer."""
+    pull is refused on the descriptor's size (RESOURCE_EXHAUSTED), not after loading the layer.
+    criproxy's own client (through Transfer, containerd reads the config; test_transfer.py)."""
     import json
     import urllib.request
 
-    proc = criproxy_factory(namespace=_ns())
+    proc = criproxy_factory(namespace=_ns(), extra_args=["--pull-method", "own"])
     name = unique_name("bigcfg")
     layout = with_random_layer(testenv.images["busybox"], tmp_path / "big", size=18 * 1024 * 1024)
     ref = testenv.registry.push(layout, name, "unique")
