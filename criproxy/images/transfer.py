@@ -73,22 +73,31 @@ def _pack(msg: Any) -> any_pb2.Any:
 
 
 async def available(app: App) -> bool:
-    """Whether this containerd can pull through Transfer (2.x): its plugins list has all of
-    NEEDED_PLUGINS loaded without an init error. Asked once per process; ``forget`` resets it."""
+    """Whether this containerd can pull through Transfer: version 2 or later (1.7's Transfer service
+    was experimental and is not used) with all of NEEDED_PLUGINS loaded without an init error.
+    Asked once per process; ``forget`` resets it."""
     cached = app.images.transfer_available
     if cached is not None:
         return cached
     try:
+        version = await app.ctrd.server_version()
         resp = await app.ctrd.introspection.Plugins(introspection_pb.PluginsRequest(filters=[
             f"type=={t},id=={i}" for t, i in NEEDED_PLUGINS]))
     except errors.CriError as e:
-        log.info("cannot list containerd's plugins (%s): pulling with criproxy's own client", e)
+        log.info("cannot ask containerd for its version and plugins (%s): pulling with criproxy's own client", e)
         return False
     loaded = {(pl.type, pl.id) for pl in resp.plugins if not pl.HasField("init_err")}
-    ok = all(need in loaded for need in NEEDED_PLUGINS)
+    ok = major_version(version) >= 2 and all(need in loaded for need in NEEDED_PLUGINS)
     app.images.transfer_available = ok
-    log.info("containerd %s the Transfer service", "offers" if ok else "lacks")
+    log.info("containerd %s: %s", version, "pulls through its Transfer service" if ok
+             else "no Transfer service to use, pulls with criproxy's own client")
     return ok
+
+
+def major_version(version: str) -> int:
+    """``2.1.9+unknown`` / ``v1.6.20~ds1`` → 2 / 1; 0 when unreadable."""
+    head = version.strip().lstrip("v").split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
 
 
 def forget(app: App) -> None:
