@@ -255,7 +255,7 @@ async def pull(app: App, ref: reference.Reference, creds: Credentials, progress:
     tasks: list[asyncio.Task[None]] = []
     log.info("pulling %s through containerd's Transfer service", ref)
     try:
-        async with app.ctrd.lease("pull", {PULL_LEASE: "1"}) as lease:
+        async with app.ctrd.lease("pull", {PULL_LEASE: str(app.config.listen)}) as lease:
             progress_id, progress_call = await _open_stream(app, "progress")
             side.append(progress_call)
             tasks.append(asyncio.ensure_future(_read_progress(progress_call, jobs)))
