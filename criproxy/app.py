@@ -10,6 +10,7 @@ owns it, the way containerd's ``criService`` lists its stores; every cache that 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -50,6 +51,10 @@ class App:
     # Whether recursive read-only mounts work, per runtime handler name ("" = the default); probed at
     # start (oci/rro.py), absent = no.
     rro_support: dict[str, bool] = field(default_factory=dict)
+    # Image volume views: acquire/release one at a time, and per image the CreateContainer calls that
+    # hold one before their record exists (images/imagevolume.py).
+    image_volume_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    image_volume_pending: collections.Counter[str] = field(default_factory=collections.Counter)
     observer: Observer = field(default_factory=Observer)           # metrics and recent traces
     # -- stores (state/) -----------------------------------------------------------------------------
     sandboxes: SandboxStore = field(default_factory=SandboxStore)

@@ -38,7 +38,7 @@ from criproxy.containerd.managed import ManagedContainerd, socket_answers
 from criproxy.cri import container_create, container_recover, recover_sandboxes, runtime_update_config
 from criproxy.errors import StartupError
 from criproxy.grpcapi.edge import generic_handlers
-from criproxy.images import catalog, pull
+from criproxy.images import catalog, imagevolume, pull
 from criproxy.observability import DebugServer
 from criproxy.oci import apparmor, rro
 from criproxy.oci.spec import detect_oom_score_floor
@@ -150,6 +150,7 @@ async def run_start_steps(app: App) -> StreamingServer:
     app.pod_cidr = app.pod_cidr or runtime_update_config.load_pod_cidr(app)   # the last UpdateRuntimeConfig
     await recover_sandboxes.recover_sandboxes(app)      # sandboxes first: containers refer to them
     await container_recover.recover_containers(app)     # then containers, log pumps re-attached
+    await imagevolume.prune(app)                        # image volume views no container mounts
     await catalog.load(app)                             # the image cache (events keep it current)
     server = streaming.start(app)                       # bind the streaming socket (a taken port fails here)
     container_recover.start_relay(app)                  # containerd events and the periodic relist

@@ -22,6 +22,7 @@ from criproxy.app import App
 from criproxy.cri import checks, rpc
 from criproxy.cri.container_spec import container_apparmor, container_spec
 from criproxy.cri.container_task import container_root, publish
+from criproxy.images import imagevolume
 from criproxy.images.catalog import resolve_local
 from criproxy.labels import CONTAINER_METADATA
 from criproxy.oci import imagefiles, volumes
@@ -198,10 +199,12 @@ async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord
     rec.handles.mounts = mounts
     files = await asyncio.to_thread(imagefiles.read_user_files, mounts)     # untrusted image content
     volumes = await _seed_volumes(app, undo, rec, image, mounts)
+    image_mounts = await imagevolume.prepare(app, undo, rec.config)
+    rec.meta = replace(rec.meta, image_mounts=tuple(image_mounts))
     # In a thread: the spec reads host facts of a size the request chooses (a device directory to
     # walk, a Localhost seccomp file, mountinfo), which must not hold up the event loop.
     result = await asyncio.to_thread(container_spec, app, rec.id, rec.config, sandbox, image, files, volumes,
-                                    apparmor_profile)
+                                     apparmor_profile, {m[0]: m[1] for m in image_mounts})
     ident = result.identity
     rec.meta = replace(rec.meta, uid=ident.uid, gid=ident.gid, groups=tuple(ident.groups),
                        stop_signal=result.stop_signal, process=json.dumps(result.spec["process"]))
@@ -248,6 +251,7 @@ async def _create(app: App, request: cri.CreateContainerRequest, sandbox: Sandbo
         app.containers.add(rec)
         app.containers.persist(rec)
         undo.pop_all()
+        imagevolume.settle(app, list(rec.meta.image_mounts))
         app.spawn(_release_snapshot(app, lease, cid), f"lease-{cid[:12]}")
     publish(app, rec, cri.CONTAINER_CREATED_EVENT)
     return cid

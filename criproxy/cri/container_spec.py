@@ -60,12 +60,16 @@ def _pod_files(sandbox: SandboxRecord) -> dict[str, str | None]:
             "/etc/resolv.conf": ok(sandbox.resolv_conf_path), "/dev/shm": ok(sandbox.shm_path)}
 
 
-def _mounts(app: App, config: cri.ContainerConfig, sandbox: SandboxRecord) -> list[dict[str, Any]]:
+def _mounts(app: App, config: cri.ContainerConfig, sandbox: SandboxRecord,
+            image_hosts: dict[str, str]) -> list[dict[str, Any]]:
     sc = config.linux.security_context
     rro = app.rro_support.get(sandbox.runtime_handler, False)
     out = []
     for m in config.mounts:
         oc.check_recursive_read_only(m, rro)
+        if m.container_path in image_hosts:       # an image volume, mounted by images/imagevolume.py
+            out.append(oc.cri_mount(m, image_hosts[m.container_path], rro))
+            continue
         host = oc.prepare_host_path(m)
         oc.check_propagation(m, host)
         out.append(oc.cri_mount(m, host, rro))
@@ -113,9 +117,11 @@ def _target_pid(app: App, opts: cri.NamespaceOption) -> int:
 
 def container_spec(app: App, container_id: str, config: cri.ContainerConfig, sandbox: SandboxRecord,
                    image: LocalImage, files: oc.UserFiles,
-                   volumes: list[tuple[str, str]] | None = None, apparmor_profile: str = "") -> SpecResult:
+                   volumes: list[tuple[str, str]] | None = None, apparmor_profile: str = "",
+                   image_hosts: dict[str, str] | None = None) -> SpecResult:
     """``volumes``: (container path, host dir) of the image's seeded VOLUMEs (see oci/volumes.py);
-    ``apparmor_profile``: what ``container_apparmor`` decided ("" = none)."""
+    ``apparmor_profile``: what ``container_apparmor`` decided ("" = none); ``image_hosts``: host path
+    by container path of the image mounts (images/imagevolume.py)."""
     img = image.config.get("config") or {}
     sc = config.linux.security_context
     ident = oc.resolve_identity(sc, str(img.get("User") or ""), files)
@@ -129,7 +135,7 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
         with_env([f"HOSTNAME={_hostname(sandbox)}"], list(img.get("Env") or []), oc.config_env(config)),
         oc.with_identity(ident),
         oc.with_pod_namespaces(opts, sandbox.pid, _target_pid(app, opts)),
-        oc.with_container_mounts(_mounts(app, config, sandbox) + volume_mounts(volumes or [])),
+        oc.with_container_mounts(_mounts(app, config, sandbox, image_hosts or {}) + volume_mounts(volumes or [])),
         *_security(config, sandbox, apparmor_profile),
         oc.with_devices(devices, rules),
         oc.with_resources(resources, clamp_oom_score_adj(int(resources.oom_score_adj), app.oom_score_floor)

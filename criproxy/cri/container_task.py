@@ -20,6 +20,7 @@ from pathlib import Path
 from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import sandbox_events
+from criproxy.images import imagevolume
 from criproxy.io.container import ContainerIO, io_dir
 from criproxy.oci.volumes import remove_container_root
 from criproxy.protos import containers_pb, cri, snapshots_pb, task_types, tasks_pb
@@ -213,6 +214,8 @@ async def remove(app: App, rec: ContainerRecord) -> None:
     root = container_root(app, rec.id)
     if root.exists():                                   # only containers with image volumes have one
         await asyncio.to_thread(remove_container_root, root)
+    if rec.meta.image_mounts:                           # the image views no other container mounts
+        await imagevolume.release(app, {m[2] for m in rec.meta.image_mounts}, excluding=rec.id)
     if app.containers.find(rec.id) is rec:
         app.containers.remove(rec.id)
         app.container_names.release_id(rec.id)

@@ -223,8 +223,6 @@ def check_recursive_read_only(m: cri.Mount, rro_supported: bool) -> None:
 
 def cri_mount(m: cri.Mount, host_path: str, rro_supported: bool) -> dict[str, Any]:
     """A CRI bind mount as an OCI mount: rbind, propagation, ro/rw, recursive read-only."""
-    if m.HasField("image") and m.image.image:
-        raise errors.InvalidArgument(f"image volume mounts are not supported (mount at {m.container_path})")
     check_recursive_read_only(m, rro_supported)
     opts = ["rbind", PROPAGATION.get(m.propagation, "rprivate")]
     if m.recursive_read_only:

@@ -91,6 +91,8 @@ class ContainerMetadata:
     gid: int = 0
     groups: tuple[int, ...] = ()
     process: str = ""                      # the OCI process of the spec as JSON (ExecSync builds on it)
+    # Image volumes: (container path, host path, image ID, image ref) each (images/imagevolume.py).
+    image_mounts: tuple[tuple[str, str, str, str], ...] = ()
 
 
 @dataclass(eq=False)

@@ -45,7 +45,7 @@ def metadata_json(rec: ContainerRecord) -> bytes:
         "ID": m.id, "Name": m.name, "SandboxID": m.sandbox_id, "Config": cfg, "ImageRef": m.image_id,
         "LogPath": m.log_path, "StopSignal": m.stop_signal, "ProcessLabel": "",
         CRIPROXY_KEY: {"CreatedAt": m.created_at, "ImageName": m.image_name, "ImageStatusRef": m.image_ref,
-                       "User": [m.uid, m.gid, list(m.groups)]},
+                       "User": [m.uid, m.gid, list(m.groups)], "ImageMounts": [list(x) for x in m.image_mounts]},
     }}
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -61,7 +61,8 @@ def record_from_metadata(raw: bytes, created_at: int) -> ContainerRecord:
         created_at=int(own.get("CreatedAt") or created_at), image_name=own.get("ImageName") or config.image.image,
         image_id=meta.get("ImageRef", ""), image_ref=own.get("ImageStatusRef") or meta.get("ImageRef", ""),
         log_path=meta.get("LogPath", ""), stop_signal=meta.get("StopSignal") or "SIGTERM",
-        uid=int(uid), gid=int(gid), groups=tuple(int(g) for g in groups)))
+        uid=int(uid), gid=int(gid), groups=tuple(int(g) for g in groups),
+        image_mounts=tuple((str(a), str(b), str(c), str(d)) for a, b, c, d in own.get("ImageMounts") or [])))
 
 
 def to_cri_container(rec: ContainerRecord) -> cri.Container:
@@ -105,6 +106,20 @@ def spec_resources(process: object, res: object) -> cri.LinuxContainerResources 
     return out
 
 
+def _status_mounts(rec: ContainerRecord) -> list[cri.Mount]:
+    """The config's mounts; an image volume's with the host path it got and the image's digest."""
+    if not rec.meta.image_mounts:
+        return list(rec.config.mounts)
+    made = {path: (host, ref) for path, host, _id, ref in rec.meta.image_mounts}
+    out = []
+    for m in rec.config.mounts:
+        if m.container_path in made and m.HasField("image"):
+            m = cri.Mount.FromString(m.SerializeToString())
+            m.host_path, m.image.image_ref = made[m.container_path]
+        out.append(m)
+    return out
+
+
 def to_cri_status(rec: ContainerRecord) -> cri.ContainerStatus:
     """The ContainerStatus kubelet sees: state, times, exit code and reason, image, mounts, user."""
     cfg, s = rec.config, rec.status
@@ -118,7 +133,7 @@ def to_cri_status(rec: ContainerRecord) -> cri.ContainerStatus:
         id=rec.id, metadata=cfg.metadata, state=state, created_at=rec.created_at,  # type: ignore[arg-type]
         started_at=s.started_at, finished_at=s.finished_at, exit_code=s.exit_code, image=_image_spec(rec),
         image_ref=rec.meta.image_ref, reason=reason, message=message, labels=cfg.labels, annotations=cfg.annotations,
-        mounts=cfg.mounts, log_path=rec.log_path, image_id=rec.meta.image_id,
+        mounts=_status_mounts(rec), log_path=rec.log_path, image_id=rec.meta.image_id,
         stop_signal=status_signal(rec.meta.stop_signal),  # type: ignore[arg-type]
         resources=cri.ContainerResources(linux=applied_resources(rec)),
         user=cri.ContainerUser(linux=cri.LinuxContainerUser(uid=rec.meta.uid, gid=rec.meta.gid,

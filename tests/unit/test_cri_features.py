@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from criproxy import errors
+from criproxy.images import imagevolume
 from criproxy.oci import cdi, rro
 from criproxy.oci import container as oc
 from criproxy.oci.spec import build_spec, default_spec
@@ -140,3 +141,33 @@ def test_cdi_device_node_facts_come_from_the_host() -> None:
         cdi._device_node({"path": "/dev/n", "hostPath": "/dev/null", "type": "b"})
     with pytest.raises(errors.InvalidArgument, match="not a device"):
         cdi._device_node({"path": "/dev/n", "hostPath": "/etc/hostname"})
+
+
+# ---- image volume sub paths -------------------------------------------------------------------------
+
+def test_image_sub_path_confined(tmp_path: Path) -> None:
+    root = tmp_path / "img"
+    (root / "data" / "sub").mkdir(parents=True)
+    (root / "f").write_text("x")
+    (root / "rel").symlink_to("data/sub")
+    (root / "data" / "up").symlink_to("../data")
+    (root / "abs").symlink_to("/data")
+    (root / "out").symlink_to("../../..")
+    ok = {"data": "data", "data/sub/": "data/sub", "rel": "data/sub", "data/up/sub": "data/sub",
+          "./data/../data": "data"}
+    for sub, want in ok.items():
+        assert imagevolume.resolve_sub_path(str(root), sub) == str(root / want), sub
+    for sub, words in (("missing", "does not exist"), ("..", "escapes"), ("data/../..", "escapes"),
+                       ("abs", "escapes"), ("out", "escapes"), ("f", "not a directory"), ("f/x", "does not exist")):
+        with pytest.raises(errors.InvalidArgument, match=words):
+            imagevolume.resolve_sub_path(str(root), sub)
+
+
+def test_image_mount_settings_checked() -> None:
+    good = cri.Mount(container_path="/v", readonly=True, image=cri.ImageSpec(image="x"))
+    imagevolume.check_mount(good)
+    for bad in (cri.Mount(container_path="/v", image=cri.ImageSpec(image="x")),
+                cri.Mount(container_path="/v", readonly=True, host_path="/h", image=cri.ImageSpec(image="x")),
+                cri.Mount(container_path="/v", readonly=True, image_sub_path="/abs", image=cri.ImageSpec(image="x"))):
+        with pytest.raises(errors.InvalidArgument, match="ImageVolumeMountFailed"):
+            imagevolume.check_mount(bad)
