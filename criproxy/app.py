@@ -53,6 +53,8 @@ class App:
     rro_support: dict[str, bool] = field(default_factory=dict)
     # Image volume views: acquire/release one at a time, and per image the CreateContainer calls that
     # hold one before their record exists (images/imagevolume.py).
+    # Each runtime handler's base OCI spec by CRI name ("" = the default), loaded at start (oci/basespec.py).
+    base_specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     image_volume_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     image_volume_pending: collections.Counter[str] = field(default_factory=collections.Counter)
     observer: Observer = field(default_factory=Observer)           # metrics and recent traces

@@ -31,6 +31,9 @@ class RuntimeHandler(BaseModel):
     binary_name: str = ""
     root: str = ""
     systemd_cgroup: bool | None = None
+    # A JSON OCI spec this handler's containers start from instead of the default (containerd's
+    # base_runtime_spec); read once at start (oci/basespec.py).
+    base_runtime_spec: str = ""
 
 
 def _default_handlers() -> dict[str, RuntimeHandler]:

@@ -40,7 +40,7 @@ from criproxy.errors import StartupError
 from criproxy.grpcapi.edge import generic_handlers
 from criproxy.images import catalog, imagevolume, pull
 from criproxy.observability import DebugServer
-from criproxy.oci import apparmor, rro
+from criproxy.oci import apparmor, basespec, rro
 from criproxy.oci.spec import detect_oom_score_floor
 from criproxy.streaming.server import StreamingServer
 from criproxy.translate.sandbox import handler_config
@@ -217,12 +217,27 @@ def handler_binaries(cfg: Config) -> dict[str, str]:
     return out
 
 
+def base_specs(cfg: Config) -> dict[str, dict[str, object]]:
+    """Each handler's base runtime spec, by CRI name ("" = the default handler); StartupError
+    for a file that cannot be used."""
+    out = {}
+    for name in {"", "runc", *cfg.runtime_handlers}:
+        try:
+            path = handler_config(cfg, name).base_runtime_spec
+        except errors.InvalidArgument:
+            continue
+        if path:
+            out[name] = basespec.load(path)
+    return out
+
+
 async def serve(cfg: Config) -> None:
     lock = take_socket_lock(cfg.listen)
     ctrd, managed = await connect_containerd(cfg)
     app = App(config=cfg, ctrd=ctrd)
     app.oom_score_floor = oom_score_floor(cfg)
     app.rro_support = await rro.probe(handler_binaries(cfg))
+    app.base_specs = base_specs(cfg)
     server: grpc.aio.Server | None = None
     try:
         app.containerd_version = await ctrd.server_version(timeout=5)

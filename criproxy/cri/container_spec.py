@@ -14,14 +14,13 @@ from typing import Any
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.oci import apparmor, cdi, cgroups
+from criproxy.oci import apparmor, basespec, cdi, cgroups
 from criproxy.oci import container as oc
 from criproxy.oci.spec import (
     Option,
     Spec,
     build_spec,
     clamp_oom_score_adj,
-    default_spec,
     with_annotations,
     with_cgroups_path,
     with_env,
@@ -129,7 +128,7 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
     devices, rules = oc.cri_devices(config.devices)
     resources = config.linux.resources
     spec = build_spec(
-        default_spec(),
+        basespec.start_spec(app.base_specs.get(sandbox.runtime_handler)),
         oc.with_process(oc.process_args(config, img), config.working_dir or str(img.get("WorkingDir") or ""),
                         config.tty),
         with_env([f"HOSTNAME={_hostname(sandbox)}"], list(img.get("Env") or []), oc.config_env(config)),

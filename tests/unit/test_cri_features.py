@@ -171,3 +171,26 @@ def test_image_mount_settings_checked() -> None:
                 cri.Mount(container_path="/v", readonly=True, image_sub_path="/abs", image=cri.ImageSpec(image="x"))):
         with pytest.raises(errors.InvalidArgument, match="ImageVolumeMountFailed"):
             imagevolume.check_mount(bad)
+
+
+# ---- base runtime spec ------------------------------------------------------------------------------
+
+def test_base_spec_load_and_start(tmp_path: Path) -> None:
+    from criproxy.errors import StartupError
+    from criproxy.oci import basespec
+
+    good = tmp_path / "b.json"
+    good.write_text(json.dumps({"process": {"rlimits": [{"type": "RLIMIT_NOFILE", "hard": 9, "soft": 9}]},
+                                "hooks": {"prestart": []}}))
+    spec = basespec.start_spec(basespec.load(str(good)))
+    assert spec["process"]["rlimits"][0]["hard"] == 9 and spec["hooks"] == {"prestart": []}
+    assert spec["process"]["capabilities"] == default_spec()["process"]["capabilities"]   # kept from default
+    assert spec["linux"]["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
+    assert basespec.start_spec(None) == default_spec()
+    for text, words in (("{", "not valid JSON"), ("[]", "not an OCI runtime spec"),
+                        ('{"process": []}', "not an OCI runtime spec")):
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(StartupError, match=words):
+            basespec.load(str(tmp_path / "bad.json"))
+    with pytest.raises(StartupError, match="No such file"):
+        basespec.load(str(tmp_path / "missing.json"))

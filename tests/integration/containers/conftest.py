@@ -60,10 +60,11 @@ def wait_for(check: Callable[[], Any], timeout: float = 20, interval: float = 0.
 class Pod:
     """One running pod and the containers a test makes in it; everything removed at the end."""
 
-    def __init__(self, client: CriClient, cfg: cri.PodSandboxConfig, image: str) -> None:
+    def __init__(self, client: CriClient, cfg: cri.PodSandboxConfig, image: str, handler: str = "") -> None:
         self.client, self.cfg, self.image = client, cfg, image
         self.rt = client.runtime
-        self.id = self.rt.RunPodSandbox(cri.RunPodSandboxRequest(config=cfg), timeout=60).pod_sandbox_id
+        self.id = self.rt.RunPodSandbox(cri.RunPodSandboxRequest(config=cfg, runtime_handler=handler),
+                                        timeout=60).pod_sandbox_id
         self.containers: list[str] = []
 
     @property

@@ -210,3 +210,39 @@ def test_cdi_malformed_request_is_invalid(cdi_pod: Pod, annotations: dict[str, s
         cdi_pod.create(cfg)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
     assert "CDI" in (e.value.details() or "")
+
+
+# ---- runtime handler options ------------------------------------------------------------------------
+
+def test_handler_base_runtime_spec(criproxy_factory: object, testenv: Environment, busybox: str,
+                                   tmp_path: Path) -> None:
+    """A handler's base spec is where its containers' specs start: its rlimits, env and extra mount
+    reach the process; a pod of another handler keeps the default spec."""
+    base = {"ociVersion": "1.1.0",
+            "process": {"env": ["PATH=/usr/bin:/bin", "FROM_BASE=yes"],
+                        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4321, "soft": 1234}]},
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec"]},
+                       {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
+                       {"destination": "/base-tmp", "type": "tmpfs", "source": "basetmp", "options": ["size=1m"]}]}
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    (tmp_path / "criproxy.toml").write_text(
+        f'[runtime_handlers.based]\nbase_runtime_spec = "{tmp_path / "base.json"}"\n[runtime_handlers.runc]\n')
+    proc = criproxy_factory(extra_args=["--config", str(tmp_path / "criproxy.toml")])  # type: ignore[operator]
+    logs = testenv.scratch_dir("logs")
+    with proc.client() as client:
+        based, plain = Pod(client, pod_config(logs, "based"), busybox, handler="based"), None
+        try:
+            plain = Pod(client, pod_config(logs, "plain"), busybox, handler="runc")
+            cid = based.run(container_config(busybox, command=SLEEP))
+            assert based.sh(cid, "ulimit -n").strip() == "1234"
+            assert based.sh(cid, "ulimit -Hn").strip() == "4321"
+            assert "FROM_BASE=yes" in based.sh(cid, "env").split()
+            assert " - tmpfs basetmp " in based.sh(cid, "grep ' /base-tmp ' /proc/self/mountinfo")
+            other = plain.run(container_config(busybox, command=SLEEP))
+            assert "FROM_BASE=yes" not in plain.sh(other, "env").split()
+            assert plain.exec(other, "test", "-e", "/base-tmp").exit_code != 0
+            assert plain.sh(other, "ulimit -n").strip() != "1234"
+        finally:
+            based.cleanup()
+            if plain is not None:
+                plain.cleanup()
