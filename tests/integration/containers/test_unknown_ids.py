@@ -22,6 +22,7 @@ MISSING = "0" * 64
     ("ContainerStats", cri.ContainerStatsRequest(container_id=MISSING)),
     ("PodSandboxStatus", cri.PodSandboxStatusRequest(pod_sandbox_id=MISSING)),
     ("PodSandboxStats", cri.PodSandboxStatsRequest(pod_sandbox_id=MISSING)),
+    ("UpdatePodSandboxResources", cri.UpdatePodSandboxResourcesRequest(pod_sandbox_id=MISSING)),
     ("PortForward", cri.PortForwardRequest(pod_sandbox_id=MISSING, port=[80])),
     ("CreateContainer", cri.CreateContainerRequest(
         pod_sandbox_id=MISSING, config=cri.ContainerConfig(metadata=cri.ContainerMetadata(name="c"),
