@@ -11,7 +11,8 @@ one. Manifests and configs come from the content store through ``local.describe`
 (content is immutable). Records whose content is missing or not an image (half-imported, foreign
 artifacts) are kept as records but show no image, and are described again at the next relist.
 
-So ImageStatus, ListImages and CreateContainer's image lookup make no containerd call.
+So ImageStatus, ListImages and CreateContainer's image lookup make no containerd call for an image
+that is there; a lookup that misses confirms the absence with one Images.Get (``find``).
 """
 
 from __future__ import annotations
@@ -183,11 +184,23 @@ async def entries(app: App) -> list[CatalogEntry]:
 
 async def find(app: App, ref: str) -> CatalogEntry | None:
     """The entry for a tag, digest reference or image ID; None when containerd has no such image.
-    An image ID matches whether or not a record carries it as its name (another tool's pull)."""
+    An image ID matches whether or not a record carries it as its name (another tool's pull).
+
+    A hit answers from the cache. A miss is confirmed with one Images.Get of that name before it is
+    an answer, so an image another tool has just added (``ctr images import`` then CreateContainer)
+    is found even before its event arrives; the kubelet asks about an absent image once per pull.
+    """
     await _loaded(app)
     name = normalize(app, ref)
     cat = app.images.catalog
-    return cat.by_id.get(name) or cat.for_name(name)
+    entry = cat.by_id.get(name) or cat.for_name(name)
+    if entry is None:
+        try:
+            await refresh(app, name)
+        except errors.CriError as e:        # containerd unreachable: the cache's answer stands
+            log.debug("image cache: confirming %s failed (%s)", name, e)
+        entry = cat.by_id.get(name) or cat.for_name(name)
+    return entry
 
 
 async def resolve_local(app: App, ref: str) -> LocalImage:

@@ -53,7 +53,10 @@ async def put(app: App, name: str, target: Descriptor, labels: dict[str, str]) -
             image=img, update_mask=field_mask_pb2.FieldMask(paths=paths)))
     except errors.NotFound:
         await app.ctrd.images.Create(images_pb.CreateImageRequest(image=img))
-    await catalog.refresh(app, name)       # an update keeps labels set by others: read the result
+    try:
+        await catalog.refresh(app, name)   # an update keeps labels set by others: read the result
+    except errors.CriError:                # the record is written: show what we wrote; events correct it
+        await catalog.note_put(app, name, img.target, labels)
 
 
 async def put_all(app: App, names: list[str], target: Descriptor, labels: dict[str, str]) -> None:

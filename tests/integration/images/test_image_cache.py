@@ -138,3 +138,18 @@ def test_image_fs_info_follows_a_pull(testenv: Environment, cri: CriClient, push
     ref = pushed(_unique_image())
     cri.image.PullImage(cri.pb.PullImageRequest(image=cri.pb.ImageSpec(image=ref)))
     _within(lambda: content_bytes() >= before + 64 * 1024, 30, "the pulled layer in ImageFsInfo")
+
+
+async def test_a_miss_is_confirmed_with_containerd(testenv: Environment, app: App,
+                                                   pushed: Callable[..., str]) -> None:
+    """With no event stream at all, an image another tool added is found by the next lookup (a miss
+    asks containerd once), and a name containerd lacks is still absent."""
+    ns = app.config.namespace
+    ref = pushed("busybox")
+    image = await pull_image(app, ref)
+    extra = f"{ref.rsplit(':', 1)[0]}:added-{uuid.uuid4().hex[:6]}"
+    assert app.images.catalog.for_name(extra) is None
+    await asyncio.to_thread(testenv.ctr, "images", "tag", ref, extra, namespace=ns)
+    found = await catalog.find(app, extra)
+    assert found is not None and found.image.id == image.id and extra in found.image.repo_tags
+    assert (await catalog.find(app, f"{ref.rsplit(':', 1)[0]}:never")) is None
