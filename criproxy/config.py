@@ -34,6 +34,9 @@ class RuntimeHandler(BaseModel):
     # A JSON OCI spec this handler's containers start from instead of the default (containerd's
     # base_runtime_spec); read once at start (oci/basespec.py).
     base_runtime_spec: str = ""
+    # The snapshotter of this handler's pods (their pause and containers' root filesystems, and
+    # PullImage for a pod of this handler); "" = the global one.
+    snapshotter: str = ""
 
 
 def _default_handlers() -> dict[str, RuntimeHandler]:

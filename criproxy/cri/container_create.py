@@ -31,6 +31,7 @@ from criproxy.state.container import ContainerHandles, ContainerMetadata, Contai
 from criproxy.state.image import LocalImage
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import container as t
+from criproxy.translate.sandbox import handler_snapshotter
 
 
 def _ready_sandbox(app: App, sandbox_id: str) -> SandboxRecord:
@@ -106,10 +107,10 @@ def _record(cid: str, name: str, request: cri.CreateContainerRequest, sandbox: S
 
 
 def _containerd_container(app: App, rec: ContainerRecord, image: LocalImage, spec: dict[str, object],
-                          runtime: containers_pb.Container.Runtime) -> containers_pb.Container:
+                          runtime: containers_pb.Container.Runtime, snapshotter: str) -> containers_pb.Container:
     img_labels = (image.config.get("config") or {}).get("Labels") or {}
     c = containers_pb.Container(id=rec.id, labels=t.containerd_labels(rec.config, img_labels, rec.sandbox_id),
-                                image=image.record_name, runtime=runtime, snapshotter=app.config.snapshotter,
+                                image=image.record_name, runtime=runtime, snapshotter=snapshotter,
                                 snapshot_key=rec.id)
     c.spec.type_url = t.SPEC_TYPE_URL
     c.spec.value = json.dumps(spec, separators=(",", ":")).encode()
@@ -118,26 +119,25 @@ def _containerd_container(app: App, rec: ContainerRecord, image: LocalImage, spe
     return c
 
 
-async def _remove_snapshot(app: App, key: str) -> None:
+async def _remove_snapshot(app: App, key: str, snapshotter: str) -> None:
     with contextlib.suppress(errors.NotFound):
-        await app.ctrd.snapshots.Remove(snapshots_pb.RemoveSnapshotRequest(snapshotter=app.config.snapshotter,
-                                                                           key=key))
+        await app.ctrd.snapshots.Remove(snapshots_pb.RemoveSnapshotRequest(snapshotter=snapshotter, key=key))
 
 
-async def _remove_snapshot_after(app: App, key: str, prepare: Awaitable[object]) -> None:
+async def _remove_snapshot_after(app: App, key: str, snapshotter: str, prepare: Awaitable[object]) -> None:
     with contextlib.suppress(Exception):
         await prepare
-    await _remove_snapshot(app, key)
+    await _remove_snapshot(app, key, snapshotter)
 
 
-async def _prepare(app: App, cid: str, image: LocalImage, lease: str) -> list[mount_pb.Mount]:
+async def _prepare(app: App, cid: str, image: LocalImage, lease: str, snapshotter: str) -> list[mount_pb.Mount]:
     try:
         resp = await app.ctrd.snapshots.Prepare(snapshots_pb.PrepareSnapshotRequest(
-            snapshotter=app.config.snapshotter, key=cid, parent=image.chain_id), lease=lease)
+            snapshotter=snapshotter, key=cid, parent=image.chain_id), lease=lease)
     except errors.NotFound:
         app.create_lease = None          # the lease may have been removed (by hand): the next call makes a new one
         raise errors.NotFound(f"image {image.record_name} is not unpacked for snapshotter "
-                              f"{app.config.snapshotter}; pull it again") from None
+                              f"{snapshotter}; pull it again (for the pod's runtime handler)") from None
     return list(resp.mounts)
 
 
@@ -184,17 +184,18 @@ async def _drop_lease_later(app: App, lease_id: str) -> None:
     await app.ctrd.drop_lease(lease_id)
 
 
-async def _release_snapshot(app: App, lease_id: str, key: str) -> None:
+async def _release_snapshot(app: App, lease_id: str, key: str, snapshotter: str) -> None:
     with contextlib.suppress(errors.CriError):
         await app.ctrd.leases.DeleteResource(leases_pb.DeleteResourceRequest(
-            id=lease_id, resource=leases_pb.Resource(id=key, type=f"snapshots/{app.config.snapshotter}")))
+            id=lease_id, resource=leases_pb.Resource(id=key, type=f"snapshots/{snapshotter}")))
 
 
 async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord, sandbox: SandboxRecord,
                  image: LocalImage, lease: str, apparmor_profile: str) -> None:
     """Snapshot, spec and container record under ``lease``; the snapshot is undone on failure."""
-    prepare = asyncio.ensure_future(_prepare(app, rec.id, image, lease))    # shielded: see Create below
-    undo.push_async_callback(_remove_snapshot_after, app, rec.id, prepare)
+    snapshotter = rec.handles.snapshotter = handler_snapshotter(app.config, sandbox.runtime_handler)
+    prepare = asyncio.ensure_future(_prepare(app, rec.id, image, lease, snapshotter))   # shielded: see Create
+    undo.push_async_callback(_remove_snapshot_after, app, rec.id, snapshotter, prepare)
     mounts = await asyncio.shield(prepare)
     rec.handles.mounts = mounts
     files = await asyncio.to_thread(imagefiles.read_user_files, mounts)     # untrusted image content
@@ -213,7 +214,7 @@ async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord
     # Shielded: a caller giving up must not cut the call short on our side while containerd still
     # commits it; the undo waits for the call's outcome, then deletes.
     create = asyncio.ensure_future(app.ctrd.containers.Create(containers_pb.CreateContainerRequest(
-        container=_containerd_container(app, rec, image, result.spec, runtime)), lease=lease))
+        container=_containerd_container(app, rec, image, result.spec, runtime, snapshotter)), lease=lease))
     undo.push_async_callback(_delete_container, app, rec.id, create)
     await asyncio.shield(create)
 
@@ -252,7 +253,7 @@ async def _create(app: App, request: cri.CreateContainerRequest, sandbox: Sandbo
         app.containers.persist(rec)
         undo.pop_all()
         imagevolume.settle(app, list(rec.meta.image_mounts))
-        app.spawn(_release_snapshot(app, lease, cid), f"lease-{cid[:12]}")
+        app.spawn(_release_snapshot(app, lease, cid, rec.handles.snapshotter), f"lease-{cid[:12]}")
     publish(app, rec, cri.CONTAINER_CREATED_EVENT)
     return cid
 

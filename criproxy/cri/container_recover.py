@@ -118,6 +118,7 @@ def _load(app: App, c: containers_pb.Container) -> ContainerRecord | None:
                     rec.log_path[:200])
         rec.meta = replace(rec.meta, log_path="")
     rec.status = app.containers.load_status(rec.id) or ContainerStatusData()
+    rec.handles.snapshotter = c.snapshotter
     sb = app.sandboxes.find(rec.sandbox_id)
     rec.handles.sandbox_config = sb.config if sb is not None else None
     return rec

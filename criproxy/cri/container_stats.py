@@ -48,8 +48,8 @@ async def fs_usage(app: App, rec: ContainerRecord, root: str) -> cri.FilesystemU
     if hit is not None and time.monotonic() - hit[0] < FS_TTL:
         return hit[1]
     try:
-        u = await app.ctrd.snapshots.Usage(snapshots_pb.UsageRequest(snapshotter=app.config.snapshotter,
-                                                                     key=rec.id))
+        u = await app.ctrd.snapshots.Usage(snapshots_pb.UsageRequest(
+            snapshotter=rec.handles.snapshotter or app.config.snapshotter, key=rec.id))
     except errors.CriError:
         return None
     fs = cri.FilesystemUsage(timestamp=time.time_ns(), fs_id=cri.FilesystemIdentifier(mountpoint=root))

@@ -50,7 +50,7 @@ async def start_task(app: App, rec: ContainerRecord) -> None:
     mounts = rec.handles.mounts
     if mounts is None:
         mounts = (await app.ctrd.snapshots.Mounts(snapshots_pb.MountsRequest(
-            snapshotter=app.config.snapshotter, key=rec.id))).mounts
+            snapshotter=rec.handles.snapshotter or app.config.snapshotter, key=rec.id))).mounts
     try:
         await app.ctrd.tasks.Create(tasks_pb.CreateTaskRequest(
             container_id=rec.id, rootfs=mounts, stdin=cio.stdin, stdout=cio.stdout, stderr=cio.stderr,
@@ -208,7 +208,7 @@ async def remove(app: App, rec: ContainerRecord) -> None:
     remove_files(app, rec)
     with contextlib.suppress(errors.NotFound):
         await app.ctrd.snapshots.Remove(snapshots_pb.RemoveSnapshotRequest(
-            snapshotter=app.config.snapshotter, key=rec.id))
+            snapshotter=rec.handles.snapshotter or app.config.snapshotter, key=rec.id))
     with contextlib.suppress(errors.NotFound):
         await app.ctrd.containers.Delete(containers_pb.DeleteContainerRequest(id=rec.id))
     root = container_root(app, rec.id)

@@ -18,7 +18,7 @@ import signal
 from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import sandbox_events, sandbox_files
-from criproxy.images.pull import ensure_image
+from criproxy.images.pull import ensure_image, ensure_unpacked
 from criproxy.labels import SANDBOX_METADATA
 from criproxy.oci.spec import clamp_oom_score_adj, running_in_userns
 from criproxy.protos import containers_pb, mount_pb, snapshots_pb, tasks_pb
@@ -46,11 +46,14 @@ async def prepare_snapshot(app: App, rec: SandboxRecord) -> list[mount_pb.Mount]
     No lease: the container record, created first, already names this snapshot key, and containerd's
     GC keeps every snapshot a container record names (its ``snapshot_key``), so nothing is ever collectable.
     """
+    snapshotter = t.handler_snapshotter(app.config, rec.runtime_handler)
     for attempt in (0, 1):
         img = await pause_image(app, refresh=attempt == 1)
+        if snapshotter != app.config.snapshotter:       # the handler's own: pause unpacked there too
+            await ensure_unpacked(app, img, snapshotter)
         try:
             resp = await app.ctrd.snapshots.Prepare(snapshots_pb.PrepareSnapshotRequest(
-                snapshotter=app.config.snapshotter, key=rec.id, parent=img.chain_id))
+                snapshotter=snapshotter, key=rec.id, parent=img.chain_id))
             return list(resp.mounts)
         except errors.NotFound:
             if attempt == 1:
@@ -62,7 +65,7 @@ def container_record(app: App, rec: SandboxRecord, spec: dict[str, object]) -> c
     c = containers_pb.Container(
         id=rec.id, labels=t.container_labels(rec.config), image=rec.image,
         runtime=t.container_runtime(app.config, rec.runtime_handler),
-        snapshotter=app.config.snapshotter, snapshot_key=rec.id)
+        snapshotter=t.handler_snapshotter(app.config, rec.runtime_handler), snapshot_key=rec.id)
     c.spec.type_url = SPEC_TYPE_URL
     c.spec.value = json.dumps(spec, separators=(",", ":")).encode()
     ext = c.extensions[SANDBOX_METADATA]
@@ -93,7 +96,7 @@ async def create_container(app: App, rec: SandboxRecord) -> list[mount_pb.Mount]
         return await prepare_snapshot(app, rec)
     except BaseException:
         with contextlib.suppress(errors.CriError):
-            await delete_container(app, rec.id)
+            await delete_container(app, rec.id, t.handler_snapshotter(app.config, rec.runtime_handler))
         raise
 
 
@@ -138,15 +141,15 @@ async def stop_task(app: App, rec: SandboxRecord) -> None:
         await app.ctrd.tasks.Delete(tasks_pb.DeleteTaskRequest(container_id=rec.id))
 
 
-async def remove_snapshot(app: App, sandbox_id: str) -> None:
+async def remove_snapshot(app: App, sandbox_id: str, snapshotter: str = "") -> None:
     with contextlib.suppress(errors.NotFound):
         await app.ctrd.snapshots.Remove(snapshots_pb.RemoveSnapshotRequest(
-            snapshotter=app.config.snapshotter, key=sandbox_id))
+            snapshotter=snapshotter or app.config.snapshotter, key=sandbox_id))
 
 
-async def delete_container(app: App, sandbox_id: str) -> None:
+async def delete_container(app: App, sandbox_id: str, snapshotter: str = "") -> None:
     """Snapshot then container record (Go client's order); idempotent."""
-    await remove_snapshot(app, sandbox_id)
+    await remove_snapshot(app, sandbox_id, snapshotter)
     with contextlib.suppress(errors.NotFound):
         await app.ctrd.containers.Delete(containers_pb.DeleteContainerRequest(id=sandbox_id))
 

@@ -11,6 +11,7 @@ from criproxy.app import App
 from criproxy.cri import attempt, container_recover, rpc, sandbox_events, sandbox_files, sandbox_pause, sandbox_stop
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
+from criproxy.translate.sandbox import handler_snapshotter
 
 
 @rpc("RemovePodSandbox")
@@ -26,7 +27,7 @@ async def remove_pod_sandbox(app: App, request: cri.RemovePodSandboxRequest) -> 
 async def _remove(app: App, rec: SandboxRecord) -> None:
     await sandbox_stop.stop(app, rec)
     await container_recover.remove_pod_containers(app, rec.id)
-    await sandbox_pause.delete_container(app, rec.id)
+    await sandbox_pause.delete_container(app, rec.id, handler_snapshotter(app.config, rec.runtime_handler))
     sandbox_files.remove(app, rec.id)
     app.sandboxes.remove(rec.id)
     app.sandbox_names.release(rec.name)

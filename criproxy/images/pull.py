@@ -54,13 +54,13 @@ async def ensure_image(app: App, ref: str) -> LocalImage:
     return image
 
 
-async def ensure_unpacked(app: App, image: LocalImage) -> None:
+async def ensure_unpacked(app: App, image: LocalImage, snapshotter: str = "") -> None:
     """Unpack a local image's layers from the content store if its top snapshot is missing.
 
     What containerd's CRI does when a container's snapshot Prepare answers NOT_FOUND. The content
     must be local (NotFound from Diff.Apply otherwise); nothing is fetched from a registry.
     """
-    snapshotter = app.config.snapshotter
+    snapshotter = snapshotter or app.config.snapshotter
     if not image.chain_id or await unpack.is_unpacked(app, snapshotter, image.chain_id):
         return
     doc = await read_json(app, image.manifest_digest)
@@ -70,7 +70,7 @@ async def ensure_unpacked(app: App, image: LocalImage) -> None:
     async with app.ctrd.lease("pull", {PULL_LEASE: str(app.config.listen)}) as lease:
         parent = ""
         for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True):
-            await _unpack_shared(app, lease, layer, diff_id, chain, parent)
+            await _unpack_shared(app, lease, layer, diff_id, chain, parent, snapshotter)
             parent = chain
         await content.update_labels(app, image.id, {GC_REF_SNAPSHOT + snapshotter: chains[-1]})
     trace.note(f"unpacked {image.id} from local content ({len(layers)} layers)")
@@ -229,10 +229,11 @@ async def _config_shared(app: App, reg: Registry, lease: str, desc: Descriptor, 
         return data
 
 
-async def _unpack_shared(app: App, lease: str, layer: Descriptor, diff_id: str, chain: str, parent: str) -> None:
+async def _unpack_shared(app: App, lease: str, layer: Descriptor, diff_id: str, chain: str, parent: str,
+                         snapshotter: str = "") -> None:
     """Apply one layer, one unpack per chain ID at a time in this process."""
     async with app.images.unpack_turns.hold(chain):
-        await unpack.apply_layer(app, lease, app.config.snapshotter, layer, diff_id, chain, parent)
+        await unpack.apply_layer(app, lease, snapshotter or app.config.snapshotter, layer, diff_id, chain, parent)
 
 
 async def drop_stale_pull_leases(app: App) -> None:

@@ -105,6 +105,7 @@ class ContainerHandles:
     start_settled: asyncio.Event = field(default_factory=asyncio.Event)  # set when a start ends
     io: StdioHandle | None = None                    # the stdio FIFOs and log pump while the task lives
     mounts: list[mount_pb.Mount] | None = None       # rootfs mounts from Prepare (saves Snapshots.Mounts at start)
+    snapshotter: str = ""                            # of its rootfs ("" = the global one): the pod handler's
     exit_task: asyncio.Task[None] | None = None      # the one handling of the exit
     # What the spec applies of the resources (ContainerStatus reports it), from create, update or
     # recovery; None when the spec is not known or not of our making (the request is reported then).

@@ -150,6 +150,15 @@ def handler_config(cfg: Config, handler: str) -> RuntimeHandler:
     raise errors.InvalidArgument(f"unknown runtime handler {handler!r} (configured: {known})")
 
 
+def handler_snapshotter(cfg: Config, handler: str) -> str:
+    """The snapshotter of a handler's pods: its own, else the global one (also for a handler no
+    longer configured, so a recovered pod's snapshots are still found where they were made)."""
+    try:
+        return handler_config(cfg, handler).snapshotter or cfg.snapshotter
+    except errors.InvalidArgument:
+        return cfg.snapshotter
+
+
 def systemd_cgroup(cfg: Config, handler: str) -> bool:
     """Whether runc places this handler's containers with its systemd cgroup driver.
 
