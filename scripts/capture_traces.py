@@ -30,7 +30,9 @@ with one busybox container driven through the CRI socket in the order a kubelet 
 one CRI call, then the containerd calls it made (service.Method[status code, milliseconds]) in the
 order they finished; calls made concurrently show up interleaved. `notes` are the handler's own
 progress remarks. Calls answered from criproxy's records and caches (the status and list reads, the
-image reads, ImageFsInfo after its first measurement) make none and are listed first.
+image reads of an image that is there, ImageFsInfo after its first measurement) make none and are
+listed first; the traced ImageStatus is the kubelet's question before the pull (an absent image is
+confirmed with containerd).
 The same traces are served live on `<state>/debug.sock` at `/traces` (docs/architecture.md).
 
 """
@@ -79,13 +81,22 @@ def drive(env: Environment, rt: object, im: object, logs: Path) -> None:
 
 
 def calls_without_containerd(metrics: str, traces: list[dict[str, object]]) -> list[str]:
-    """The CRI methods that were called (the metrics count them) but left no trace: every call of
-    theirs made no containerd call and succeeded."""
-    called = set()
+    """The CRI methods with calls that left no trace (the metrics count every call, the trace ring
+    keeps only those that reached containerd or failed): those calls made no containerd call."""
+    called: dict[str, int] = {}
     for line in metrics.splitlines():
         if line.startswith("criproxy_cri_requests_total{"):
-            called.add(line.split('method="', 1)[1].split('"', 1)[0])
-    return sorted(called - {str(t["rpc"]) for t in traces})
+            method = line.split('method="', 1)[1].split('"', 1)[0]
+            called[method] = called.get(method, 0) + int(float(line.rsplit(" ", 1)[1]))
+    traced: dict[str, int] = {}
+    for t in traces:
+        traced[str(t["rpc"])] = traced.get(str(t["rpc"]), 0) + 1
+    out = []
+    for method, n in sorted(called.items()):
+        untraced = n - traced.get(method, 0)
+        if untraced > 0:
+            out.append(method if untraced == n else f"{method} ({untraced} of {n} calls)")
+    return out
 
 
 def render(traces: list[dict[str, object]], without: list[str]) -> str:
