@@ -1,4 +1,5 @@
-"""Command line: ``criproxy serve`` (and ``criproxy version``).
+"""Command line: ``criproxy serve``, ``criproxy compare`` (two CRI endpoints side by side) and
+``criproxy version``.
 
 Every setting of config.Config is also a flag (``--containerd-address`` for ``containerd_address``),
 generated from the model so the two never drift. Errors an operator can fix are one line and a
@@ -66,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, default=None, help="TOML config file")
     _add_setting_flags(serve)
     sub.add_parser("version", help="print the version")
+    compare = sub.add_parser("compare", help="run one CRI workload against two CRI endpoints and report "
+                                             "latency, status and answer/spec differences side by side",
+                             description="Run the same scripted CRI workload against endpoints A and B, "
+                                         "interleaved, and report per RPC p50/p95/p99 of each and A / B.")
+    from criproxy.compare.command import add_arguments
+
+    add_arguments(compare)
     return parser
 
 
@@ -74,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "version":
         print(f"criproxy {__version__}")
         return 0
+    if args.cmd == "compare":
+        from criproxy.compare.command import run as run_compare
+
+        return run_compare(args)
     flags: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("cmd", "config")}
     try:
         cfg = load(args.config, flags)

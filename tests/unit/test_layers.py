@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("criproxy.streaming",),                                          # exec/attach/port-forward sessions
     ("criproxy.cri",),                                                # CRI semantics, one module per RPC
     ("criproxy.grpcapi",),                                            # the gRPC edge
-    ("criproxy.server", "criproxy.cli", "criproxy.__main__"),         # composition root and entry points
+    ("criproxy.server", "criproxy.cli", "criproxy.__main__",
+     "criproxy.compare"),                                             # composition root, entry points, client tools
 ]
 
 
