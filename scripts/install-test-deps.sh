@@ -4,7 +4,8 @@
 # Why each piece: containerd/runc are the real runtime under test, the CNI plugins wire pod networks,
 # docker-registry + skopeo + umoci serve test images without the internet, busybox-static and gcc
 # build those images, iproute2/iptables are used by the CNI plugins and the harness cleanup, and
-# apache2-utils gives htpasswd and openssl signs tokens and certificates for registry-auth tests.
+# apache2-utils gives htpasswd and openssl signs tokens and certificates for registry-auth tests;
+# chromium renders `criproxy compare`'s HTML report headless in its test.
 # containerd 1.7 and 2.1 (the test matrix, CRIPROXY_TEST_CONTAINERD) and a kubectl for the streaming
 # tests come from Debian's newer suites, unpacked beside the system packages, never over them
 # (scripts/fetch-debian-binaries.sh).
@@ -20,7 +21,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 PACKAGES=(containerd runc containernetworking-plugins docker-registry skopeo umoci busybox-static gcc libc6-dev
-  iproute2 iptables apache2-utils openssl)
+  iproute2 iptables apache2-utils openssl chromium)
 # Extra Python packages the test run needs beyond pyproject's dev extra.
 EXTRA_PIP=(pytest-timeout)
 
