@@ -121,7 +121,12 @@ async def _watched_pull(app: App, ref: reference.Reference, creds: Credentials) 
 
 async def _pull(app: App, ref: reference.Reference, creds: Credentials, progress: content.Progress) -> LocalImage:
     if await _use_transfer(app, creds):
-        return await transfer.pull(app, ref, creds, progress, is_pinned(app, ref))
+        try:
+            return await transfer.pull(app, ref, creds, progress, is_pinned(app, ref))
+        except errors.Unimplemented:     # containerd was replaced by one without Transfer: own client
+            if app.config.pull_method == "transfer":
+                raise
+            log.info("containerd answered UNIMPLEMENTED to a Transfer pull: pulling %s with the own client", ref)
     started = time.monotonic()
     from criproxy.images.registry import Registry  # aiohttp loads on the first pull, not at start-up
 
