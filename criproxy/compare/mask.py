@@ -8,6 +8,7 @@ this run made (its run label), since each endpoint may hold other workloads.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Any
@@ -19,7 +20,7 @@ RUN_LABEL = "criproxy-compare.run"
 
 _HEX_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{32,64}(?![0-9a-f])")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-_IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
+_IPV6 = re.compile(r"(?<![0-9A-Fa-f:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![0-9A-Fa-f:])")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TIME_KEYS = {"created_at", "started_at", "finished_at", "timestamp", "last_seen"}
 _VOLATILE_SUFFIXES = ("_bytes", "_nano_cores", "_nano_seconds", "_faults", "inodes_used", "_pid", "pid")
@@ -30,7 +31,15 @@ def _mask_text(s: str) -> str:
     s = _UUID.sub("<uuid>", s)
     s = _HEX_ID.sub("<id>", s)
     s = _IPV4.sub("<ip>", s)
-    return _IPV6.sub("<ip>", s) if s.count(":") >= 2 and "://" not in s else s
+    return _IPV6.sub(_ipv6, s) if s.count(":") >= 2 else s
+
+
+def _ipv6(m: re.Match[str]) -> str:
+    try:
+        ipaddress.IPv6Address(m.group(0))
+    except ValueError:
+        return m.group(0)
+    return "<ip>"
 
 
 def mask(doc: Any, key: str = "") -> Any:
