@@ -19,7 +19,9 @@ Under ``CI=true`` a skipped test fails unless ``tests/allowed_skips.toml`` lists
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
+import inspect
 import itertools
 import os
 import signal
@@ -172,6 +174,28 @@ def builtin_cri(testenv: Environment) -> Iterator[CriClient]:
 def ctr(testenv: Environment) -> Callable[..., str]:
     testenv.ensure_running()
     return testenv.ctr
+
+
+@pytest.fixture(autouse=True)
+def _event_loop_for_plain_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A plain (non-async) test that makes grpc.aio objects needs a current event loop. Once any test
+    has called ``asyncio.run`` (it leaves none set), such a test fails in a whole run and passes
+    alone; give it a loop of its own, closed after it."""
+    if inspect.iscoroutinefunction(getattr(request, "function", None)):
+        yield
+        return
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            yield
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+        return
+    yield
 
 
 _instance_ids = itertools.count()
