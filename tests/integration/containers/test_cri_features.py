@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -120,7 +121,9 @@ def test_supplemental_groups_policy(pod: Pod, policy: int, groups: list[int], id
 @pytest.fixture
 def cdi_env(testenv: Environment) -> dict[str, Path]:
     """Two CDI spec dirs (JSON in the first, YAML in the second), a device node that is a copy of
-    /dev/null's major:minor, a dir to mount and where a createRuntime hook writes."""
+    /dev/null's major:minor, a dir to mount and where a createRuntime hook writes. The YAML device is
+    c 240:7 (a local/experimental major no driver has: opening it fails with ENXIO once the device
+    cgroup lets it through, EPERM while it does not), given in full so no host node is needed."""
     base = testenv.scratch_dir("cdi")
     dirs = {k: base / k for k in ("etc", "run", "share", "dev")}
     for d in dirs.values():
@@ -141,7 +144,7 @@ def cdi_env(testenv: Environment) -> dict[str, Path]:
             "hooks": [{"hookName": "createRuntime", "path": "/bin/sh",
                        "args": ["sh", "-c", f"echo ran > {hook_out}"]}],
         }}]}))
-    (dirs["run"] / "yaml.yaml").write_text(f"""\
+    (dirs["run"] / "yaml.yaml").write_text("""\
 cdiVersion: "0.7.0"
 kind: example.com/yaml
 devices:
@@ -151,11 +154,12 @@ devices:
       deviceNodes:
         - path: /dev/cdi-y
           type: c
-          major: {os.major(st.st_rdev)}
-          minor: {os.minor(st.st_rdev)}
-          fileMode: 0o600
+          major: 240
+          minor: 7
+          fileMode: 384
+          permissions: rw
       additionalGids: [4242]
-""".replace("0o600", "384"))
+""")
     (dirs["run"] / "broken.json").write_text("{not json")
     return {**dirs, "hook": hook_out}
 
@@ -177,10 +181,13 @@ def test_cdi_devices_from_field_and_annotation(cdi_pod: Pod, cdi_env: dict[str, 
                            annotations={"cdi.k8s.io/extra": "example.com/yaml=y1"})
     cid = cdi_pod.run(cfg)
     # device nodes: made with the host node's major:minor, usable (the cgroup rule allows them)
-    listing = cdi_pod.sh(cid, "ls -ln /dev/cdi-null /dev/cdi-y")
-    assert listing.count("1,") == 2 and listing.count("c") >= 2, listing
-    assert cdi_pod.sh(cid, "ls -l /dev/cdi-y").startswith("crw-------")
+    rdev = Path("/dev/null").stat().st_rdev
+    listing = cdi_pod.sh(cid, "ls -ln /dev/cdi-null /dev/cdi-y").splitlines()
+    assert re.search(rf" {os.major(rdev)}, +{os.minor(rdev)} ", listing[0]) and listing[0].startswith("c"), listing
+    assert re.search(r" 240, +7 ", listing[1]) and listing[1].startswith("crw-------"), listing
     cdi_pod.sh(cid, "echo x > /dev/cdi-null && head -c 1 /dev/cdi-null | wc -c")
+    opened = cdi_pod.exec(cid, "sh", "-c", "cat /dev/cdi-y")
+    assert opened.exit_code != 0 and b"Operation not permitted" not in opened.stderr, opened.stderr
     # env from the spec's own edits and from each device
     env = cdi_pod.sh(cid, "env")
     assert {"CDI_SPEC=yes", "CDI_A=1", "CDI_Y=2"} <= set(env.split())
@@ -190,6 +197,13 @@ def test_cdi_devices_from_field_and_annotation(cdi_pod: Pod, cdi_env: dict[str, 
     assert cdi_env["hook"].read_text() == "ran\n"
     groups = cdi_pod.sh(cid, "grep ^Groups: /proc/1/status").split()[1:]
     assert "4242" in groups
+    # the device cgroup (v1: the devices controller's list) allows the node with the spec's permissions
+    status = cdi_pod.rt.ContainerStatus(cri.ContainerStatusRequest(container_id=cid, verbose=True))
+    pid = int(json.loads(status.info["info"])["pid"])
+    cgroups = dict(line.split(":", 2)[1:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines())
+    if "devices" in cgroups:
+        allowed = (Path("/sys/fs/cgroup/devices") / cgroups["devices"].lstrip("/") / "devices.list").read_text()
+        assert "c 240:7 rw\n" in allowed, allowed
 
 
 def test_cdi_unknown_device_is_invalid(cdi_pod: Pod, ctr: object) -> None:
