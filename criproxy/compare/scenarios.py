@@ -80,10 +80,13 @@ class Ctx:
                 self.quiet(side, "PullImage", cri.PullImageRequest(image=cri.ImageSpec(image=ref)),
                            timeout=self.params.pull_timeout)
 
-    def pod_config(self, side: Side) -> Any:
-        n = self.seq()
-        uid = str(uuid.uuid4())
-        name = f"compare-{self.rec.run_id[:6]}-{n}"
+    def pod_config(self, side: Side, key: str | None = None) -> Any:
+        """The pod config; pods made with the same ``key`` on both sides get the same request but for
+        the side's letter in the name (both endpoints may be one runtime, where names must differ),
+        which the spec diff masks; without a key each pod gets a name of its own."""
+        name = (f"compare-{self.rec.run_id[:6]}-{self.rec.scenario}-{key if key is not None else self.seq()}"
+                f"-{side.key}")
+        uid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"criproxy-compare/{self.rec.run_id}/{name}"))
         cfg = cri.PodSandboxConfig()
         if self.params.pod_config:
             json_format.ParseDict(copy.deepcopy(self.params.pod_config), cfg)
@@ -103,8 +106,9 @@ class Ctx:
             command=command or self.params.command, log_path=f"{name}/0.log",
             labels={RUN_LABEL: self.rec.run_id, "io.kubernetes.container.name": name})
 
-    def run_pod(self, side: Side, timed: bool = True, scenario: str | None = None) -> tuple[str, Any]:
-        cfg = self.pod_config(side)
+    def run_pod(self, side: Side, key: str | None = None, timed: bool = True,
+                scenario: str | None = None) -> tuple[str, Any]:
+        cfg = self.pod_config(side, key)
         req = cri.RunPodSandboxRequest(config=cfg)
         resp = (self.rec.call(side, "RunPodSandbox", req, scenario=scenario) if timed
                 else self.quiet(side, "RunPodSandbox", req))
@@ -151,7 +155,7 @@ class Ctx:
         self.ensure_image(self.params.image)
         for i in range(pods):
             for side in order(i, *self.sides):
-                pod, cfg = self.run_pod(side, timed=False)
+                pod, cfg = self.run_pod(side, str(i), timed=False)
                 ids = [self.start_container(side, pod, cfg, f"c{j}", timed=False) for j in range(containers)]
                 made[side.key].append((pod, ids))
             self.progress("setup", i + 1, pods)
@@ -164,7 +168,7 @@ def pod_lifecycle(ctx: Ctx) -> None:
     """RunPodSandbox, PodSandboxStatus, StopPodSandbox, RemovePodSandbox, one pod at a time."""
     for i in range(ctx.params.reps):
         for side in order(i, *ctx.sides):
-            pod, _ = ctx.run_pod(side)
+            pod, _ = ctx.run_pod(side, str(i))
             ctx.rec.call(side, "PodSandboxStatus", cri.PodSandboxStatusRequest(pod_sandbox_id=pod))
             ctx.remove_pod(side, pod, timed=True)
         ctx.progress("pod-lifecycle", i + 1, ctx.params.reps)
@@ -174,7 +178,7 @@ def container_lifecycle(ctx: Ctx) -> None:
     """Create, Start, ContainerStatus, Stop, Remove in one pod per side; the first pair's specs are
     compared while both containers exist."""
     ctx.ensure_image(ctx.params.image)
-    pods = {side.key: ctx.run_pod(side, timed=False) for side in ctx.sides}
+    pods = {side.key: ctx.run_pod(side, "pod", timed=False) for side in ctx.sides}
     for i in range(ctx.params.reps):
         ids: dict[str, str] = {}
         for side in order(i, *ctx.sides):
@@ -183,7 +187,8 @@ def container_lifecycle(ctx: Ctx) -> None:
                                              sandbox_config=cfg)
             ids[side.key] = str(ctx.rec.call(side, "CreateContainer", req).container_id)
         if i == 0:
-            ctx.spec_check(SpecPair("container-lifecycle", {k: (pods[k][0], v) for k, v in ids.items()}))
+            ctx.spec_check(SpecPair("container-lifecycle", {
+                k: (pods[k][0], v, pods[k][1].metadata.name, pods[k][1].metadata.uid) for k, v in ids.items()}))
         for side in order(i, *ctx.sides):
             cid = ids[side.key]
             ctx.rec.call(side, "StartContainer", cri.StartContainerRequest(container_id=cid))
@@ -244,8 +249,8 @@ def churn(ctx: Ctx) -> None:
     """``concurrency`` pods at once, each run, given one started container, stopped and removed."""
     ctx.ensure_image(ctx.params.image)
 
-    def one(side: Side) -> None:
-        pod, cfg = ctx.run_pod(side)
+    def one(side: Side, key: str) -> None:
+        pod, cfg = ctx.run_pod(side, key)
         cid = ctx.start_container(side, pod, cfg, "c")
         ctx.rec.call(side, "StopContainer", cri.StopContainerRequest(container_id=cid, timeout=0))
         ctx.rec.call(side, "RemoveContainer", cri.RemoveContainerRequest(container_id=cid))
@@ -254,7 +259,7 @@ def churn(ctx: Ctx) -> None:
     with ThreadPoolExecutor(max_workers=ctx.params.concurrency) as pool:
         for i in range(ctx.params.reps):
             for side in order(i, *ctx.sides):
-                for f in [pool.submit(one, side) for _ in range(ctx.params.concurrency)]:
+                for f in [pool.submit(one, side, f"{i}-{k}") for k in range(ctx.params.concurrency)]:
                     f.result()
             ctx.progress("churn", i + 1, ctx.params.reps)
 
@@ -316,7 +321,7 @@ def kubelet_like(ctx: Ctx) -> None:
     try:
         while time.monotonic() < deadline and not errors:
             for side in order(i, *ctx.sides):
-                pod, cfg = ctx.run_pod(side, scenario="kubelet-like/churn")
+                pod, cfg = ctx.run_pod(side, str(i), scenario="kubelet-like/churn")
                 ctx.start_container(side, pod, cfg, "c", scenario="kubelet-like/churn")
                 live[side.key].append(pod)
                 if len(live[side.key]) > max(1, ctx.params.pods):

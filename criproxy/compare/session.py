@@ -156,16 +156,17 @@ class SpecPair:
     """Both sides' containers made by one CreateContainer request, and their pods."""
 
     label: str
-    ids: dict[str, tuple[str, str]]       # side -> (pod id, container id)
+    ids: dict[str, tuple[str, str, str, str]]   # side -> (pod id, container id, pod name, pod uid)
 
 
 def spec_differences(fetcher: SpecFetcher, a: Side, b: Side, pair: SpecPair,
                      dirs: dict[str, list[str]]) -> list[Difference]:
-    """Differences between the normalised spec and record documents of the pair."""
+    """Differences between the normalised specs (``spec.…``) and records (``record.…``) of the pair."""
     docs = []
     for side in (a, b):
-        pod, ctr = pair.ids[side.key]
+        pod, ctr, name, uid = pair.ids[side.key]
         spec, record = fetcher.fetch(side.namespace, ctr)
-        norm = Normaliser({ctr: "<container>", pod: "<pod>"}, dirs.get(side.key, ()), side.namespace)
-        docs.append(norm({"spec": spec, "record": record}))
-    return diff(docs[0], docs[1])
+        norm = Normaliser({ctr: "<container>", pod: "<pod>", name: "<pod-name>", uid: "<pod-uid>"},
+                          dirs.get(side.key, ()), side.namespace)
+        docs.append((norm(spec), norm(record)))
+    return diff(docs[0][0], docs[1][0], "spec") + diff(docs[0][1], docs[1][1], "record")

@@ -64,3 +64,20 @@ def test_html_has_one_plot_per_rpc_and_escapes_text() -> None:
     assert "A &lt;sock&gt;" in page and "A <sock>" not in page
     assert "process.env[X]" in page and "NOT_FOUND" in page
     assert "<link" not in page and "src=" not in page   # nothing fetched: no stylesheet or script URL
+
+
+def test_every_compare_option_is_documented() -> None:
+    import argparse
+
+    from criproxy.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    compare = sub.choices["compare"]
+    options = [a for a in compare._actions if a.option_strings and a.dest != "help"]
+    assert len(options) >= 20
+    for a in options:
+        assert a.help and len(a.help) > 10, a.option_strings
+    text = compare.format_help()
+    for name in ("pod-lifecycle", "container-lifecycle", "exec-sync", "image-pull", "list-status", "churn",
+                 "stats", "kubelet-like", "--a-namespace", "--containerd"):
+        assert name in text
