@@ -70,7 +70,7 @@ class App:
     # -- what one RPC keeps for the next (owner in brackets) -----------------------------------------
     # RunPodSandbox calls in flight by pod name: a retry joins the first (cri/sandbox_run.py).
     sandbox_runs: InFlight[str, str] = field(default_factory=InFlight)
-    # The pause image as resolved for config.pause_image (cri/sandbox_pause.py).
+    # The pause image as resolved for config.pause_image (podsandbox/pause.py).
     pause_image: tuple[str, LocalImage] | None = None
     # CreateContainer's lease and when it was made, rotated every 12 h (cri/container_create.py).
     create_lease: tuple[str, int] | None = None

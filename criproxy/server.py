@@ -35,13 +35,14 @@ from criproxy.app import App
 from criproxy.config import Config
 from criproxy.containerd import Containerd
 from criproxy.containerd.managed import ManagedContainerd, socket_answers
-from criproxy.cri import container_create, container_recover, recover_sandboxes, runtime_update_config
+from criproxy.cri import container_create, container_recover, runtime_update_config
 from criproxy.errors import StartupError
 from criproxy.grpcapi.edge import generic_handlers
 from criproxy.images import catalog, imagevolume, pull
 from criproxy.observability import DebugServer
 from criproxy.oci import apparmor, basespec, rro
 from criproxy.oci.spec import detect_oom_score_floor
+from criproxy.podsandbox import recover as recover_sandboxes
 from criproxy.streaming.server import StreamingServer
 from criproxy.translate.sandbox import handler_config
 

@@ -30,11 +30,11 @@ from typing import Any
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri import recover_sandboxes
 from criproxy.cri.container_task import delete_task_retrying, fail_start, handle_exit, remove, resync, stop, watch
 from criproxy.images import catalog
 from criproxy.io.container import ContainerIO, io_dir
 from criproxy.labels import CONTAINER_METADATA, KIND, KIND_CONTAINER
+from criproxy.podsandbox import recover as recover_sandboxes
 from criproxy.protos import containers_pb, cri, task_events, task_types, tasks_pb
 from criproxy.state.container import ContainerRecord, ContainerStatusData
 from criproxy.state.lookup import is_object_id

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri import sandbox_events
 from criproxy.images import imagevolume
 from criproxy.io.container import ContainerIO, io_dir
 from criproxy.oci.volumes import remove_container_root
+from criproxy.podsandbox import events as sandbox_events
 from criproxy.protos import containers_pb, cri, snapshots_pb, task_types, tasks_pb
 from criproxy.state.container import REASON_START_ERROR, ContainerRecord
 from criproxy.translate import container as t

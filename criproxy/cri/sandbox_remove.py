@@ -8,7 +8,11 @@ netns, IP allocation (CNI DEL ran at stop), /dev/shm mount or files, and its nam
 from __future__ import annotations
 
 from criproxy.app import App
-from criproxy.cri import attempt, container_recover, rpc, sandbox_events, sandbox_files, sandbox_pause, sandbox_stop
+from criproxy.cri import container_recover, rpc, sandbox_stop
+from criproxy.podsandbox import attempt
+from criproxy.podsandbox import events as sandbox_events
+from criproxy.podsandbox import files as sandbox_files
+from criproxy.podsandbox import pause as sandbox_pause
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate.sandbox import handler_snapshotter

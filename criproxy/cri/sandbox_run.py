@@ -27,9 +27,13 @@ from contextlib import AsyncExitStack
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri import checks, rpc, sandbox_events, sandbox_files, sandbox_network, sandbox_pause
+from criproxy.cri import checks, rpc
 from criproxy.network import cniconf, netns, pod
 from criproxy.oci import cgroups
+from criproxy.podsandbox import events as sandbox_events
+from criproxy.podsandbox import files as sandbox_files
+from criproxy.podsandbox import network as sandbox_network
+from criproxy.podsandbox import pause as sandbox_pause
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import sandbox as t

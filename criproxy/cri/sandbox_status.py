@@ -17,8 +17,9 @@ from typing import Any
 from google.protobuf import json_format
 
 from criproxy.app import App
-from criproxy.cri import rpc, sandbox_events
+from criproxy.cri import rpc
 from criproxy.network import netns
+from criproxy.podsandbox import events as sandbox_events
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import sandbox as t

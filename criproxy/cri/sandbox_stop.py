@@ -12,7 +12,12 @@ from __future__ import annotations
 import asyncio
 
 from criproxy.app import App
-from criproxy.cri import attempt, container_recover, rpc, sandbox_events, sandbox_files, sandbox_network, sandbox_pause
+from criproxy.cri import container_recover, rpc
+from criproxy.podsandbox import attempt
+from criproxy.podsandbox import events as sandbox_events
+from criproxy.podsandbox import files as sandbox_files
+from criproxy.podsandbox import network as sandbox_network
+from criproxy.podsandbox import pause as sandbox_pause
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
 

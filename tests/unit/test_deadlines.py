@@ -12,7 +12,7 @@ from criproxy import errors
 from criproxy.app import App
 from criproxy.config import load
 from criproxy.containerd import Containerd
-from criproxy.cri import attempt
+from criproxy.podsandbox import attempt
 
 
 def test_every_call_but_a_wait_has_a_deadline(tmp_path: Path) -> None:

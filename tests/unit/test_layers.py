@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("criproxy.app",),                                                # the parts a call reaches
     ("criproxy.images", "criproxy.network", "criproxy.io", "criproxy.parity"),  # helpers over containerd
     ("criproxy.streaming",),                                          # exec/attach/port-forward sessions
+    ("criproxy.podsandbox", "criproxy.container"),                    # a sandbox's and a container's parts
     ("criproxy.cri",),                                                # CRI semantics, one module per RPC
     ("criproxy.grpcapi",),                                            # the gRPC edge
     ("criproxy.server", "criproxy.cli", "criproxy.__main__",

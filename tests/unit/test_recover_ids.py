@@ -6,8 +6,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from criproxy.cri import recover_sandboxes
 from criproxy.labels import SANDBOX_METADATA
+from criproxy.podsandbox import recover as recover_sandboxes
 from criproxy.protos import containers_pb, cri
 from criproxy.state.lookup import is_object_id
 from criproxy.state.sandbox import SandboxRecord

@@ -19,9 +19,12 @@ import logging
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri import sandbox_events, sandbox_files, sandbox_network, sandbox_pause
 from criproxy.labels import KIND, KIND_SANDBOX, SANDBOX_METADATA
 from criproxy.network import cni, netns, pod
+from criproxy.podsandbox import events as sandbox_events
+from criproxy.podsandbox import files as sandbox_files
+from criproxy.podsandbox import network as sandbox_network
+from criproxy.podsandbox import pause as sandbox_pause
 from criproxy.protos import containers_pb, cri, task_types, tasks_pb
 from criproxy.state.lookup import is_object_id
 from criproxy.state.sandbox import SandboxRecord

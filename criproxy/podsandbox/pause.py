@@ -17,10 +17,11 @@ import signal
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri import sandbox_events, sandbox_files
 from criproxy.images.pull import ensure_image, ensure_unpacked
 from criproxy.labels import SANDBOX_METADATA
 from criproxy.oci.spec import clamp_oom_score_adj, running_in_userns
+from criproxy.podsandbox import events as sandbox_events
+from criproxy.podsandbox import files as sandbox_files
 from criproxy.protos import containers_pb, mount_pb, snapshots_pb, tasks_pb
 from criproxy.state.image import LocalImage
 from criproxy.state.sandbox import SandboxRecord
