@@ -34,7 +34,7 @@ def _load_generated() -> None:
 
 def _cases() -> list[tuple[str, str, dict[str, Any]]]:
     cases = []
-    for group in ("cri", "containerd", "cgroups"):
+    for group in ("cri", "containerd", "cgroups", "nri"):
         files = json.loads((CONTRACTS / f"{group}-wire-contract.json").read_text())["files"]
         cases += [(group, name, spec) for name, spec in files.items() if name not in NOT_USED]
     return cases
