@@ -23,7 +23,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("criproxy.translate", "criproxy.oci", "criproxy.state"),          # pure conversions and records
     ("criproxy.containerd", "criproxy.observability", "criproxy.events"),  # containerd client, its events; metrics
     ("criproxy.app",),                                                # the parts a call reaches
-    ("criproxy.images", "criproxy.network", "criproxy.io", "criproxy.parity"),  # helpers over containerd
+    ("criproxy.images", "criproxy.network", "criproxy.io", "criproxy.parity",
+     "criproxy.nri"),                                                 # helpers over containerd; NRI plugins
     ("criproxy.streaming",),                                          # exec/attach/port-forward sessions
     ("criproxy.podsandbox", "criproxy.container"),                    # a sandbox's and a container's parts
     ("criproxy.cri",),                                                # CRI semantics, one module per RPC
