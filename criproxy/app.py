@@ -75,7 +75,7 @@ class App:
     # CreateContainer's lease and when it was made, rotated every 12 h (cri/container_create.py).
     create_lease: tuple[str, int] | None = None
     # Held while criproxy's default AppArmor profile is being loaded, so one create loads it
-    # (cri/container_spec.py, oci/apparmor.py).
+    # (container/spec.py, oci/apparmor.py).
     apparmor_load: asyncio.Lock = field(default_factory=asyncio.Lock)
     # ListPodSandbox's items and answers for one store generation (cri/sandbox_list.py).
     sandbox_list: SandboxListCache | None = None
@@ -91,7 +91,7 @@ class App:
     # The snapshotter's root dir as containerd reports it, asked once (cri/container_stats.py).
     snapshot_root: str | None = None
     # Read ends of the exec FIFOs a killed criproxy left, held open until those execs are reaped
-    # (cri/container_recover.py).
+    # (container/recover.py).
     exec_fifos: list[int] = field(default_factory=list)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 

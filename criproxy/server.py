@@ -33,9 +33,10 @@ import grpc.aio
 from criproxy import cri, errors, streaming
 from criproxy.app import App
 from criproxy.config import Config
+from criproxy.container import recover as container_recover
 from criproxy.containerd import Containerd
 from criproxy.containerd.managed import ManagedContainerd, socket_answers
-from criproxy.cri import container_create, container_recover, runtime_update_config
+from criproxy.cri import container_create, runtime_update_config
 from criproxy.errors import StartupError
 from criproxy.grpcapi.edge import generic_handlers
 from criproxy.images import catalog, imagevolume, pull

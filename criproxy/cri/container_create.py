@@ -19,9 +19,9 @@ from dataclasses import replace
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri import checks, rpc
-from criproxy.cri.container_spec import container_apparmor, container_spec
-from criproxy.cri.container_task import container_root, publish
+from criproxy.container.spec import container_apparmor, container_spec
+from criproxy.container.task import container_root, publish
+from criproxy.cri import rpc
 from criproxy.images import imagevolume
 from criproxy.images.catalog import resolve_local
 from criproxy.labels import CONTAINER_METADATA
@@ -30,6 +30,7 @@ from criproxy.protos import containers_pb, cri, leases_pb, mount_pb, snapshots_p
 from criproxy.state.container import ContainerHandles, ContainerMetadata, ContainerRecord
 from criproxy.state.image import LocalImage
 from criproxy.state.sandbox import SandboxRecord
+from criproxy.translate import checks
 from criproxy.translate import container as t
 from criproxy.translate.sandbox import handler_snapshotter
 

@@ -8,8 +8,8 @@ containerd's Go client deletes them.
 from __future__ import annotations
 
 from criproxy.app import App
+from criproxy.container.task import remove
 from criproxy.cri import rpc
-from criproxy.cri.container_task import remove
 from criproxy.protos import cri
 
 

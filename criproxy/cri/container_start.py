@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from criproxy import errors
 from criproxy.app import App
+from criproxy.container.task import fail_start, publish, start_task
 from criproxy.cri import rpc
-from criproxy.cri.container_task import fail_start, publish, start_task
 from criproxy.protos import cri
 
 _STATE: dict[int, str] = {cri.CONTAINER_RUNNING: "running", cri.CONTAINER_EXITED: "exited",

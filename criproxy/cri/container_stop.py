@@ -7,8 +7,8 @@ teardown). The call returns once the exit has been handled: status shows EXITED 
 from __future__ import annotations
 
 from criproxy.app import App
+from criproxy.container.task import stop
 from criproxy.cri import rpc
-from criproxy.cri.container_task import stop
 from criproxy.protos import cri
 
 

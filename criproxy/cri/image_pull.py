@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri import checks, rpc
+from criproxy.cri import rpc
 from criproxy.images.pull import ensure_unpacked, pull_image
 from criproxy.protos import cri
+from criproxy.translate import checks
 from criproxy.translate.sandbox import handler_config, handler_snapshotter
 
 

@@ -8,7 +8,8 @@ netns, IP allocation (CNI DEL ran at stop), /dev/shm mount or files, and its nam
 from __future__ import annotations
 
 from criproxy.app import App
-from criproxy.cri import container_recover, rpc, sandbox_stop
+from criproxy.container import recover as container_recover
+from criproxy.cri import rpc, sandbox_stop
 from criproxy.podsandbox import attempt
 from criproxy.podsandbox import events as sandbox_events
 from criproxy.podsandbox import files as sandbox_files

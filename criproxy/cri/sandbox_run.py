@@ -27,7 +27,7 @@ from contextlib import AsyncExitStack
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri import checks, rpc
+from criproxy.cri import rpc
 from criproxy.network import cniconf, netns, pod
 from criproxy.oci import cgroups
 from criproxy.podsandbox import events as sandbox_events
@@ -36,6 +36,7 @@ from criproxy.podsandbox import network as sandbox_network
 from criproxy.podsandbox import pause as sandbox_pause
 from criproxy.protos import cri
 from criproxy.state.sandbox import SandboxRecord
+from criproxy.translate import checks
 from criproxy.translate import sandbox as t
 
 Planned = tuple[cniconf.NetworkConfig, pod.NetworkState]   # the network and its network.json record

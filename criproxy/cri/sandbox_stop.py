@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 
 from criproxy.app import App
-from criproxy.cri import container_recover, rpc
+from criproxy.container import recover as container_recover
+from criproxy.cri import rpc
 from criproxy.podsandbox import attempt
 from criproxy.podsandbox import events as sandbox_events
 from criproxy.podsandbox import files as sandbox_files

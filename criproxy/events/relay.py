@@ -2,7 +2,7 @@
 
 In: a single ``Events.Subscribe`` for criproxy's namespace and the task topics (exit, OOM) and image
 topics (create, update, delete: the image cache follows them). Each envelope goes to the one handler
-``run`` is given (``cri/container_recover.py``, which calls the container or image code for each
+``run`` is given (``container/recover.py``, which calls the container or image code for each
 topic, so this module knows nothing about containers and nothing of the App). A broken
 stream (containerd restarting) is reopened with backoff, and every reconnect, like a timer, runs the
 relist ``run`` is given, which corrects whatever the disconnect missed.

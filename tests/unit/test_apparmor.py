@@ -11,8 +11,8 @@ import pytest
 from criproxy import errors
 from criproxy.app import App
 from criproxy.config import load
+from criproxy.container.spec import container_spec
 from criproxy.containerd import Containerd
-from criproxy.cri.container_spec import container_spec
 from criproxy.oci import apparmor as aa
 from criproxy.oci import container as oc
 from criproxy.protos import cri

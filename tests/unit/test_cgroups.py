@@ -14,8 +14,8 @@ import pytest
 from criproxy import errors
 from criproxy.app import App
 from criproxy.config import load
+from criproxy.container.spec import container_spec
 from criproxy.containerd.client import Containerd
-from criproxy.cri.container_spec import container_spec
 from criproxy.cri.runtime_config import runtime_config
 from criproxy.images.local import LocalImage
 from criproxy.oci import container as oc

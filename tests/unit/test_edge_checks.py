@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from criproxy import errors
-from criproxy.cri import checks
 from criproxy.cri.container_update import check_resources
 from criproxy.protos import cri
+from criproxy.translate import checks
 
 
 def test_labels() -> None:

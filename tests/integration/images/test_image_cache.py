@@ -15,8 +15,8 @@ import pytest
 
 from criproxy.app import App
 from criproxy.config import Config
+from criproxy.container import recover as container_recover
 from criproxy.containerd import Containerd
-from criproxy.cri import container_recover
 from criproxy.images import catalog
 from criproxy.images.pull import close_http, pull_image
 from criproxy.protos import cri

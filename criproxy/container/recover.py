@@ -30,7 +30,7 @@ from typing import Any
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.cri.container_task import delete_task_retrying, fail_start, handle_exit, remove, resync, stop, watch
+from criproxy.container.task import delete_task_retrying, fail_start, handle_exit, remove, resync, stop, watch
 from criproxy.images import catalog
 from criproxy.io.container import ContainerIO, io_dir
 from criproxy.labels import CONTAINER_METADATA, KIND, KIND_CONTAINER
