@@ -1,0 +1,304 @@
+"""The runtime side of NRI: accept plugins on a socket, register, configure and synchronize them, and
+call them for events in index order.
+
+Per plugin connection (docs/nri.md has a trace): the trunk is multiplexed (criproxy.nri.mux); on id 2
+criproxy serves the Runtime service, on id 1 it calls the plugin's Plugin service. The plugin must call
+``RegisterPlugin`` within the registration timeout; criproxy answers with ``Configure`` (the plugin's
+reply is its event mask) and ``Synchronize`` (every pod and container it knows, split into chunks
+marked ``more`` when one message would be over ttrpc's limit), applies the updates the plugin asks
+for, and only then adds the plugin to the list that sees events. ``lock`` is held for a plugin's
+synchronization and by every lifecycle call that reports an event, so a plugin connecting while pods
+and containers are being made sees each of them exactly once: in its synchronize, or as an event.
+
+A plugin that times out, hangs up or breaks the protocol is disconnected and the event counts as
+handled for it, as containerd does; an error status from a plugin is returned to the caller (the
+lifecycle step fails where it can fail).
+
+The runtime state reaches this module as callbacks (``snapshot``, ``apply_updates``), so it depends on
+nothing above the transport and its logic can be tested with plain data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import stat
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
+from criproxy._gen.nri import api_pb2 as api
+from criproxy.nri import mux, ttrpc
+
+log = logging.getLogger(__name__)
+
+RUNTIME_SERVICE = "nri.pkg.api.v1alpha1.Runtime"
+PLUGIN_SERVICE = "nri.pkg.api.v1alpha1.Plugin"
+ALL_EVENTS = (1 << (api.LAST - 1)) - 1           # bits 0..13: events 1..14
+_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
+_INDEX = re.compile(r"[0-9]{2}")
+# Synchronize chunks stay well below ttrpc's 4 MiB message limit (the envelope adds a little).
+SYNC_CHUNK_BYTES = 3 << 20
+MAX_PLUGINS = 64
+
+R = TypeVar("R", bound=Message)
+Snapshot = Callable[[], tuple[list[api.PodSandbox], list[api.Container]]]
+ApplyUpdates = Callable[[Sequence[api.ContainerUpdate]], Awaitable[list[api.ContainerUpdate]]]
+
+
+class PluginError(Exception):
+    """A plugin refused an event (an error status); the lifecycle step fails with this message."""
+
+    def __init__(self, plugin: str, code: int, message: str) -> None:
+        super().__init__(f"NRI plugin {plugin}: {message}")
+        self.plugin, self.code, self.message = plugin, code, message
+
+
+def subscribed(events: int, event: int) -> bool:
+    return bool(events & (1 << (event - 1)))
+
+
+def event_mask(reply: int) -> int:
+    """The plugin's subscription from its Configure reply: 0 means every event; bits beyond the known
+    events are a protocol error."""
+    if reply == 0:
+        return ALL_EVENTS
+    if reply & ~ALL_EVENTS:
+        raise ValueError(f"invalid event mask {reply:#x}")
+    return reply
+
+
+def sync_chunks(pods: Sequence[api.PodSandbox], containers: Sequence[api.Container],
+                limit: int = SYNC_CHUNK_BYTES) -> list[api.SynchronizeRequest]:
+    """Split a synchronization into requests of at most about ``limit`` bytes each: pods first, then
+    containers, every request but the last marked ``more``."""
+    chunks: list[api.SynchronizeRequest] = [api.SynchronizeRequest()]
+    size = 0
+    for kind, items in (("pods", pods), ("containers", containers)):
+        for item in items:
+            n = item.ByteSize() + 8
+            if size and size + n > limit:
+                chunks.append(api.SynchronizeRequest())
+                size = 0
+            getattr(chunks[-1], kind).append(item)
+            size += n
+    for chunk in chunks[:-1]:
+        chunk.more = True
+    return chunks
+
+
+@dataclass(eq=False)
+class Plugin:
+    """One connected plugin."""
+
+    name: str = ""
+    index: str = ""
+    events: int = 0
+    trunk: mux.Mux | None = None
+    client: ttrpc.Client | None = None
+    server: ttrpc.Server | None = None
+    registered: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    closed: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.index, self.name)
+
+    def __str__(self) -> str:
+        return f"{self.index}-{self.name}" if self.name else "unregistered plugin"
+
+    async def close(self) -> None:
+        self.closed = True
+        for part in (self.client, self.server, self.trunk):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await part.close()
+
+
+@dataclass(eq=False)
+class Settings:
+    socket: Path
+    registration_timeout: float = 5.0
+    request_timeout: float = 2.0
+    runtime_name: str = "criproxy"
+    runtime_version: str = ""
+
+
+class Adaptation:
+    """The plugins of one runtime. :meth:`start` binds the socket; :meth:`stop` disconnects everyone."""
+
+    def __init__(self, settings: Settings, snapshot: Snapshot, apply_updates: ApplyUpdates) -> None:
+        self.settings = settings
+        self._snapshot, self._apply_updates = snapshot, apply_updates
+        self.lock = asyncio.Lock()
+        self.plugins: list[Plugin] = []           # registered and synchronized, in index order
+        self._pending: set[Plugin] = set()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- socket ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        path = self.settings.socket
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(path.lstat().st_mode):
+                path.unlink()           # a stale socket of an earlier run
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._accept, path=str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        log.info("NRI: listening for plugins on %s", path)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.settings.socket.unlink()
+        for plugin in [*self.plugins, *self._pending]:
+            await plugin.close()
+        self.plugins.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.plugins) + len(self._pending) >= MAX_PLUGINS:
+            log.warning("NRI: refusing a plugin connection: %d plugins already", MAX_PLUGINS)
+            writer.close()
+            return
+        task = asyncio.get_running_loop().create_task(self.connect(reader, writer), name="nri-plugin")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- one plugin --------------------------------------------------------------------------------
+    async def connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      name: str = "", index: str = "") -> None:
+        """Run one plugin connection from registration until it closes. ``name``/``index`` are given
+        for pre-installed plugins, which keep those of their file."""
+        plugin = Plugin(name=name, index=index)
+        self._pending.add(plugin)
+        trunk = plugin.trunk = mux.Mux(reader, writer)
+        plugin.client = ttrpc.Client(trunk.open(mux.PLUGIN_SERVICE_CONN))
+        plugin.server = ttrpc.Server(trunk.open(mux.RUNTIME_SERVICE_CONN), self._runtime_service(plugin))
+        for part in (trunk, plugin.client, plugin.server):
+            part.start()
+        try:
+            await self._handshake(plugin)
+        except Exception as exc:
+            log.warning("NRI: %s not admitted: %s", plugin, exc)
+            self._pending.discard(plugin)
+            await plugin.close()
+            return
+        self._pending.discard(plugin)
+        await trunk.closed.wait()
+        self._drop(plugin, "connection closed")
+
+    async def _handshake(self, plugin: Plugin) -> None:
+        s = self.settings
+        try:
+            await asyncio.wait_for(asyncio.shield(plugin.registered), s.registration_timeout)
+        except TimeoutError:
+            raise RuntimeError(f"no registration within {s.registration_timeout}s") from None
+        assert plugin.client is not None
+        reply = await plugin.client.call(
+            PLUGIN_SERVICE, "Configure",
+            api.ConfigureRequest(config="", runtime_name=s.runtime_name, runtime_version=s.runtime_version,
+                                 registration_timeout=int(s.registration_timeout * 1000),
+                                 request_timeout=int(s.request_timeout * 1000)),
+            api.ConfigureResponse, timeout=s.request_timeout)
+        plugin.events = event_mask(reply.events)
+        async with self.lock:
+            pods, containers = self._snapshot()
+            updates = await self._synchronize(plugin, pods, containers)
+            if updates:
+                failed = await self._apply_updates(updates)
+                for f in failed:
+                    log.warning("NRI: %s: synchronize update of container %s failed", plugin, f.container_id)
+            if plugin.closed:
+                raise RuntimeError("closed during synchronization")
+            self.plugins.append(plugin)
+            self.plugins.sort(key=lambda p: p.key)
+        log.info("NRI: plugin %s connected (events %#x, synchronized %d pods, %d containers)",
+                 plugin, plugin.events, len(pods), len(containers))
+
+    async def _synchronize(self, plugin: Plugin, pods: list[api.PodSandbox],
+                           containers: list[api.Container]) -> list[api.ContainerUpdate]:
+        assert plugin.client is not None
+        timeout = self.settings.request_timeout
+        try:
+            reply = await plugin.client.call(PLUGIN_SERVICE, "Synchronize",
+                                             api.SynchronizeRequest(pods=pods, containers=containers),
+                                             api.SynchronizeResponse, timeout=timeout)
+            return list(reply.update)
+        except ttrpc.TtrpcError as exc:
+            if exc.code != ttrpc.RESOURCE_EXHAUSTED:
+                raise
+        for chunk in sync_chunks(pods, containers):
+            reply = await plugin.client.call(PLUGIN_SERVICE, "Synchronize", chunk, api.SynchronizeResponse,
+                                             timeout=timeout)
+        return list(reply.update)
+
+    def _runtime_service(self, plugin: Plugin) -> ttrpc.Services:
+        async def register(req: Message) -> Message:
+            assert isinstance(req, api.RegisterPluginRequest)
+            if plugin.registered.done():
+                raise ttrpc.TtrpcError(ttrpc.INVALID_ARGUMENT, "plugin already registered")
+            if not plugin.name:     # a socket plugin names itself; a pre-installed one keeps its file's
+                if not _NAME.fullmatch(req.plugin_name):
+                    raise ttrpc.TtrpcError(ttrpc.INVALID_ARGUMENT, f"invalid plugin name {req.plugin_name!r}")
+                if not _INDEX.fullmatch(req.plugin_idx):
+                    raise ttrpc.TtrpcError(ttrpc.INVALID_ARGUMENT, f"invalid plugin index {req.plugin_idx!r}")
+                plugin.name, plugin.index = req.plugin_name, req.plugin_idx
+            plugin.registered.set_result(None)
+            return api.Empty()
+
+        async def update_containers(req: Message) -> Message:
+            assert isinstance(req, api.UpdateContainersRequest)
+            if plugin not in self.plugins:
+                raise ttrpc.TtrpcError(ttrpc.INVALID_ARGUMENT, "plugin is not registered and synchronized")
+            async with self.lock:
+                failed = await self._apply_updates(list(req.update))
+            return api.UpdateContainersResponse(failed=failed)
+
+        return {RUNTIME_SERVICE: {
+            "RegisterPlugin": ttrpc.Method(api.RegisterPluginRequest, register),
+            "UpdateContainers": ttrpc.Method(api.UpdateContainersRequest, update_containers),
+        }}
+
+    def _drop(self, plugin: Plugin, why: str) -> None:
+        if plugin in self.plugins:
+            self.plugins.remove(plugin)
+            log.warning("NRI: plugin %s disconnected: %s", plugin, why)
+        if not plugin.closed:
+            task = asyncio.get_running_loop().create_task(plugin.close())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    # -- events ------------------------------------------------------------------------------------
+    async def call(self, event: int, method: str, request: Message, response_type: type[R]) -> list[tuple[Plugin, R]]:
+        """Send one event to every subscribed plugin in index order, one at a time; the replies of the
+        plugins that answered. A plugin's error status raises :class:`PluginError` (the later plugins
+        are not called); a plugin that times out or is gone is disconnected and skipped."""
+        out: list[tuple[Plugin, R]] = []
+        for plugin in list(self.plugins):
+            if not subscribed(plugin.events, event) or plugin.client is None or plugin.closed:
+                continue
+            try:
+                reply = await plugin.client.call(PLUGIN_SERVICE, method, request, response_type,
+                                                 timeout=self.settings.request_timeout)
+            except ttrpc.TtrpcError as exc:
+                if exc.code in (ttrpc.DEADLINE_EXCEEDED, ttrpc.UNAVAILABLE, ttrpc.INTERNAL,
+                                ttrpc.RESOURCE_EXHAUSTED):
+                    self._drop(plugin, f"{method}: {exc.message}")
+                    continue
+                raise PluginError(str(plugin), exc.code, exc.message) from None
+            out.append((plugin, reply))
+        return out

@@ -1,0 +1,159 @@
+"""NRI registration, configuration and synchronization against a test plugin on a real socket; the
+runtime state is plain data (the integration tests use criproxy's)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+from google.protobuf.message import Message
+
+from criproxy._gen.nri import api_pb2 as api
+from criproxy.nri import adaptation, ttrpc
+from tests.harness.nri_plugin import PluginPeer
+
+
+class World:
+    def __init__(self) -> None:
+        self.pods = [api.PodSandbox(id="p1", name="pod-one", namespace="default", uid="u1")]
+        self.containers = [api.Container(id="c1", pod_sandbox_id="p1", name="ctr", state=api.CONTAINER_RUNNING)]
+        self.applied: list[str] = []
+
+    def snapshot(self) -> tuple[list[api.PodSandbox], list[api.Container]]:
+        return list(self.pods), list(self.containers)
+
+    async def apply(self, updates: Sequence[api.ContainerUpdate]) -> list[api.ContainerUpdate]:
+        self.applied += [u.container_id for u in updates]
+        return [u for u in updates if u.container_id == "missing"]
+
+
+@pytest.fixture
+async def nri(tmp_path: Path) -> AsyncIterator[tuple[adaptation.Adaptation, World]]:
+    world = World()
+    a = adaptation.Adaptation(adaptation.Settings(socket=tmp_path / "nri" / "nri.sock", registration_timeout=1,
+                                                  request_timeout=1, runtime_version="test"),
+                              world.snapshot, world.apply)
+    await a.start()
+    yield a, world
+    await a.stop()
+
+
+async def _until(cond: object, what: str) -> None:
+    for _ in range(200):
+        if callable(cond) and cond():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_socket_mode_and_handshake_order(nri: tuple[adaptation.Adaptation, World]) -> None:
+    a, world = nri
+    assert oct(a.settings.socket.stat().st_mode & 0o777) == "0o600"
+    assert oct(a.settings.socket.parent.stat().st_mode & 0o777) == "0o700"
+
+    async def sync(req: Message) -> Message:
+        return api.SynchronizeResponse(update=[api.ContainerUpdate(container_id="c1")])
+
+    plugin = PluginPeer(name="watch", index="20", events=(1 << 3) | (1 << 9))
+    plugin.answers["Synchronize"] = sync
+    await plugin.connect(a.settings.socket)
+    await _until(lambda: a.plugins, "plugin admitted")
+    assert plugin.methods() == ["Configure", "Synchronize"]
+    conf = plugin.calls[0][1]
+    assert isinstance(conf, api.ConfigureRequest)
+    assert (conf.runtime_name, conf.runtime_version, conf.registration_timeout, conf.request_timeout) == \
+        ("criproxy", "test", 1000, 1000)
+    sync_req = plugin.calls[1][1]
+    assert isinstance(sync_req, api.SynchronizeRequest)
+    assert [p.id for p in sync_req.pods] == ["p1"] and [c.id for c in sync_req.containers] == ["c1"]
+    assert not sync_req.more
+    assert world.applied == ["c1"]
+    assert str(a.plugins[0]) == "20-watch" and a.plugins[0].events == 0b1000001000
+    await plugin.close()
+    await _until(lambda: not a.plugins, "plugin dropped after hang-up")
+
+
+async def test_events_in_index_order_and_errors(nri: tuple[adaptation.Adaptation, World]) -> None:
+    a, _ = nri
+    late, early = PluginPeer(name="late", index="90"), PluginPeer(name="early", index="05")
+
+    async def refuse(req: Message) -> Message:
+        raise ttrpc.TtrpcError(ttrpc.FAILED_PRECONDITION, "no")
+
+    await late.connect(a.settings.socket)
+    await _until(lambda: len(a.plugins) == 1, "late admitted")
+    await early.connect(a.settings.socket)
+    await _until(lambda: len(a.plugins) == 2, "early admitted")
+    assert [p.name for p in a.plugins] == ["early", "late"]
+    order: list[str] = []
+    for p in (early, late):
+        async def rec(req: Message, name: str = p.name) -> Message:
+            order.append(name)
+            return api.CreateContainerResponse()
+        p.answers["CreateContainer"] = rec
+    replies = await a.call(api.CREATE_CONTAINER, "CreateContainer", api.CreateContainerRequest(),
+                           api.CreateContainerResponse)
+    assert order == ["early", "late"] and len(replies) == 2
+    early.answers["CreateContainer"] = refuse
+    with pytest.raises(adaptation.PluginError) as err:
+        await a.call(api.CREATE_CONTAINER, "CreateContainer", api.CreateContainerRequest(),
+                     api.CreateContainerResponse)
+    assert err.value.plugin == "05-early" and "no" in str(err.value)
+    assert order == ["early", "late"]            # late was not called after early refused
+    # A plugin that does not answer in time is disconnected, the event counts as handled.
+    async def hang(req: Message) -> Message:
+        await asyncio.sleep(30)
+        return api.CreateContainerResponse()
+    early.answers["CreateContainer"] = hang
+    replies = await a.call(api.CREATE_CONTAINER, "CreateContainer", api.CreateContainerRequest(),
+                           api.CreateContainerResponse)
+    assert [p.name for p, _ in replies] == ["late"]
+    await _until(lambda: [p.name for p in a.plugins] == ["late"], "early dropped")
+    await early.close()
+    await late.close()
+
+
+async def test_registration_rules(nri: tuple[adaptation.Adaptation, World]) -> None:
+    a, _ = nri
+    bad = PluginPeer(name="bad name!", index="10")
+    with pytest.raises(ttrpc.TtrpcError) as err:
+        await bad.connect(a.settings.socket)
+    assert err.value.code == ttrpc.INVALID_ARGUMENT
+    await bad.close()
+    silent = PluginPeer()
+    await silent.connect(a.settings.socket, register=False)
+    assert silent.trunk is not None
+    await asyncio.wait_for(silent.trunk.closed.wait(), 10)     # dropped after the registration timeout
+    assert not a.plugins and silent.methods() == []
+    await silent.close()
+
+
+async def test_unsolicited_update_containers(nri: tuple[adaptation.Adaptation, World]) -> None:
+    a, world = nri
+    plugin = PluginPeer()
+    await plugin.connect(a.settings.socket)
+    await _until(lambda: a.plugins, "admitted")
+    assert plugin.client is not None
+    reply = await plugin.client.call(adaptation.RUNTIME_SERVICE, "UpdateContainers",
+                                     api.UpdateContainersRequest(update=[api.ContainerUpdate(container_id="c1"),
+                                                                         api.ContainerUpdate(container_id="missing")]),
+                                     api.UpdateContainersResponse, timeout=5)
+    assert [f.container_id for f in reply.failed] == ["missing"]
+    assert world.applied == ["c1", "missing"]
+    await plugin.close()
+
+
+def test_sync_chunks_and_event_mask() -> None:
+    pods = [api.PodSandbox(id=f"p{i}", name="x" * 100) for i in range(10)]
+    ctrs = [api.Container(id=f"c{i}", name="y" * 100) for i in range(10)]
+    chunks = adaptation.sync_chunks(pods, ctrs, limit=500)
+    assert [c.more for c in chunks] == [True] * (len(chunks) - 1) + [False]
+    assert [p.id for c in chunks for p in c.pods] == [p.id for p in pods]
+    assert [x.id for c in chunks for x in c.containers] == [x.id for x in ctrs]
+    assert all(c.ByteSize() <= 500 + 8 * 5 for c in chunks) and len(chunks) > 3
+    assert adaptation.event_mask(0) == 0x3FFF
+    assert adaptation.event_mask(0b1000) == 0b1000
+    with pytest.raises(ValueError):
+        adaptation.event_mask(1 << 14)
