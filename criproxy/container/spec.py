@@ -14,7 +14,7 @@ from typing import Any
 
 from criproxy import errors
 from criproxy.app import App
-from criproxy.oci import apparmor, basespec, cdi, cgroups
+from criproxy.oci import apparmor, basespec, cdi, cgroups, hostfacts
 from criproxy.oci import container as oc
 from criproxy.oci.spec import (
     Option,
@@ -69,8 +69,8 @@ def _mounts(app: App, config: cri.ContainerConfig, sandbox: SandboxRecord,
         if m.container_path in image_hosts:       # an image volume, mounted by images/imagevolume.py
             out.append(oc.cri_mount(m, image_hosts[m.container_path], rro))
             continue
-        host = oc.prepare_host_path(m)
-        oc.check_propagation(m, host)
+        host = hostfacts.prepare_host_path(m)
+        hostfacts.check_propagation(m, host)
         out.append(oc.cri_mount(m, host, rro))
     taken = {m["destination"] for m in out}
     return oc.pod_file_mounts(_pod_files(sandbox), taken, sc.readonly_rootfs) + out
@@ -78,17 +78,17 @@ def _mounts(app: App, config: cri.ContainerConfig, sandbox: SandboxRecord,
 
 def _security(config: cri.ContainerConfig, sandbox: SandboxRecord, apparmor_profile: str) -> list[Option]:
     sc = config.linux.security_context
-    all_caps = oc.host_capabilities()
+    all_caps = hostfacts.host_capabilities()
     if sc.privileged:
         if not sandbox.config.linux.security_context.privileged:
             raise errors.InvalidArgument("privileged container in a pod sandbox that is not privileged")
-        return [oc.with_privileged(all_caps, oc.host_devices()), apparmor.with_apparmor(apparmor_profile),
+        return [oc.with_privileged(all_caps, hostfacts.host_devices()), apparmor.with_apparmor(apparmor_profile),
                 oc.with_no_new_privs(sc.no_new_privs), oc.with_rootfs_readonly(sc.readonly_rootfs)]
     caps = oc.capability_set(sc.capabilities, all_caps)
     ambient = [oc.cap_name(c) for c in sc.capabilities.add_ambient_capabilities]
     return [oc.with_capabilities(caps, ambient), oc.with_paths(list(sc.masked_paths), list(sc.readonly_paths)),
-            oc.with_cgroup_namespace(oc.cgroup_unified()),
-            oc.with_seccomp(oc.seccomp_profile(sc, caps)),
+            oc.with_cgroup_namespace(hostfacts.cgroup_unified()),
+            oc.with_seccomp(hostfacts.seccomp_profile(sc, caps)),
             apparmor.with_apparmor(apparmor_profile),
             oc.with_no_new_privs(sc.no_new_privs), oc.with_rootfs_readonly(sc.readonly_rootfs)]
 
@@ -125,7 +125,7 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
     sc = config.linux.security_context
     ident = oc.resolve_identity(sc, str(img.get("User") or ""), files)
     opts = sc.namespace_options
-    devices, rules = oc.cri_devices(config.devices)
+    devices, rules = hostfacts.cri_devices(config.devices)
     resources = config.linux.resources
     spec = build_spec(
         basespec.start_spec(app.base_specs.get(sandbox.runtime_handler)),
@@ -139,7 +139,7 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
         oc.with_devices(devices, rules),
         oc.with_resources(resources, clamp_oom_score_adj(int(resources.oom_score_adj), app.oom_score_floor)
                           if config.linux.HasField("resources") else None,
-                          oc.swap_supported(), oc.hugetlb_supported()),
+                          hostfacts.swap_supported(), hostfacts.hugetlb_supported()),
         cdi.cdi_option(app.config.cdi_spec_dirs, [d.name for d in config.CDI_devices], config.annotations),
         with_cgroups_path(cgroups.cgroups_path(sandbox.config.linux.cgroup_parent, container_id)),
         with_annotations(oc.container_annotations(sandbox.id, config, sandbox.config, config.image.image)),

@@ -18,6 +18,7 @@ from criproxy import errors
 from criproxy.app import App
 from criproxy.cri import rpc
 from criproxy.oci import container as oc
+from criproxy.oci import hostfacts
 from criproxy.protos import containers_pb, cri, tasks_pb
 from criproxy.state.container import ContainerRecord
 from criproxy.translate import container as t
@@ -65,7 +66,7 @@ def merged(old: cri.LinuxContainerResources, new: cri.LinuxContainerResources) -
 async def _write_spec(app: App, rec: ContainerRecord, resources: cri.LinuxContainerResources) -> dict[str, Any]:
     c = (await app.ctrd.containers.Get(containers_pb.GetContainerRequest(id=rec.id))).container
     spec = json.loads(c.spec.value)
-    wanted = oc.linux_resources(resources, oc.swap_supported(), oc.hugetlb_supported())
+    wanted = oc.linux_resources(resources, hostfacts.swap_supported(), hostfacts.hugetlb_supported())
     spec["linux"].setdefault("resources", {}).update(wanted)
     c.spec.value = json.dumps(spec, separators=(",", ":")).encode()
     await app.ctrd.containers.Update(containers_pb.UpdateContainerRequest(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from criproxy import labels as lb
-from criproxy.oci import cgroups
+from criproxy.oci import cgroups, hostfacts
 from criproxy.oci import container as oc
 from criproxy.oci import spec as oci
 from criproxy.protos import cri
@@ -119,7 +119,7 @@ def _seccomp(config: cri.PodSandboxConfig) -> oci.Option:
     as_container = cri.LinuxContainerSecurityContext(seccomp_profile_path=sc.seccomp_profile_path)
     if sc.HasField("seccomp"):   # an unset profile must stay unset (its zero value means RuntimeDefault)
         as_container.seccomp.CopyFrom(sc.seccomp)
-    return oc.with_seccomp(oc.seccomp_profile(as_container, list(oci.DEFAULT_CAPS)))
+    return oc.with_seccomp(hostfacts.seccomp_profile(as_container, list(oci.DEFAULT_CAPS)))
 
 
 def pause_spec(sandbox_id: str, config: cri.PodSandboxConfig, image_config: dict[str, Any], image: str,

@@ -10,6 +10,7 @@ import pytest
 
 from criproxy import errors
 from criproxy.oci import container as oc
+from criproxy.oci import hostfacts
 from criproxy.oci.spec import DEFAULT_CAPS, build_spec, default_spec
 from criproxy.protos import cri
 
@@ -203,30 +204,31 @@ def test_localhost_seccomp_profile(tmp_path: Path) -> None:
     p = tmp_path / "p.json"
     p.write_text('{"defaultAction": "SCMP_ACT_LOG"}')
     ctx = sc(seccomp=cri.SecurityProfile(profile_type=cri.SecurityProfile.Localhost, localhost_ref=str(p)))
-    assert oc.seccomp_profile(ctx, []) == {"defaultAction": "SCMP_ACT_LOG"}
+    assert hostfacts.seccomp_profile(ctx, []) == {"defaultAction": "SCMP_ACT_LOG"}
     with pytest.raises(errors.InvalidArgument):
-        oc.load_localhost_seccomp(str(tmp_path / "missing.json"))
+        hostfacts.load_localhost_seccomp(str(tmp_path / "missing.json"))
 
 
 def test_devices_from_host() -> None:
-    devs, rules = oc.cri_devices([cri.Device(container_path="/dev/mynull", host_path="/dev/null", permissions="rw")])
+    devs, rules = hostfacts.cri_devices([cri.Device(container_path="/dev/mynull", host_path="/dev/null",
+                                                    permissions="rw")])
     assert devs[0]["path"] == "/dev/mynull" and devs[0]["type"] == "c" and devs[0]["major"] == 1
     assert rules[0] == {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"}
     with pytest.raises(errors.InvalidArgument):
-        oc.cri_devices([cri.Device(container_path="/x", host_path="/nonexistent/dev")])
+        hostfacts.cri_devices([cri.Device(container_path="/x", host_path="/nonexistent/dev")])
 
 
 def test_host_capabilities_names() -> None:
-    caps = oc.host_capabilities()
+    caps = hostfacts.host_capabilities()
     assert "CAP_CHOWN" in caps and all(c.startswith("CAP_") for c in caps)
 
 
 def test_missing_host_path_is_created(tmp_path: Path) -> None:
     target = tmp_path / "new" / "dir"
-    assert oc.prepare_host_path(cri.Mount(container_path="/d", host_path=str(target))) == str(target)
+    assert hostfacts.prepare_host_path(cri.Mount(container_path="/d", host_path=str(target))) == str(target)
     assert target.is_dir()
     link = tmp_path / "link"
     os.symlink(target, link)
-    assert oc.prepare_host_path(cri.Mount(container_path="/d", host_path=str(link))) == str(target)
+    assert hostfacts.prepare_host_path(cri.Mount(container_path="/d", host_path=str(link))) == str(target)
 
 
