@@ -72,9 +72,9 @@ async def _remote_command(request: web.Request, server: StreamingServer, kind: s
                           run: Run) -> Any:
     idle = server.app.config.streaming_idle_timeout
     if _transport(request) == "spdy":
-        from criproxy.streaming import spdy
+        from criproxy.streaming import spdyexec
 
-        return await _tracked(server, kind, spdy.serve_remote_command(request, opts, run, idle))
+        return await _tracked(server, kind, spdyexec.serve_remote_command(request, opts, run, idle))
     return await _tracked(server, kind, websocket.serve(request, opts, run, idle))
 
 
@@ -108,10 +108,10 @@ async def handle_portforward(request: web.Request) -> Any:
     req: cri.PortForwardRequest = pending.request
     idle = server.app.config.streaming_idle_timeout
     if _transport(request) == "spdy":
-        from criproxy.streaming import spdy
+        from criproxy.streaming import spdyforward
 
         return await _tracked(server, "portforward",
-                              spdy.serve_port_forward(request, server.app, req.pod_sandbox_id, idle))
+                              spdyforward.serve_port_forward(request, server.app, req.pod_sandbox_id, idle))
     ports = list(req.port) or query_ports(request)
     if not ports:
         raise web.HTTPBadRequest(text='query parameter "port" is required\n')

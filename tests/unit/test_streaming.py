@@ -210,7 +210,7 @@ def test_spdy_header_bomb_is_refused() -> None:
     ("v2.channel.k8s.io", True, True, {"error", "stdin", "stdout"}),       # resize came with v3
 ])
 def test_spdy_expected_streams(protocol: str, stdin: bool, tty: bool, expected: set[str]) -> None:
-    from criproxy.streaming.spdy import expected_streams
+    from criproxy.streaming.spdyexec import expected_streams
     from criproxy.streaming.streams import Options
 
     opts = Options(stdin=stdin, stdout=True, stderr=not tty, tty=tty)
@@ -218,7 +218,8 @@ def test_spdy_expected_streams(protocol: str, stdin: bool, tty: bool, expected: 
 
 
 def test_spdy_port_forward_pairs_by_request_id_or_kubelets_fallback() -> None:
-    from criproxy.streaming.spdy import SpdyStream, request_id
+    from criproxy.streaming.spdy import SpdyStream
+    from criproxy.streaming.spdyforward import request_id
 
     def stream(sid: int, **headers: str) -> SpdyStream:
         return SpdyStream(None, sid, headers)  # type: ignore[arg-type]

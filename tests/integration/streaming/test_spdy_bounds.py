@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from criproxy.streaming import spdy
+from criproxy.streaming import spdyforward
 from tests.harness.criproxy import CriproxyProcess
 from tests.integration.containers.conftest import Pod
 from tests.integration.streaming import spdyclient
@@ -74,7 +74,7 @@ async def test_port_forward_half_pair_expires_and_duplicates_are_reset(pod: Pod)
         assert not err.reset and dup.reset
         other = await c.open({"streamType": "bogus", "port": "8080", "requestID": "8"})
         assert other.reset
-        await asyncio.wait_for(err.fin.wait(), spdy.PAIR_TIMEOUT + 20)
+        await asyncio.wait_for(err.fin.wait(), spdyforward.PAIR_TIMEOUT + 20)
         assert b"timed out waiting for streams" in err.data and err.reset
     finally:
         await c.close()
