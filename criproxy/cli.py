@@ -1,4 +1,5 @@
-"""Command line: ``criproxy serve``, ``criproxy compare`` (two CRI endpoints side by side) and
+"""Command line: ``criproxy serve``, ``criproxy compare`` (two CRI endpoints side by side),
+``criproxy trace`` and ``criproxy ui`` (the translation trace, in a terminal or a local web page) and
 ``criproxy version``.
 
 Every setting of config.Config is also a flag (``--containerd-address`` for ``containerd_address``),
@@ -74,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     from criproxy.compare.command import add_arguments
 
     add_arguments(compare)
+    from criproxy.ui import trace_cmd, web
+
+    trace_cmd.add_arguments(sub.add_parser(
+        "trace", help="print each CRI call and the containerd calls it made (from the debug socket)"))
+    web.add_arguments(sub.add_parser(
+        "ui", help="serve a local web page of CRI calls as they arrive, expandable into containerd calls"))
     return parser
 
 
@@ -86,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         from criproxy.compare.command import run as run_compare
 
         return run_compare(args)
+    if args.cmd in ("trace", "ui"):
+        from criproxy.ui import trace_cmd, web
+
+        return trace_cmd.run(args) if args.cmd == "trace" else web.run(args)
     flags: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("cmd", "config")}
     try:
         cfg = load(args.config, flags)

@@ -90,6 +90,7 @@ class Config(BaseSettings):
     streaming_max_tokens: int = 1000           # URLs outstanding at once (kubelet's limit too)
     streaming_idle_timeout: float = 4 * 3600   # a session with no traffic this long is closed; 0: never
     debug_socket: Path | None = None  # metrics and traces over HTTP; default <state>/debug.sock
+    trace: bool = True                # record each CRI call's containerd calls (the translation trace)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     containerd_call_timeout: float = Field(default=30.0, gt=0)  # deadline of a containerd call (slow ones: more)
@@ -175,6 +176,7 @@ FIELD_HELP: dict[str, str] = {
     "streaming_max_tokens": "streaming URLs outstanding at once",
     "streaming_idle_timeout": "seconds a streaming session may stay silent before it is closed (0: never)",
     "debug_socket": "unix socket for metrics and traces over HTTP (default <state>/debug.sock)",
+    "trace": "record the containerd calls each CRI call makes (debug socket /traces, criproxy trace/ui)",
     "log_level": "least severe log level written",
     "log_format": "log line format",
     "containerd_call_timeout": "seconds a containerd call may take (slow calls get a multiple)",

@@ -9,7 +9,14 @@ in), without aiohttp, so an idle criproxy does not pay for an HTTP stack it rare
 
     curl --unix-socket /run/criproxy/debug.sock http://criproxy/metrics   # Prometheus text format
     curl --unix-socket /run/criproxy/debug.sock http://criproxy/traces    # recent traces, JSON
+    curl --unix-socket /run/criproxy/debug.sock http://criproxy/events    # recent, then live (SSE)
+    curl --unix-socket /run/criproxy/debug.sock http://criproxy/cache     # pods, containers, images
     curl --unix-socket /run/criproxy/debug.sock http://criproxy/          # a small HTML page
+
+``/events`` is a server-sent-event stream: the ring's traces, then each new one as it is kept. Every
+subscriber has its own bounded queue; a reader that falls behind loses its oldest entries (counted in
+``criproxy_trace_events_dropped``), never slowing a CRI call. ``criproxy trace`` and ``criproxy ui``
+(criproxy/ui/) read these endpoints.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ import html
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from criproxy.trace import Trace
+from criproxy.trace import Trace, key_args
 
 log = logging.getLogger("criproxy.observability")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -45,6 +54,37 @@ class Histogram:
         self.n += 1
 
 
+SUBSCRIBER_QUEUE = 500      # traces one /events reader may fall behind before its oldest are dropped
+MAX_SUBSCRIBERS = 16
+MAX_MESSAGE = 2000          # characters of an error message kept with a trace
+
+
+class Subscriber:
+    """One live reader of kept traces: a bounded queue (drop-oldest) and a wake-up."""
+
+    __slots__ = ("dropped", "queue", "wake")
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[dict[str, Any]] = collections.deque(maxlen=SUBSCRIBER_QUEUE)
+        self.wake = asyncio.Event()
+        self.dropped = 0
+
+
+def _ids(tr: Trace) -> tuple[str, str]:
+    """The pod sandbox and container a CRI call concerns, from its request or (for the calls that
+    create one) its answer."""
+    pod = ctr = ""
+    for msg in (tr.request, tr.response):
+        if msg is None or isinstance(msg, bytes) or not hasattr(msg, "DESCRIPTOR"):
+            continue
+        fields = msg.DESCRIPTOR.fields_by_name
+        if not pod and "pod_sandbox_id" in fields:
+            pod = str(msg.pod_sandbox_id)
+        if not ctr and "container_id" in fields:
+            ctr = str(msg.container_id)
+    return pod, ctr
+
+
 class Observer:
     """Counters for CRI calls and the containerd calls they made, plus recent traces."""
 
@@ -52,18 +92,53 @@ class Observer:
         self.rpc_codes: collections.Counter[tuple[str, str]] = collections.Counter()
         self.rpc_latency: dict[str, Histogram] = collections.defaultdict(Histogram)
         self.containerd_calls: collections.Counter[tuple[str, str, str]] = collections.Counter()
-        self.recent: collections.deque[dict[str, object]] = collections.deque(maxlen=keep)
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=keep)
         self.gauges: dict[str, Callable[[], float]] = {}
+        self.subscribers: set[Subscriber] = set()
+        self.seq = 0
+        self.dropped = 0
+        self.gauges["trace_events_dropped"] = lambda: self.dropped
+        self.gauges["trace_subscribers"] = lambda: len(self.subscribers)
 
-    def observe(self, tr: Trace, code: str, seconds: float) -> None:
+    def observe(self, tr: Trace, code: str, seconds: float, message: str = "") -> None:
         self.rpc_codes[(tr.rpc, code)] += 1
         self.rpc_latency[tr.rpc].add(seconds)
         for s in tr.steps:
             self.containerd_calls[(s.service, s.method, s.code)] += 1
         if tr.steps or code != "OK":  # keep the interesting ones; List* from the cache make none
-            self.recent.append({"rpc": tr.rpc, "code": code, "ms": round(seconds * 1000, 3),
-                                "steps": [[s.service, s.method, s.code, round(s.ms, 3)] for s in tr.steps],
-                                "notes": list(tr.notes)})
+            self.keep(tr, code, seconds, message)
+
+    def keep(self, tr: Trace, code: str, seconds: float, message: str = "") -> None:
+        """Put one finished call in the ring and hand it to every live reader (never waits)."""
+        self.seq += 1
+        pod, ctr = _ids(tr)
+        entry: dict[str, Any] = {
+            "id": self.seq, "at": round(time.time(), 3), "rpc": tr.rpc, "code": code,
+            "ms": round(seconds * 1000, 3), "pod": pod, "container": ctr, "error": message[:MAX_MESSAGE],
+            # [service, method, code, ms, key arguments, ms from the CRI call's start to its end]
+            "steps": [[s.service, s.method, s.code, round(s.ms, 3), key_args(s.request, s.lease), round(s.end, 3)]
+                      for s in tr.steps],
+            "notes": list(tr.notes)}
+        self.recent.append(entry)
+        for sub in self.subscribers:
+            if len(sub.queue) == sub.queue.maxlen:
+                sub.dropped += 1
+                self.dropped += 1
+            sub.queue.append(entry)
+            sub.wake.set()
+
+    def subscribe(self) -> Subscriber | None:
+        """A new live reader, primed with the ring; None when MAX_SUBSCRIBERS already read."""
+        if len(self.subscribers) >= MAX_SUBSCRIBERS:
+            return None
+        sub = Subscriber()
+        sub.queue.extend(self.recent)
+        sub.wake.set()
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
 
     def prometheus(self) -> str:
         out = ["# HELP criproxy_cri_requests_total CRI calls by method and gRPC status code.",
@@ -90,7 +165,7 @@ class Observer:
     def page(self) -> str:
         rows = "".join(
             f"<tr><td>{html.escape(str(t['rpc']))}</td><td>{t['code']}</td><td>{t['ms']}</td><td>"
-            + html.escape(", ".join(f"{s[0]}.{s[1]} [{s[2]} {s[3]}ms]" for s in t["steps"]))  # type: ignore[attr-defined]
+            + html.escape(", ".join(f"{s[0]}.{s[1]} [{s[2]} {s[3]}ms]" for s in t["steps"]))
             + "</td></tr>" for t in reversed(self.recent))
         gauges = "".join(f"<li>{html.escape(k)}: {fn()}</li>" for k, fn in sorted(self.gauges.items()))
         return ("<!doctype html><title>criproxy</title><h1>criproxy</h1><h2>cache</h2><ul>" + gauges + "</ul>"
@@ -98,11 +173,20 @@ class Observer:
                 "<tr><th>CRI call</th><th>code</th><th>ms</th><th>containerd calls</th></tr>" + rows + "</table>")
 
 
-class DebugServer:
-    """A tiny GET-only HTTP server on a unix socket (mode 0600)."""
+KEEPALIVE = 15.0            # seconds between SSE comments on an idle /events stream
+WRITE_TIMEOUT = 10.0        # a reader whose socket takes no data this long is dropped
 
-    def __init__(self, observer: Observer, path: Path):
+
+class DebugServer:
+    """A tiny GET-only HTTP server on a unix socket (mode 0600).
+
+    ``cache`` gives the /cache answer (pods, containers, images, recent events); the composition
+    root supplies it, as this layer knows no stores.
+    """
+
+    def __init__(self, observer: Observer, path: Path, cache: Callable[[], dict[str, Any]] | None = None):
         self.observer, self.path = observer, path
+        self.cache = cache
         self.server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -127,14 +211,47 @@ class DebugServer:
             return "200 OK", "text/plain; version=0.0.4", self.observer.prometheus()
         if target == "/traces":
             return "200 OK", "application/json", json.dumps(list(self.observer.recent))
+        if target == "/cache":
+            return "200 OK", "application/json", json.dumps(self.cache() if self.cache else {})
         if target == "/":
             return "200 OK", "text/html; charset=utf-8", self.observer.page()
         return "404 Not Found", "text/plain", "not found\n"
+
+    async def _events(self, writer: asyncio.StreamWriter) -> None:
+        """Stream kept traces as server-sent events until the reader goes away."""
+        sub = self.observer.subscribe()
+        if sub is None:
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                         b"Connection: close\r\n\r\ntoo many /events readers\n")
+            await writer.drain()
+            return
+        try:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                         b"Connection: close\r\n\r\n")
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sub.wake.wait(), KEEPALIVE)
+                sub.wake.clear()
+                if not sub.queue:
+                    writer.write(b": keepalive\n\n")
+                n = 0
+                while sub.queue and n < 100:       # bounded work per wake-up
+                    writer.write(b"data: " + json.dumps(sub.queue.popleft()).encode() + b"\n\n")
+                    n += 1
+                if sub.queue:
+                    sub.wake.set()
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        finally:
+            self.observer.unsubscribe(sub)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             method, target, _ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+            target = target.split("?", 1)[0]
+            if method == "GET" and target == "/events":
+                await self._events(writer)
+                return
             status, ctype, body = self._route(target) if method == "GET" else ("405 Method Not Allowed",
                                                                              "text/plain", "GET only\n")
             data = body.encode()

@@ -26,7 +26,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc.aio
 
@@ -44,6 +44,7 @@ from criproxy.observability import DebugServer
 from criproxy.oci import apparmor, basespec, rro
 from criproxy.oci.spec import detect_oom_score_floor
 from criproxy.podsandbox import recover as recover_sandboxes
+from criproxy.protos import cri as cri_pb
 from criproxy.streaming.server import StreamingServer
 from criproxy.translate.sandbox import handler_config
 
@@ -132,11 +133,33 @@ async def start_grpc(app: App) -> grpc.aio.Server:
     return server
 
 
+CACHE_VIEW_MAX = 2000       # pods, containers or images shown by /cache, each
+
+
+def cache_view(app: App) -> dict[str, Any]:
+    """What criproxy holds in memory, for the debug socket's /cache (criproxy ui's side panel)."""
+    pods = [{"id": s.id, "name": s.config.metadata.name, "namespace": s.config.metadata.namespace,
+             "state": cri_pb.PodSandboxState.Name(s.state), "ip": s.ip,
+             "ips": [s.ip, *s.additional_ips] if s.ip else [],
+             "created_at": s.created_at, "runtime_handler": s.runtime_handler}
+            for s in app.sandboxes.all()[:CACHE_VIEW_MAX]]
+    ctrs = [{"id": c.id, "name": c.name, "pod": c.sandbox_id, "state": cri_pb.ContainerState.Name(c.state),
+             "image": c.config.image.image, "created_at": c.created_at, "exit_code": c.status.exit_code,
+             "reason": c.status.reason}
+            for c in app.containers.all()[:CACHE_VIEW_MAX]]
+    images = [{"id": e.image.id, "tags": e.image.repo_tags, "digests": e.image.repo_digests, "size": e.image.size}
+              for e in app.images.catalog.entries()[:CACHE_VIEW_MAX]]
+    events = [{"at": round(at, 3), "type": kind, "container": cid, "pod": pod}
+              for at, kind, cid, pod in reversed(app.relay.recent)]
+    return {"pods": pods, "containers": ctrs, "images": images, "events": events}
+
+
 async def start_debug(app: App) -> DebugServer:
     app.observer.gauges.update({"sandboxes": lambda: len(app.sandboxes),
                                 "containers": lambda: len(app.containers)})
     app.config.state.mkdir(parents=True, exist_ok=True)
-    debug = DebugServer(app.observer, app.config.debug_socket or app.config.state / "debug.sock")
+    debug = DebugServer(app.observer, app.config.debug_socket or app.config.state / "debug.sock",
+                        cache=lambda: cache_view(app))
     try:
         await debug.start()
     except OSError as e:

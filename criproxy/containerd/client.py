@@ -119,13 +119,15 @@ class _Method:
             err = e
             raise map_error(self._service, self._method, e) from None
         finally:
-            self._record(started, err)
+            self._record(started, err, request, lease)
 
-    def _record(self, started: float, err: BaseException | None) -> None:
-        """One Step in the current CRI call's trace (if there is one)."""
+    def _record(self, started: float, err: BaseException | None, request: Any = None,
+                lease: str | None = None) -> None:
+        """One Step in the current CRI call's trace (if there is one); the request is kept by
+        reference, its key arguments read only if the trace is shown (trace.key_args)."""
         tr = trace.current.get()
         if tr is not None:
-            tr.record(self._service, self._method, started, _code_name(err))
+            tr.record(self._service, self._method, started, _code_name(err), request, lease)
 
     def stream(self, request: Any = None, *, timeout: float | None = None,
                lease: str | None = None) -> grpc.aio.Call:
@@ -150,7 +152,7 @@ class _Method:
             err = e
             raise map_error(self._service, self._method, e) from None
         finally:
-            self._record(started, err)
+            self._record(started, err, request, lease)
 
 
 class _Service:

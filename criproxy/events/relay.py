@@ -15,6 +15,7 @@ counts it, so one slow reader never blocks the relay or the RPC that caused the 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("criproxy.events")
 QUEUE_SIZE = 1024
+RECENT_EVENTS = 50
 RELIST_SECONDS = 10.0
 Handler = Callable[[Any], Awaitable[None]]     # one containerd event envelope
 Relister = Callable[[], Awaitable[None]]
@@ -52,6 +54,10 @@ class Relay:
     reconnects: int = 0
     last_drop_log: float = 0.0
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    # The last CRI events published, for the debug socket's /cache (criproxy ui): (unix seconds,
+    # event type name, container ID, pod sandbox ID).
+    recent: collections.deque[tuple[float, str, str, str]] = field(
+        default_factory=lambda: collections.deque(maxlen=RECENT_EVENTS))
 
     # -- out ----------------------------------------------------------------------------------------
     def subscribe(self) -> Subscriber:
@@ -64,6 +70,8 @@ class Relay:
 
     def publish(self, event: cri.ContainerEventResponse) -> None:
         self.published_total += 1
+        self.recent.append((time.time(), cri.ContainerEventType.Name(event.container_event_type),
+                            event.container_id, event.pod_sandbox_status.id))
         for sub in self.subscribers:
             try:
                 sub.queue.put_nowait(event)

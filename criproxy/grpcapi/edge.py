@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -62,9 +63,9 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], name: str, err: Bas
     await context.abort(grpc.StatusCode.UNKNOWN, f"{name}: internal error: {type(err).__name__}: {err}")
 
 
-def _ended(app: App, tr: trace.Trace, code: str) -> None:
+def _ended(app: App, tr: trace.Trace, code: str, message: str = "") -> None:
     """Account for one finished call, unary or streamed alike: metrics, the trace ring, the debug log."""
-    app.observer.observe(tr, code, time.perf_counter() - tr.started)
+    app.observer.observe(tr, code, time.perf_counter() - tr.started, message)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("trace %s", tr.render())
 
@@ -76,53 +77,64 @@ def _code(err: BaseException) -> str:
 
 
 def _unary(app: App, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    tracing = app.config.trace
+
     async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if not app.ready.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_READY)
         tr = trace.Trace(name)
-        token = trace.current.set(tr)
+        tr.request = request
+        token = trace.current.set(tr) if tracing else None
         try:
             result = await fn(app, request)
         except Exception as err:
             # Accounted before the abort: grpc.aio sends the status from inside abort(), so a client
             # reading /metrics right after its error must already find the call counted.
-            trace.current.reset(token)
-            _ended(app, tr, _code(err))
+            _reset(token)
+            _ended(app, tr, _code(err), str(err))
             await _fail(context, name, err)
             raise  # pragma: no cover - _fail always raises (abort)
         except BaseException:
-            trace.current.reset(token)
+            _reset(token)
             _ended(app, tr, "CANCELLED")
             raise
-        trace.current.reset(token)
+        _reset(token)
+        tr.response = result
         _ended(app, tr, "OK")
         return result
     return behavior
 
 
+def _reset(token: contextvars.Token[trace.Trace | None] | None) -> None:
+    if token is not None:
+        with contextlib.suppress(ValueError):   # closed from another context: nothing to restore
+            trace.current.reset(token)
+
+
 def _server_stream(app: App, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """As ``_unary``, for the whole stream: one trace from the request to the last message (or the
     client going away, CANCELLED)."""
+    tracing = app.config.trace
+
     async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         if not app.ready.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_READY)
         tr = trace.Trace(name)
-        token = trace.current.set(tr)
+        tr.request = request
+        token = trace.current.set(tr) if tracing else None
         code = "OK"
         try:
             async for item in fn(app, request):
                 yield item
         except BaseException as err:
             code = _code(err)
-            with contextlib.suppress(ValueError):   # closed from another context: nothing to restore
-                trace.current.reset(token)
-            _ended(app, tr, code)   # before the abort, which sends the status (see _unary)
+            _reset(token)
+            _ended(app, tr, code, str(err))   # before the abort, which sends the status (see _unary)
             if not isinstance(err, Exception):
                 raise
             await _fail(context, name, err)
         else:
-            with contextlib.suppress(ValueError):
-                trace.current.reset(token)
+            _reset(token)
             _ended(app, tr, code)
     return behavior
 

@@ -148,7 +148,7 @@ async def _write_once(app: App, lease: str, ref: str, desc: Descriptor, labels: 
     finally:
         tr = trace.current.get()
         if tr is not None:
-            tr.record("Content", "Write", started, code)
+            tr.record("Content", "Write", started, code, {"ref": ref, "digest": desc.digest}, lease)
 
 
 async def _send_and_commit(call: Any, desc: Descriptor, labels: dict[str, str], data: bytes | None,

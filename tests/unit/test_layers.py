@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("criproxy.cri",),                                                # CRI semantics, one module per RPC
     ("criproxy.grpcapi",),                                            # the gRPC edge
     ("criproxy.server", "criproxy.cli", "criproxy.__main__",
-     "criproxy.compare"),                                             # composition root, entry points, client tools
+     "criproxy.compare", "criproxy.ui"),                              # composition root, entry points, client tools
 ]
 
 
