@@ -20,6 +20,7 @@ from criproxy.config import Config
 from criproxy.containerd import Containerd
 from criproxy.events.relay import Relay
 from criproxy.inflight import InFlight
+from criproxy.nri.adaptation import Adaptation
 from criproxy.observability import Observer
 from criproxy.protos import cri
 from criproxy.state.container import ContainerStore
@@ -67,6 +68,7 @@ class App:
     # -- services --------------------------------------------------------------------------------------
     relay: Relay = field(default_factory=Relay)                    # containerd events in, CRI events out
     streaming: StreamURLs | None = None                            # set by server.py once bound
+    nri: Adaptation | None = None                                  # NRI plugins, when nri_enable (cri/nri_bridge.py)
     # -- what one RPC keeps for the next (owner in brackets) -----------------------------------------
     # RunPodSandbox calls in flight by pod name: a retry joins the first (cri/sandbox_run.py).
     sandbox_runs: InFlight[str, str] = field(default_factory=InFlight)

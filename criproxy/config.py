@@ -96,6 +96,13 @@ class Config(BaseSettings):
     containerd_call_timeout: float = Field(default=30.0, gt=0)  # deadline of a containerd call (slow ones: more)
     stop_timeout: float = Field(default=60.0, gt=0)   # one attempt at a pod/container stop or remove
     shutdown_grace: float = 10.0
+    # NRI (docs/nri.md): plugins connect to nri_socket and see pod and container events. Off by default
+    # in criproxy (containerd 2.x has it on): only the handshake, synchronization and UpdateContainers
+    # are built so far, a plugin would see no lifecycle events yet.
+    nri_enable: bool = False
+    nri_socket: Path = Path("/var/run/nri/nri.sock")
+    nri_plugin_registration_timeout: float = Field(default=5.0, gt=0)   # seconds (containerd: 5s)
+    nri_plugin_request_timeout: float = Field(default=2.0, gt=0)        # seconds per plugin call (containerd: 2s)
     startup_timeout: float = 10.0
 
     @field_validator("listen_mode", mode="before")
@@ -183,6 +190,10 @@ FIELD_HELP: dict[str, str] = {
     "stop_timeout": "seconds one attempt at stopping or removing a pod or container may take",
     "shutdown_grace": "seconds in-flight calls get to finish on SIGTERM",
     "startup_timeout": "seconds to wait for containerd to answer at start",
+    "nri_enable": "listen for NRI plugins on --nri-socket (docs/nri.md)",
+    "nri_socket": "unix socket NRI plugins connect to (mode 0600)",
+    "nri_plugin_registration_timeout": "seconds a connected NRI plugin has to register",
+    "nri_plugin_request_timeout": "seconds an NRI plugin has to answer one call before it is disconnected",
 }
 for _name, _field in Config.model_fields.items():
     _field.description = FIELD_HELP.get(_name)

@@ -21,10 +21,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("criproxy._gen", "criproxy.protos", "criproxy.errors", "criproxy.config", "criproxy.labels", "criproxy.trace",
      "criproxy.lru", "criproxy.inflight", "criproxy.logsetup", "criproxy"),  # vocabulary: no criproxy logic
     ("criproxy.translate", "criproxy.oci", "criproxy.state"),          # pure conversions and records
-    ("criproxy.containerd", "criproxy.observability", "criproxy.events"),  # containerd client, its events; metrics
+    ("criproxy.containerd", "criproxy.observability", "criproxy.events",
+     "criproxy.nri"),                                                 # containerd client, its events; metrics; NRI
     ("criproxy.app",),                                                # the parts a call reaches
-    ("criproxy.images", "criproxy.network", "criproxy.io", "criproxy.parity",
-     "criproxy.nri"),                                                 # helpers over containerd; NRI plugins
+    ("criproxy.images", "criproxy.network", "criproxy.io", "criproxy.parity"),  # helpers over containerd
     ("criproxy.streaming",),                                          # exec/attach/port-forward sessions
     ("criproxy.podsandbox", "criproxy.container"),                    # a sandbox's and a container's parts
     ("criproxy.cri",),                                                # CRI semantics, one module per RPC

@@ -1,0 +1,91 @@
+"""NRI against criproxy on the real containerd: a test plugin (tests/harness/nri_plugin.py, on
+criproxy's own ttrpc and mux) connects to the NRI socket of a criproxy started with --nri-enable,
+is configured and synchronized with the pods and containers that exist, and its UpdateContainers
+request changes a running container's memory limit in its cgroup."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from criproxy._gen.nri import api_pb2 as api
+from criproxy.protos import cri
+from tests.harness import CriproxyFactory
+from tests.harness.criproxy import CriproxyProcess
+from tests.harness.env import Environment
+from tests.harness.nri_plugin import RUNTIME, PluginPeer
+
+from .conftest import Pod, pod_config, wait_for
+
+CGROUP_V1 = os.path.exists("/sys/fs/cgroup/memory")       # a v1 host: the memory controller has its own dir
+
+
+@pytest.fixture
+def nri_proc(criproxy_factory: CriproxyFactory, testenv: Environment) -> CriproxyProcess:
+    sock_dir = testenv.scratch_dir("nri")
+    return criproxy_factory(extra_args=["--nri-enable", "--nri-socket", str(sock_dir / "nri.sock"),
+                                        "--nri-plugin-request-timeout", "10"])
+
+
+def _nri_socket(proc: CriproxyProcess) -> Path:
+    return Path(proc.argv[proc.argv.index("--nri-socket") + 1])
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.to_thread(fn, *args)
+
+
+async def test_plugin_is_configured_synchronized_and_updates_a_container(
+        nri_proc: CriproxyProcess, testenv: Environment, busybox: str) -> None:
+    sock = _nri_socket(nri_proc)
+    assert oct(sock.stat().st_mode & 0o777) == "0o600"
+    client = nri_proc.client()
+    pod: Pod = await _in_thread(Pod, client, pod_config(testenv.scratch_dir("logs"), "nri-sync"), busybox)
+    try:
+        cid = await _in_thread(lambda: pod.run(command=["sleep", "3600"]))
+        plugin = PluginPeer(name="sync-test", index="42")
+        await plugin.connect(sock)
+        await asyncio.wait_for(plugin.synchronized.wait(), 30)
+        assert plugin.methods() == ["Configure", "Synchronize"]
+        conf = plugin.calls[0][1]
+        assert isinstance(conf, api.ConfigureRequest) and conf.runtime_name == "criproxy"
+        sync = plugin.calls[1][1]
+        assert isinstance(sync, api.SynchronizeRequest) and not sync.more
+        pods = {p.id: p for p in sync.pods}
+        assert pod.id in pods
+        p = pods[pod.id]
+        assert (p.name, p.namespace, p.uid) == ("nri-sync", "default", pod.cfg.metadata.uid)
+        assert p.pid > 0 and p.labels["io.kubernetes.pod.name"] == "nri-sync"
+        ctrs = {c.id: c for c in sync.containers}
+        assert cid in ctrs
+        c = ctrs[cid]
+        assert (c.pod_sandbox_id, c.name, c.state) == (pod.id, "c", api.CONTAINER_RUNNING) and c.pid > 0
+
+        # The plugin asks, unsolicited, for a 48 MiB memory limit; a missing container comes back failed.
+        update = api.ContainerUpdate(container_id=cid)
+        update.linux.resources.memory.limit.value = 48 << 20
+        missing = api.ContainerUpdate(container_id="0" * 64)
+        missing.linux.resources.memory.limit.value = 48 << 20
+        assert plugin.client is not None
+        reply = await plugin.client.call(RUNTIME, "UpdateContainers",
+                                         api.UpdateContainersRequest(update=[update, missing]),
+                                         api.UpdateContainersResponse, timeout=30)
+        assert [f.container_id for f in reply.failed] == ["0" * 64]
+        memory_max = await _in_thread(pod.sh, cid, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes" if CGROUP_V1
+                                      else "cat /sys/fs/cgroup/memory.max")
+        assert int(memory_max) == 48 << 20
+        status = await _in_thread(pod.status, cid)
+        assert status.resources.linux.memory_limit_in_bytes == 48 << 20
+        await plugin.close()
+        # The plugin's hang-up leaves criproxy serving.
+        wait_for(lambda: nri_proc.alive(), what="criproxy alive")
+        assert (await _in_thread(pod.status, cid)).state == cri.CONTAINER_RUNNING
+    finally:
+        await _in_thread(pod.cleanup)
+        client.close()
+
