@@ -35,8 +35,9 @@ def main(argv: list[str]) -> int:
         proc = env.new_criproxy("bench", extra_args=["--log-level", "info"])
         ctrd = env.ctrd
         scenarios = [] if "--scenario" in argv else [x for s in SCENARIOS for x in ("--scenario", s)]
-        cmd = [sys.executable, "-m", "criproxy", "compare", "--a", str(proc.socket),
-               "--b", str(env.containerd_address), "--image", env.busybox_image, "--out", str(out),
+        cmd = [sys.executable, "-m", "criproxy", "compare", "--a", str(proc.socket), "--a-name", "criproxy",
+               "--b", str(env.containerd_address), "--b-name", "built-in CRI",
+               "--image", env.busybox_image, "--out", str(out),
                "--log-dir", str(env.scratch_dir("compare-logs")),
                "--containerd", str(env.containerd_address), "--a-namespace", proc.namespace,
                "--b-namespace", "k8s.io", "--a-dir", str(proc.root), "--a-dir", str(proc.state),

@@ -54,6 +54,8 @@ def add_arguments(cp: argparse.ArgumentParser) -> None:
     cp.add_argument("--a", required=True, metavar="ENDPOINT",
                     help="CRI endpoint A (socket path, unix://PATH or HOST:PORT); ratios are A / B")
     cp.add_argument("--b", required=True, metavar="ENDPOINT", help="CRI endpoint B")
+    cp.add_argument("--a-name", default="", help="what to call A in the report (default: its endpoint)")
+    cp.add_argument("--b-name", default="", help="what to call B in the report (default: its endpoint)")
     cp.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), default=None, metavar="NAME",
                     help=f"scenario to run, repeatable; one of {', '.join(SCENARIOS)} "
                          f"(default {' '.join(DEFAULT_SCENARIOS)})")
@@ -211,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
         b.close()
         if fetcher is not None:
             fetcher.close()
-    meta = {"a": f"{args.a} ({versions['a']})", "b": f"{args.b} ({versions['b']})", "run_id": run_id,
+    meta = {"a": f"{args.a_name or args.a} ({versions['a']})", "b": f"{args.b_name or args.b} ({versions['b']})",
+            "endpoints": {"a": args.a, "b": args.b}, "run_id": run_id,
             "started": started, "host": f"{platform.node()} {platform.release()} {os.cpu_count()} CPUs",
             "containerd": args.containerd, "namespaces": {"a": args.a_namespace, "b": args.b_namespace},
             "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(params).items()}}

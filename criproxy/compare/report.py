@@ -19,7 +19,8 @@ def _thin(values: list[float]) -> list[float]:
 
 def build(rec: Recorder, meta: dict[str, Any], spec_diffs: list[dict[str, Any]],
           failures: dict[str, str]) -> dict[str, Any]:
-    """The JSON document: per scenario and RPC the summary, codes, answer differences and samples."""
+    """The JSON document: per scenario and RPC the summary (of the calls that answered OK; ``codes``
+    counts every call), codes, answer differences and samples."""
     rec.answer_diffs()
     scenarios: dict[str, Any] = {}
     for name, rpcs in rec.records.items():

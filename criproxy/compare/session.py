@@ -99,7 +99,7 @@ class Recorder:
             detail = e.details() if hasattr(e, "details") else str(e)
         ms = (time.perf_counter() - t0) * 1000
         with self._lock:
-            if len(rec.ms[side.key]) < MAX_SAMPLES:
+            if code == "OK" and len(rec.ms[side.key]) < MAX_SAMPLES:  # a refusal's time is no latency
                 rec.ms[side.key].append(ms)
             rec.codes[side.key][code] = rec.codes[side.key].get(code, 0) + 1
             if compare and resp is not None and len(rec.answers[side.key]) < MAX_ANSWER_PAIRS:
