@@ -9,14 +9,17 @@ the NRI listener when ``nri_enable`` is set.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from criproxy import __version__, errors
 from criproxy._gen.nri import api_pb2 as api
 from criproxy.app import App
 from criproxy.cri import container_update
-from criproxy.nri.adaptation import Adaptation, Settings
+from criproxy.nri import adjust
+from criproxy.nri.adaptation import Adaptation, PluginError, Settings
 from criproxy.protos import cri
 from criproxy.state.container import ContainerRecord
 from criproxy.state.sandbox import SandboxRecord
@@ -115,3 +118,89 @@ async def stop(app: App) -> None:
     if app.nri is not None:
         await app.nri.stop()
         app.nri = None
+
+
+def lifecycle(app: App) -> contextlib.AbstractAsyncContextManager[None]:
+    """Held by a lifecycle call from its NRI event until the store shows its result, so a plugin
+    synchronizing meanwhile sees the object once (a no-op without NRI)."""
+    return app.nri.gate.shared() if app.nri is not None else contextlib.nullcontext()
+
+
+def _container_from_spec(rec: ContainerRecord, spec: dict[str, Any]) -> api.Container:
+    """The container being created as plugins see it: from its record and the spec just built."""
+    c = container_message(rec)
+    c.state = api.CONTAINER_UNKNOWN
+    process = spec.get("process") or {}
+    c.args[:] = [str(a) for a in process.get("args") or []]
+    c.env[:] = [str(e) for e in process.get("env") or []]
+    for m in spec.get("mounts") or []:
+        c.mounts.add(destination=str(m.get("destination", "")), type=str(m.get("type", "")),
+                     source=str(m.get("source", "")), options=[str(o) for o in m.get("options") or []])
+    return c
+
+
+async def create_container(app: App, sandbox: SandboxRecord, rec: ContainerRecord, spec: dict[str, Any]) -> None:
+    """The CreateContainer event: the plugins' adjustments merged and applied to ``spec``, their
+    updates of other containers carried out (failures logged). A refusal or conflict raises, and
+    the caller's undo removes what the creation made."""
+    if app.nri is None:
+        return
+    request = api.CreateContainerRequest(pod=pod_message(sandbox), container=_container_from_spec(rec, spec))
+    try:
+        replies = await app.nri.call(api.CREATE_CONTAINER, "CreateContainer", request, api.CreateContainerResponse)
+        merged = adjust.merge([(str(p), r.adjust) for p, r in replies])
+    except (PluginError, adjust.Conflict) as exc:
+        raise errors.Unknown(f"NRI: container {rec.id} refused: {exc}") from None
+    updates = [u for _, r in replies for u in r.update]
+    if any(u.container_id == rec.id for u in updates):
+        raise errors.Unknown(f"NRI: a plugin asked to update container {rec.id} while it is being created")
+    adjust.apply(spec, merged)
+    if updates:
+        await apply_updates(app, updates)
+
+
+async def container_event(app: App, event: int, rec: ContainerRecord) -> None:
+    """A container event without a reply to apply (PostCreate, Start, PostStart, Remove); a plugin's
+    refusal raises (it fails StartContainer, as in containerd; elsewhere the caller logs it)."""
+    if app.nri is None:
+        return
+    sandbox = app.sandboxes.find(rec.sandbox_id)
+    pod = pod_message(sandbox) if sandbox is not None else api.PodSandbox(id=rec.sandbox_id)
+    method, req_type, resp_type = _CONTAINER_EVENTS[event]
+    try:
+        await app.nri.call(event, method, req_type(pod=pod, container=container_message(rec)), resp_type)
+    except PluginError as exc:
+        raise errors.Unknown(f"NRI: {method} of container {rec.id}: {exc}") from None
+
+
+async def pod_event(app: App, event: int, sandbox: SandboxRecord) -> None:
+    """RunPodSandbox (a refusal raises: it fails the call), StopPodSandbox, RemovePodSandbox."""
+    if app.nri is None:
+        return
+    method, req_type, resp_type = _POD_EVENTS[event]
+    try:
+        await app.nri.call(event, method, req_type(pod=pod_message(sandbox)), resp_type)
+    except PluginError as exc:
+        raise errors.Unknown(f"NRI: {method} of pod {sandbox.id}: {exc}") from None
+
+
+_CONTAINER_EVENTS: dict[int, tuple[str, Any, Any]] = {
+    api.POST_CREATE_CONTAINER: ("PostCreateContainer", api.PostCreateContainerRequest,
+                                api.PostCreateContainerResponse),
+    api.START_CONTAINER: ("StartContainer", api.StartContainerRequest, api.StartContainerResponse),
+    api.POST_START_CONTAINER: ("PostStartContainer", api.PostStartContainerRequest, api.PostStartContainerResponse),
+    api.REMOVE_CONTAINER: ("RemoveContainer", api.RemoveContainerRequest, api.RemoveContainerResponse),
+}
+_POD_EVENTS: dict[int, tuple[str, Any, Any]] = {
+    api.RUN_POD_SANDBOX: ("RunPodSandbox", api.RunPodSandboxRequest, api.RunPodSandboxResponse),
+    api.STOP_POD_SANDBOX: ("StopPodSandbox", api.StopPodSandboxRequest, api.StopPodSandboxResponse),
+    api.REMOVE_POD_SANDBOX: ("RemovePodSandbox", api.RemovePodSandboxRequest, api.RemovePodSandboxResponse),
+}
+
+
+async def post_event(app: App, event: int, rec: ContainerRecord) -> None:
+    """An event after the fact (PostCreate, PostStart, Remove): a plugin's error is only logged."""
+    try:
+        await container_event(app, event, rec)
+    except errors.CriError as exc:
+        log.warning("%s", exc)

@@ -6,9 +6,10 @@ criproxy serves the Runtime service, on id 1 it calls the plugin's Plugin servic
 ``RegisterPlugin`` within the registration timeout; criproxy answers with ``Configure`` (the plugin's
 reply is its event mask) and ``Synchronize`` (every pod and container it knows, split into chunks
 marked ``more`` when one message would be over ttrpc's limit), applies the updates the plugin asks
-for, and only then adds the plugin to the list that sees events. ``lock`` is held for a plugin's
-synchronization and by every lifecycle call that reports an event, so a plugin connecting while pods
-and containers are being made sees each of them exactly once: in its synchronize, or as an event.
+for, and only then adds the plugin to the list that sees events. ``gate`` is held alone for a
+plugin's synchronization and shared by every lifecycle call that reports an event (from its event
+until the store shows the change), so a plugin connecting while pods and containers are being made
+sees each of them exactly once: in its synchronize, or as an event.
 
 A plugin that times out, hangs up or breaks the protocol is disconnected and the event counts as
 handled for it, as containerd does; an error status from a plugin is returned to the caller (the
@@ -26,7 +27,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -130,13 +131,53 @@ class Settings:
     runtime_version: str = ""
 
 
+class SyncGate:
+    """Lifecycle calls share it, a new plugin's synchronization holds it alone (and is let in ahead
+    of lifecycle calls that arrive while it waits, so a steady stream of creates cannot starve it)."""
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._exclusive)
+            self._shared += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._exclusive)
+            self._exclusive = True
+            try:
+                await self._cond.wait_for(lambda: self._shared == 0)
+            except BaseException:
+                self._exclusive = False
+                self._cond.notify_all()
+                raise
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
 class Adaptation:
     """The plugins of one runtime. :meth:`start` binds the socket; :meth:`stop` disconnects everyone."""
 
     def __init__(self, settings: Settings, snapshot: Snapshot, apply_updates: ApplyUpdates) -> None:
         self.settings = settings
         self._snapshot, self._apply_updates = snapshot, apply_updates
-        self.lock = asyncio.Lock()
+        self.gate = SyncGate()
         self.plugins: list[Plugin] = []           # registered and synchronized, in index order
         self._pending: set[Plugin] = set()
         self._server: asyncio.Server | None = None
@@ -215,7 +256,7 @@ class Adaptation:
                                  request_timeout=int(s.request_timeout * 1000)),
             api.ConfigureResponse, timeout=s.request_timeout)
         plugin.events = event_mask(reply.events)
-        async with self.lock:
+        async with self.gate.exclusive():
             pods, containers = self._snapshot()
             updates = await self._synchronize(plugin, pods, containers)
             if updates:
@@ -264,7 +305,7 @@ class Adaptation:
             assert isinstance(req, api.UpdateContainersRequest)
             if plugin not in self.plugins:
                 raise ttrpc.TtrpcError(ttrpc.INVALID_ARGUMENT, "plugin is not registered and synchronized")
-            async with self.lock:
+            async with self.gate.shared():
                 failed = await self._apply_updates(list(req.update))
             return api.UpdateContainersResponse(failed=failed)
 

@@ -6,14 +6,18 @@ request changes a running container's memory limit in its cgroup."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from google.protobuf.message import Message
 
 from criproxy._gen.nri import api_pb2 as api
+from criproxy.nri import ttrpc
 from criproxy.protos import cri
 from tests.harness import CriproxyFactory
 from tests.harness.criproxy import CriproxyProcess
@@ -89,3 +93,57 @@ async def test_plugin_is_configured_synchronized_and_updates_a_container(
         await _in_thread(pod.cleanup)
         client.close()
 
+
+
+async def test_create_container_adjustment_and_refusal(nri_proc: CriproxyProcess, testenv: Environment,
+                                                      busybox: str) -> None:
+    """A plugin's adjustment (an env var, an annotation, a memory limit) is visible inside the
+    container and in its cgroup; a refusal fails CreateContainer, leaves nothing listed, and a retry
+    succeeds once the plugin agrees."""
+    sock = _nri_socket(nri_proc)
+    client = nri_proc.client()
+    plugin = PluginPeer(name="adjuster", index="50")
+    refuse = True
+
+    async def create(req: Message) -> Message:
+        assert isinstance(req, api.CreateContainerRequest)
+        if refuse:
+            raise ttrpc.TtrpcError(ttrpc.FAILED_PRECONDITION, "not yet")
+        adj = api.ContainerAdjustment(annotations={"nri.test/adjusted": "yes"},
+                                      env=[api.KeyValue(key="NRI_ADJUSTED", value="by-plugin")])
+        adj.linux.resources.memory.limit.value = 40 << 20
+        return api.CreateContainerResponse(adjust=adj)
+
+    plugin.answers["CreateContainer"] = create
+    await plugin.connect(sock)
+    await asyncio.wait_for(plugin.synchronized.wait(), 30)
+    pod: Pod = await _in_thread(Pod, client, pod_config(testenv.scratch_dir("logs"), "nri-adjust"), busybox)
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            await _in_thread(lambda: pod.create(command=["sleep", "3600"]))
+        assert "not yet" in (err.value.details() or "")
+        listed = await _in_thread(client.runtime.ListContainers, cri.ListContainersRequest())
+        assert [c.id for c in listed.containers if c.pod_sandbox_id == pod.id] == []
+        refuse = False
+        cid = await _in_thread(lambda: pod.run(command=["sleep", "3600"]))
+        seen = [r for m, r in plugin.calls if m == "CreateContainer"]
+        assert len(seen) == 2 and all(isinstance(r, api.CreateContainerRequest) for r in seen)
+        req = seen[-1]
+        assert isinstance(req, api.CreateContainerRequest)
+        assert req.pod.id == pod.id and req.container.name == "c" and req.container.pod_sandbox_id == pod.id
+        assert (await _in_thread(pod.sh, cid, "echo $NRI_ADJUSTED")).strip() == "by-plugin"
+        memory_max = await _in_thread(pod.sh, cid, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes" if CGROUP_V1
+                                      else "cat /sys/fs/cgroup/memory.max")
+        assert int(memory_max) == 40 << 20
+        verbose = await _in_thread(client.runtime.ContainerStatus,
+                                   cri.ContainerStatusRequest(container_id=cid, verbose=True))
+        spec = json.loads(verbose.info["info"])["runtimeSpec"]
+        assert spec["annotations"]["nri.test/adjusted"] == "yes"
+        # The events the plugin saw for this container, in order (PostCreate after the create).
+        names = [m for m, r in plugin.calls if getattr(getattr(r, "container", None), "id", cid) == cid
+                 and m not in ("Configure", "Synchronize")]
+        assert names[-2:] == ["CreateContainer", "PostCreateContainer"], names
+    finally:
+        await plugin.close()
+        await _in_thread(pod.cleanup)
+        client.close()
