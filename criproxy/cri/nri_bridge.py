@@ -184,6 +184,43 @@ async def pod_event(app: App, event: int, sandbox: SandboxRecord) -> None:
         raise errors.Unknown(f"NRI: {method} of pod {sandbox.id}: {exc}") from None
 
 
+async def stop_container_event(app: App, rec: ContainerRecord) -> None:
+    """StopContainer, once per container (after CRI StopContainer, a pod stop, or before its
+    removal); the updates plugins ask for in reply are applied to other containers, errors logged."""
+    if app.nri is None or rec.id in app.nri.stop_sent:
+        return
+    app.nri.stop_sent.add(rec.id)
+    sandbox = app.sandboxes.find(rec.sandbox_id)
+    pod = pod_message(sandbox) if sandbox is not None else api.PodSandbox(id=rec.sandbox_id)
+    try:
+        replies = await app.nri.call(api.STOP_CONTAINER, "StopContainer",
+                                     api.StopContainerRequest(pod=pod, container=container_message(rec)),
+                                     api.StopContainerResponse)
+    except PluginError as exc:
+        log.warning("NRI: StopContainer of container %s: %s", rec.id, exc)
+        return
+    updates = [u for _, r in replies for u in r.update if u.container_id != rec.id]
+    if updates:
+        await apply_updates(app, updates)
+
+
+async def remove_container_event(app: App, rec: ContainerRecord) -> None:
+    """RemoveContainer, after StopContainer if that has not gone out yet; errors logged."""
+    if app.nri is None:
+        return
+    await stop_container_event(app, rec)
+    await post_event(app, api.REMOVE_CONTAINER, rec)
+    app.nri.stop_sent.discard(rec.id)
+
+
+async def pod_post_event(app: App, event: int, sandbox: SandboxRecord) -> None:
+    """StopPodSandbox, RemovePodSandbox: a plugin's error is only logged."""
+    try:
+        await pod_event(app, event, sandbox)
+    except errors.CriError as exc:
+        log.warning("%s", exc)
+
+
 _CONTAINER_EVENTS: dict[int, tuple[str, Any, Any]] = {
     api.POST_CREATE_CONTAINER: ("PostCreateContainer", api.PostCreateContainerRequest,
                                 api.PostCreateContainerResponse),

@@ -26,8 +26,9 @@ import time
 from contextlib import AsyncExitStack
 
 from criproxy import errors
+from criproxy._gen.nri import api_pb2 as api
 from criproxy.app import App
-from criproxy.cri import rpc
+from criproxy.cri import nri_bridge, rpc
 from criproxy.network import cniconf, netns, pod
 from criproxy.oci import cgroups
 from criproxy.podsandbox import events as sandbox_events
@@ -104,9 +105,11 @@ async def build(app: App, rec: SandboxRecord) -> str:
             undo.callback(netns.remove, rec.netns_path)
             netns_ready = asyncio.ensure_future(sandbox_network.create_netns(app, rec))
         await parallel_steps(app, rec, planned, netns_ready, undo)
-        if rec.exit_status is None:
-            app.sandboxes.set_state(rec, cri.SANDBOX_READY)
-        app.sandboxes.add(rec)
+        async with nri_bridge.lifecycle(app):      # NRI: a syncing plugin sees the pod once
+            await nri_bridge.pod_event(app, api.RUN_POD_SANDBOX, rec)    # a plugin's refusal fails the run
+            if rec.exit_status is None:
+                app.sandboxes.set_state(rec, cri.SANDBOX_READY)
+            app.sandboxes.add(rec)
         undo.pop_all()
     sandbox_events.publish(app, rec, cri.CONTAINER_CREATED_EVENT)
     sandbox_events.publish(app, rec, cri.CONTAINER_STARTED_EVENT)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 
+from criproxy._gen.nri import api_pb2 as api
 from criproxy.app import App
 from criproxy.container import recover as container_recover
-from criproxy.cri import rpc
+from criproxy.cri import nri_bridge, rpc
 from criproxy.podsandbox import attempt
 from criproxy.podsandbox import events as sandbox_events
 from criproxy.podsandbox import files as sandbox_files
@@ -28,6 +29,9 @@ async def stop_pod_sandbox(app: App, request: cri.StopPodSandboxRequest) -> cri.
     rec = app.sandboxes.find(request.pod_sandbox_id)
     if rec is not None:
         await stop(app, rec)
+        for ctr in app.containers.for_sandbox(rec.id):       # NRI: each container's stop, then the pod's
+            await nri_bridge.stop_container_event(app, ctr)
+        await nri_bridge.pod_post_event(app, api.STOP_POD_SANDBOX, rec)
     return cri.StopPodSandboxResponse()
 
 

@@ -179,6 +179,8 @@ class Adaptation:
         self._snapshot, self._apply_updates = snapshot, apply_updates
         self.gate = SyncGate()
         self.plugins: list[Plugin] = []           # registered and synchronized, in index order
+        # Containers whose StopContainer event went out (it goes once); an ID leaves with its container.
+        self.stop_sent: set[str] = set()
         self._pending: set[Plugin] = set()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()

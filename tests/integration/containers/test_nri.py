@@ -139,11 +139,59 @@ async def test_create_container_adjustment_and_refusal(nri_proc: CriproxyProcess
                                    cri.ContainerStatusRequest(container_id=cid, verbose=True))
         spec = json.loads(verbose.info["info"])["runtimeSpec"]
         assert spec["annotations"]["nri.test/adjusted"] == "yes"
-        # The events the plugin saw for this container, in order (PostCreate after the create).
+        # The events the plugin saw for the pod and this container so far, in order.
         names = [m for m, r in plugin.calls if getattr(getattr(r, "container", None), "id", cid) == cid
                  and m not in ("Configure", "Synchronize")]
-        assert names[-2:] == ["CreateContainer", "PostCreateContainer"], names
+        assert names == ["RunPodSandbox", "CreateContainer", "PostCreateContainer", "StartContainer",
+                         "PostStartContainer"], names
     finally:
         await plugin.close()
         await _in_thread(pod.cleanup)
+        client.close()
+
+
+async def test_events_reach_plugins_in_lifecycle_order(nri_proc: CriproxyProcess, testenv: Environment,
+                                                       busybox: str) -> None:
+    """One pod and one container through their whole life: the plugin sees each event once, in
+    lifecycle order, with the pod's and container's IDs; a refused RunPodSandbox leaves no pod."""
+    sock = _nri_socket(nri_proc)
+    client = nri_proc.client()
+    plugin = PluginPeer(name="order", index="30")
+    refuse_pod = True
+
+    async def run_pod(req: Message) -> Message:
+        assert isinstance(req, api.RunPodSandboxRequest)
+        if refuse_pod:
+            raise ttrpc.TtrpcError(ttrpc.FAILED_PRECONDITION, "pod refused")
+        return api.RunPodSandboxResponse()
+
+    plugin.answers["RunPodSandbox"] = run_pod
+    await plugin.connect(sock)
+    await asyncio.wait_for(plugin.synchronized.wait(), 30)
+    cfg = pod_config(testenv.scratch_dir("logs"), "nri-order")
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            await _in_thread(Pod, client, cfg, busybox)
+        assert "pod refused" in (err.value.details() or "")
+        pods = await _in_thread(client.runtime.ListPodSandbox, cri.ListPodSandboxRequest())
+        assert [p.id for p in pods.items if p.metadata.name == "nri-order"] == []
+        refuse_pod = False
+        pod: Pod = await _in_thread(Pod, client, cfg, busybox)
+        cid = await _in_thread(lambda: pod.run(command=["sleep", "3600"]))
+        await _in_thread(pod.cleanup)
+
+        def about_us(req: Message) -> bool:
+            p, c = getattr(req, "pod", None), getattr(req, "container", None)
+            return (p is not None and p.id == pod.id) and (c is None or not c.id or c.id == cid)
+
+        events = [m for m, r in plugin.calls if m not in ("Configure", "Synchronize") and about_us(r)]
+        assert events == ["RunPodSandbox", "CreateContainer", "PostCreateContainer", "StartContainer",
+                          "PostStartContainer", "StopContainer", "RemoveContainer", "StopPodSandbox",
+                          "RemovePodSandbox"], events
+        start = next(r for m, r in plugin.calls if m == "PostStartContainer" and about_us(r))
+        assert isinstance(start, api.PostStartContainerRequest)
+        assert start.container.state == api.CONTAINER_RUNNING and start.container.pid > 0
+        assert start.pod.name == "nri-order" and start.pod.namespace == "default"
+    finally:
+        await plugin.close()
         client.close()
