@@ -30,13 +30,13 @@ from typing import IO, Any
 
 import grpc.aio
 
-from criproxy import cri, errors, streaming
+from criproxy import cri, errors, nrihooks, streaming
 from criproxy.app import App
 from criproxy.config import Config
 from criproxy.container import recover as container_recover
 from criproxy.containerd import Containerd
 from criproxy.containerd.managed import ManagedContainerd, socket_answers
-from criproxy.cri import container_create, nri_bridge, runtime_update_config
+from criproxy.cri import container_create, container_update, runtime_update_config
 from criproxy.errors import StartupError
 from criproxy.grpcapi.edge import generic_handlers
 from criproxy.images import catalog, imagevolume, pull
@@ -179,7 +179,7 @@ async def run_start_steps(app: App) -> StreamingServer:
     await catalog.load(app)                             # the image cache (events keep it current)
     server = streaming.start(app)                       # bind the streaming socket (a taken port fails here)
     container_recover.start_relay(app)                  # containerd events and the periodic relist
-    await nri_bridge.start(app)                         # NRI plugins connect once the state is known
+    await nrihooks.start(app, container_update.update_container_resources)   # NRI plugins, once the state is known
     return server
 
 
@@ -187,7 +187,7 @@ async def run_stop_steps(app: App, server: StreamingServer | None) -> None:
     """The stop steps, in order, then cancel what is left in the background; each failure is
     logged and the rest still run, so one broken part cannot keep the others from cleaning up."""
     steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-        ("nri", lambda: nri_bridge.stop(app)),                           # plugins disconnected, socket removed
+        ("nri", lambda: nrihooks.stop(app)),                             # plugins disconnected, socket removed
         ("streaming", server.stop if server is not None else _nothing),   # sessions cancelled, socket closed
         ("registry http", lambda: pull.close_http(app)),
         ("log pumps", lambda: container_recover.close_log_pumps(app)),   # the next criproxy re-attaches

@@ -17,12 +17,12 @@ import time
 from collections.abc import Awaitable
 from dataclasses import replace
 
-from criproxy import errors
+from criproxy import errors, nrihooks
 from criproxy._gen.nri import api_pb2 as api
 from criproxy.app import App
 from criproxy.container.spec import container_apparmor, container_spec
 from criproxy.container.task import container_root, publish
-from criproxy.cri import nri_bridge, rpc
+from criproxy.cri import rpc
 from criproxy.images import imagevolume
 from criproxy.images.catalog import resolve_local
 from criproxy.labels import CONTAINER_METADATA
@@ -208,7 +208,7 @@ async def _build(app: App, undo: contextlib.AsyncExitStack, rec: ContainerRecord
     # walk, a Localhost seccomp file, mountinfo), which must not hold up the event loop.
     result = await asyncio.to_thread(container_spec, app, rec.id, rec.config, sandbox, image, files, volumes,
                                      apparmor_profile, {m[0]: m[1] for m in image_mounts})
-    await nri_bridge.create_container(app, sandbox, rec, result.spec)    # NRI plugins adjust the spec
+    await nrihooks.create_container(app, sandbox, rec, result.spec)    # NRI plugins adjust the spec
     ident = result.identity
     rec.meta = replace(rec.meta, uid=ident.uid, gid=ident.gid, groups=tuple(ident.groups),
                        stop_signal=result.stop_signal, process=json.dumps(result.spec["process"]))
@@ -251,7 +251,7 @@ async def _create(app: App, request: cri.CreateContainerRequest, sandbox: Sandbo
         image = await resolve_local(app, request.config.image.image)    # the image cache: no containerd call
         lease = await _create_lease(app)
         rec = _record(cid, name, request, sandbox, image)
-        async with nri_bridge.lifecycle(app):       # a syncing NRI plugin sees it once: synced or as an event
+        async with nrihooks.lifecycle(app):       # a syncing NRI plugin sees it once: synced or as an event
             await _build(app, undo, rec, sandbox, image, lease, apparmor_profile)
             app.containers.add(rec)
         app.containers.persist(rec)
@@ -259,7 +259,7 @@ async def _create(app: App, request: cri.CreateContainerRequest, sandbox: Sandbo
         imagevolume.settle(app, list(rec.meta.image_mounts))
         app.spawn(_release_snapshot(app, lease, cid, rec.handles.snapshotter), f"lease-{cid[:12]}")
     publish(app, rec, cri.CONTAINER_CREATED_EVENT)
-    await nri_bridge.post_event(app, api.POST_CREATE_CONTAINER, rec)
+    await nrihooks.post_event(app, api.POST_CREATE_CONTAINER, rec)
     return cid
 
 

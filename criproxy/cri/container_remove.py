@@ -7,9 +7,10 @@ containerd's Go client deletes them.
 
 from __future__ import annotations
 
+from criproxy import nrihooks
 from criproxy.app import App
 from criproxy.container.task import remove
-from criproxy.cri import nri_bridge, rpc
+from criproxy.cri import rpc
 from criproxy.protos import cri
 
 
@@ -18,5 +19,5 @@ async def remove_container(app: App, request: cri.RemoveContainerRequest) -> cri
     rec = app.containers.find(request.container_id)
     if rec is not None:
         await remove(app, rec)
-        await nri_bridge.remove_container_event(app, rec)
+        await nrihooks.remove_container_event(app, rec)
     return cri.RemoveContainerResponse()

@@ -6,11 +6,11 @@ shows as the container's last state), and the call fails with the error.
 
 from __future__ import annotations
 
-from criproxy import errors
+from criproxy import errors, nrihooks
 from criproxy._gen.nri import api_pb2 as api
 from criproxy.app import App
 from criproxy.container.task import fail_start, publish, start_task
-from criproxy.cri import nri_bridge, rpc
+from criproxy.cri import rpc
 from criproxy.protos import cri
 
 _STATE: dict[int, str] = {cri.CONTAINER_RUNNING: "running", cri.CONTAINER_EXITED: "exited",
@@ -29,7 +29,7 @@ async def start_container(app: App, request: cri.StartContainerRequest) -> cri.S
         raise errors.FailedPrecondition(f"pod sandbox {sandbox.id} of container {rec.id} is not ready")
     rec.handles.starting = True
     try:
-        await nri_bridge.container_event(app, api.START_CONTAINER, rec)    # a plugin's refusal fails the start
+        await nrihooks.container_event(app, api.START_CONTAINER, rec)    # a plugin's refusal fails the start
         await start_task(app, rec)
     except BaseException as e:
         await fail_start(app, rec, e)
@@ -38,5 +38,5 @@ async def start_container(app: App, request: cri.StartContainerRequest) -> cri.S
         rec.handles.starting = False
         rec.handles.start_settled.set()
     publish(app, rec, cri.CONTAINER_STARTED_EVENT)
-    await nri_bridge.post_event(app, api.POST_START_CONTAINER, rec)
+    await nrihooks.post_event(app, api.POST_START_CONTAINER, rec)
     return cri.StartContainerResponse()

@@ -6,9 +6,10 @@ teardown). The call returns once the exit has been handled: status shows EXITED 
 
 from __future__ import annotations
 
+from criproxy import nrihooks
 from criproxy.app import App
 from criproxy.container.task import stop
-from criproxy.cri import nri_bridge, rpc
+from criproxy.cri import rpc
 from criproxy.protos import cri
 
 
@@ -17,5 +18,5 @@ async def stop_container(app: App, request: cri.StopContainerRequest) -> cri.Sto
     rec = app.containers.find(request.container_id)
     if rec is not None:
         await stop(app, rec, float(request.timeout))
-        await nri_bridge.stop_container_event(app, rec)
+        await nrihooks.stop_container_event(app, rec)
     return cri.StopContainerResponse()

@@ -7,10 +7,11 @@ netns, IP allocation (CNI DEL ran at stop), /dev/shm mount or files, and its nam
 
 from __future__ import annotations
 
+from criproxy import nrihooks
 from criproxy._gen.nri import api_pb2 as api
 from criproxy.app import App
 from criproxy.container import recover as container_recover
-from criproxy.cri import nri_bridge, rpc, sandbox_stop
+from criproxy.cri import rpc, sandbox_stop
 from criproxy.podsandbox import attempt
 from criproxy.podsandbox import events as sandbox_events
 from criproxy.podsandbox import files as sandbox_files
@@ -27,7 +28,7 @@ async def remove_pod_sandbox(app: App, request: cri.RemovePodSandboxRequest) -> 
         rec.removing, rec.remove_started = attempt.join_or_start(
             app, rec.removing, rec.remove_started, lambda: _remove(app, rec), f"remove-sandbox-{rec.id[:12]}")
         await attempt.wait(app, rec.removing, rec.remove_started, f"removing pod sandbox {rec.id}")
-        await nri_bridge.pod_post_event(app, api.REMOVE_POD_SANDBOX, rec)
+        await nrihooks.pod_post_event(app, api.REMOVE_POD_SANDBOX, rec)
     return cri.RemovePodSandboxResponse()
 
 

@@ -25,10 +25,10 @@ import os
 import time
 from contextlib import AsyncExitStack
 
-from criproxy import errors
+from criproxy import errors, nrihooks
 from criproxy._gen.nri import api_pb2 as api
 from criproxy.app import App
-from criproxy.cri import nri_bridge, rpc
+from criproxy.cri import rpc
 from criproxy.network import cniconf, netns, pod
 from criproxy.oci import cgroups
 from criproxy.podsandbox import events as sandbox_events
@@ -105,8 +105,8 @@ async def build(app: App, rec: SandboxRecord) -> str:
             undo.callback(netns.remove, rec.netns_path)
             netns_ready = asyncio.ensure_future(sandbox_network.create_netns(app, rec))
         await parallel_steps(app, rec, planned, netns_ready, undo)
-        async with nri_bridge.lifecycle(app):      # NRI: a syncing plugin sees the pod once
-            await nri_bridge.pod_event(app, api.RUN_POD_SANDBOX, rec)    # a plugin's refusal fails the run
+        async with nrihooks.lifecycle(app):      # NRI: a syncing plugin sees the pod once
+            await nrihooks.pod_event(app, api.RUN_POD_SANDBOX, rec)    # a plugin's refusal fails the run
             if rec.exit_status is None:
                 app.sandboxes.set_state(rec, cri.SANDBOX_READY)
             app.sandboxes.add(rec)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 
+from criproxy import nrihooks
 from criproxy._gen.nri import api_pb2 as api
 from criproxy.app import App
 from criproxy.container import recover as container_recover
-from criproxy.cri import nri_bridge, rpc
+from criproxy.cri import rpc
 from criproxy.podsandbox import attempt
 from criproxy.podsandbox import events as sandbox_events
 from criproxy.podsandbox import files as sandbox_files
@@ -30,8 +31,8 @@ async def stop_pod_sandbox(app: App, request: cri.StopPodSandboxRequest) -> cri.
     if rec is not None:
         await stop(app, rec)
         for ctr in app.containers.for_sandbox(rec.id):       # NRI: each container's stop, then the pod's
-            await nri_bridge.stop_container_event(app, ctr)
-        await nri_bridge.pod_post_event(app, api.STOP_POD_SANDBOX, rec)
+            await nrihooks.stop_container_event(app, ctr)
+        await nrihooks.pod_post_event(app, api.STOP_POD_SANDBOX, rec)
     return cri.StopPodSandboxResponse()
 
 

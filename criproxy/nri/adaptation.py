@@ -176,7 +176,7 @@ class Adaptation:
 
     def __init__(self, settings: Settings, snapshot: Snapshot, apply_updates: ApplyUpdates) -> None:
         self.settings = settings
-        self._snapshot, self._apply_updates = snapshot, apply_updates
+        self._snapshot, self.apply_updates = snapshot, apply_updates
         self.gate = SyncGate()
         self.plugins: list[Plugin] = []           # registered and synchronized, in index order
         # Containers whose StopContainer event went out (it goes once); an ID leaves with its container.
@@ -262,7 +262,7 @@ class Adaptation:
             pods, containers = self._snapshot()
             updates = await self._synchronize(plugin, pods, containers)
             if updates:
-                failed = await self._apply_updates(updates)
+                failed = await self.apply_updates(updates)
                 for f in failed:
                     log.warning("NRI: %s: synchronize update of container %s failed", plugin, f.container_id)
             if plugin.closed:
@@ -308,7 +308,7 @@ class Adaptation:
             if plugin not in self.plugins:
                 raise ttrpc.TtrpcError(ttrpc.INVALID_ARGUMENT, "plugin is not registered and synchronized")
             async with self.gate.shared():
-                failed = await self._apply_updates(list(req.update))
+                failed = await self.apply_updates(list(req.update))
             return api.UpdateContainersResponse(failed=failed)
 
         return {RUNTIME_SERVICE: {

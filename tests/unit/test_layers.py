@@ -26,7 +26,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("criproxy.app",),                                                # the parts a call reaches
     ("criproxy.images", "criproxy.network", "criproxy.io", "criproxy.parity"),  # helpers over containerd
     ("criproxy.streaming",),                                          # exec/attach/port-forward sessions
-    ("criproxy.podsandbox", "criproxy.container"),                    # a sandbox's and a container's parts
+    ("criproxy.podsandbox", "criproxy.container",
+     "criproxy.nrihooks"),                                            # a sandbox's and a container's parts; NRI events
     ("criproxy.cri",),                                                # CRI semantics, one module per RPC
     ("criproxy.grpcapi",),                                            # the gRPC edge
     ("criproxy.server", "criproxy.cli", "criproxy.__main__",

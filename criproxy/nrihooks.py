@@ -4,20 +4,20 @@ criproxy.nri knows the protocol; this module knows criproxy: it turns sandbox an
 into NRI ``PodSandbox`` and ``Container`` messages (for Synchronize and events), applies a plugin's
 ``ContainerUpdate`` through UpdateContainerResources (only the fields containerd applies: memory
 limit, CPU shares/period/quota, cpuset CPUs/mems, hugepage limits, unified), and starts and stops
-the NRI listener when ``nri_enable`` is set.
+the NRI listener when ``nri_enable`` is set. The CRI modules call the event functions below at the
+points containerd does (docs/nri.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from criproxy import __version__, errors
 from criproxy._gen.nri import api_pb2 as api
 from criproxy.app import App
-from criproxy.cri import container_update
 from criproxy.nri import adjust
 from criproxy.nri.adaptation import Adaptation, PluginError, Settings
 from criproxy.protos import cri
@@ -83,14 +83,18 @@ def cri_resources(update: api.LinuxResources) -> cri.LinuxContainerResources:
     return out
 
 
-async def apply_updates(app: App, updates: Sequence[api.ContainerUpdate]) -> list[api.ContainerUpdate]:
+UpdateResources = Callable[[App, cri.UpdateContainerResourcesRequest], Awaitable[object]]
+
+
+async def apply_updates(app: App, update: UpdateResources, updates: Sequence[api.ContainerUpdate]
+                        ) -> list[api.ContainerUpdate]:
     """Carry out each update as UpdateContainerResources; the ones that failed (unless they asked to
     have failures ignored)."""
     failed: list[api.ContainerUpdate] = []
     for u in updates:
         try:
-            await container_update.update_container_resources(app, cri.UpdateContainerResourcesRequest(
-                container_id=u.container_id, linux=cri_resources(u.linux.resources)))
+            await update(app, cri.UpdateContainerResourcesRequest(container_id=u.container_id,
+                                                                  linux=cri_resources(u.linux.resources)))
         except errors.CriError as exc:
             log.warning("NRI: update of container %s failed: %s", u.container_id, exc)
             if not u.ignore_failure:
@@ -98,15 +102,16 @@ async def apply_updates(app: App, updates: Sequence[api.ContainerUpdate]) -> lis
     return failed
 
 
-async def start(app: App) -> None:
-    """Listen for NRI plugins when the configuration enables it."""
+async def start(app: App, update: UpdateResources) -> None:
+    """Listen for NRI plugins when the configuration enables it; ``update`` is CRI's
+    UpdateContainerResources (cri/container_update.py), which plugin updates go through."""
     cfg = app.config
     if not cfg.nri_enable:
         return
     settings = Settings(socket=cfg.nri_socket, registration_timeout=cfg.nri_plugin_registration_timeout,
                         request_timeout=cfg.nri_plugin_request_timeout, runtime_name="criproxy",
                         runtime_version=__version__)
-    nri = Adaptation(settings, lambda: snapshot(app), lambda updates: apply_updates(app, updates))
+    nri = Adaptation(settings, lambda: snapshot(app), lambda updates: apply_updates(app, update, updates))
     try:
         await nri.start()
     except OSError as exc:
@@ -156,7 +161,7 @@ async def create_container(app: App, sandbox: SandboxRecord, rec: ContainerRecor
         raise errors.Unknown(f"NRI: a plugin asked to update container {rec.id} while it is being created")
     adjust.apply(spec, merged)
     if updates:
-        await apply_updates(app, updates)
+        await app.nri.apply_updates(updates)
 
 
 async def container_event(app: App, event: int, rec: ContainerRecord) -> None:
@@ -201,7 +206,7 @@ async def stop_container_event(app: App, rec: ContainerRecord) -> None:
         return
     updates = [u for _, r in replies for u in r.update if u.container_id != rec.id]
     if updates:
-        await apply_updates(app, updates)
+        await app.nri.apply_updates(updates)
 
 
 async def remove_container_event(app: App, rec: ContainerRecord) -> None:
