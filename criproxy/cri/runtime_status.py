@@ -1,13 +1,16 @@
 """Status: RuntimeReady and NetworkReady, the two conditions that gate a node.
 
 RuntimeReady comes from a live containerd call with a short deadline, so a dead containerd turns the
-node NotReady within seconds. NetworkReady re-reads the CNI config dir each time, so dropping a
-conflist in (or removing it) shows up on the next Status without a restart.
+node NotReady within seconds; a success is reused for RUNTIME_FRESH seconds (a kubelet, crictl and
+probes may ask many times a second), a failure never. NetworkReady looks at the CNI config dir each
+time (file stats; a file is parsed again only when it changed), so dropping a conflist in (or
+removing it) shows up on the next Status without a restart.
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 from criproxy import errors
 from criproxy.app import App
@@ -16,14 +19,19 @@ from criproxy.network import cniconf
 from criproxy.protos import cri
 
 RUNTIME_DEADLINE = 2.0
+RUNTIME_FRESH = 1.0
 
 
 async def _runtime_condition(app: App) -> cri.RuntimeCondition:
-    try:
-        app.containerd_version = await app.ctrd.server_version(timeout=RUNTIME_DEADLINE)
-    except errors.CriError as e:
-        return cri.RuntimeCondition(type="RuntimeReady", status=False, reason="ContainerdUnreachable",
-                                    message=str(e))
+    seen = app.runtime_ready
+    if seen is None or time.monotonic() - seen[0] > RUNTIME_FRESH:
+        app.runtime_ready = None
+        try:
+            app.containerd_version = await app.ctrd.server_version(timeout=RUNTIME_DEADLINE)
+        except errors.CriError as e:
+            return cri.RuntimeCondition(type="RuntimeReady", status=False, reason="ContainerdUnreachable",
+                                        message=str(e))
+        app.runtime_ready = (time.monotonic(), app.containerd_version)
     return cri.RuntimeCondition(type="RuntimeReady", status=True)
 
 
