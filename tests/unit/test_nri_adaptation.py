@@ -157,3 +157,25 @@ def test_sync_chunks_and_event_mask() -> None:
     assert adaptation.event_mask(0b1000) == 0b1000
     with pytest.raises(ValueError):
         adaptation.event_mask(1 << 14)
+
+
+async def test_sync_waits_for_a_creation_in_progress(nri: tuple[adaptation.Adaptation, World]) -> None:
+    """A creation holds the gate from its event until the store shows it: a plugin connecting in
+    between is synchronized after the store changed, so it sees the new pod once (in its sync) rather
+    than never (event sent before it joined, sync taken before the pod was stored)."""
+    a, world = nri
+    plugin = PluginPeer(name="late", index="50")
+
+    async def create_pod() -> None:
+        async with a.gate.shared():
+            await a.call(api.RUN_POD_SANDBOX, "RunPodSandbox", api.RunPodSandboxRequest(), api.RunPodSandboxResponse)
+            await plugin.connect(a.settings.socket)          # the plugin registers mid-creation
+            await asyncio.sleep(0.2)                         # its sync would run now without the gate
+            world.pods.append(api.PodSandbox(id="p2"))
+
+    await create_pod()
+    await asyncio.wait_for(plugin.synchronized.wait(), 10)
+    sync = plugin.calls[1][1]
+    assert isinstance(sync, api.SynchronizeRequest)
+    assert [p.id for p in sync.pods] == ["p1", "p2"] and "RunPodSandbox" not in plugin.methods()
+    await plugin.close()

@@ -195,3 +195,41 @@ async def test_events_reach_plugins_in_lifecycle_order(nri_proc: CriproxyProcess
     finally:
         await plugin.close()
         client.close()
+
+
+async def test_plugin_connecting_during_creations_sees_each_once(nri_proc: CriproxyProcess, testenv: Environment,
+                                                                 busybox: str) -> None:
+    """Pods and containers are being made while a plugin connects: each one reaches the plugin
+    exactly once, in its synchronization or as a RunPodSandbox/CreateContainer event."""
+    sock = _nri_socket(nri_proc)
+    client = nri_proc.client()
+    logs = testenv.scratch_dir("logs")
+    plugin = PluginPeer(name="racer", index="60")
+    pods: list[Pod] = []
+
+    def make(i: int) -> tuple[Pod, str]:
+        pod = Pod(client, pod_config(logs, f"nri-race-{i}"), busybox)
+        pods.append(pod)
+        return pod, pod.create(command=["sleep", "3600"])
+
+    try:
+        made = asyncio.gather(*(asyncio.to_thread(make, i) for i in range(6)))
+        await asyncio.sleep(0)               # the creations are under way as the plugin connects
+        await plugin.connect(sock)
+        results = await asyncio.wait_for(made, 120)
+        await asyncio.wait_for(plugin.synchronized.wait(), 30)
+        sync = next(r for m, r in plugin.calls if m == "Synchronize")
+        assert isinstance(sync, api.SynchronizeRequest)
+        pod_ids = [p.id for p in sync.pods] + [r.pod.id for m, r in plugin.calls
+                                               if m == "RunPodSandbox" and isinstance(r, api.RunPodSandboxRequest)]
+        ctr_ids = [c.id for c in sync.containers] + [r.container.id for m, r in plugin.calls
+                                                     if m == "CreateContainer"
+                                                     and isinstance(r, api.CreateContainerRequest)]
+        for pod, cid in results:
+            assert pod_ids.count(pod.id) == 1, (pod.id, pod_ids)
+            assert ctr_ids.count(cid) == 1, (cid, ctr_ids)
+    finally:
+        await plugin.close()
+        for pod in pods:
+            await _in_thread(pod.cleanup)
+        client.close()
