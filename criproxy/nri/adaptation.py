@@ -48,6 +48,10 @@ _INDEX = re.compile(r"[0-9]{2}")
 SYNC_CHUNK_BYTES = 3 << 20
 MAX_PLUGINS = 64
 
+# Events a plugin that answers UNIMPLEMENTED gets again as a StateChange (no reply to apply).
+STATE_CHANGE_EVENTS = frozenset({api.RUN_POD_SANDBOX, api.STOP_POD_SANDBOX, api.REMOVE_POD_SANDBOX,
+                                 api.POST_UPDATE_POD_SANDBOX, api.POST_CREATE_CONTAINER, api.START_CONTAINER,
+                                 api.POST_START_CONTAINER, api.POST_UPDATE_CONTAINER, api.REMOVE_CONTAINER})
 R = TypeVar("R", bound=Message)
 Snapshot = Callable[[], tuple[list[api.PodSandbox], list[api.Container]]]
 ApplyUpdates = Callable[[Sequence[api.ContainerUpdate]], Awaitable[list[api.ContainerUpdate]]]
@@ -335,8 +339,20 @@ class Adaptation:
             if not subscribed(plugin.events, event) or plugin.client is None or plugin.closed:
                 continue
             try:
-                reply = await plugin.client.call(PLUGIN_SERVICE, method, request, response_type,
-                                                 timeout=self.settings.request_timeout)
+                try:
+                    reply = await plugin.client.call(PLUGIN_SERVICE, method, request, response_type,
+                                                     timeout=self.settings.request_timeout)
+                except ttrpc.TtrpcError as exc:
+                    if exc.code != ttrpc.UNIMPLEMENTED or event not in STATE_CHANGE_EVENTS:
+                        raise
+                    # A plugin built without this method gets the event as a StateChange instead.
+                    change = api.StateChangeEvent(event=event)  # type: ignore[arg-type]
+                    for name in ("pod", "container"):
+                        if request.DESCRIPTOR.fields_by_name.get(name) is not None:
+                            getattr(change, name).CopyFrom(getattr(request, name))
+                    await plugin.client.call(PLUGIN_SERVICE, "StateChange", change, api.Empty,
+                                             timeout=self.settings.request_timeout)
+                    reply = response_type()
             except ttrpc.TtrpcError as exc:
                 if exc.code in (ttrpc.DEADLINE_EXCEEDED, ttrpc.UNAVAILABLE, ttrpc.INTERNAL,
                                 ttrpc.RESOURCE_EXHAUSTED):

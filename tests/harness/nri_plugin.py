@@ -31,6 +31,7 @@ class PluginPeer:
     calls: list[tuple[str, Message]] = field(default_factory=list)
     # Optional replies by method: a function of the request returning the reply (or raising TtrpcError).
     answers: dict[str, Callable[[Message], Awaitable[Message]]] = field(default_factory=dict)
+    unimplemented: set[str] = field(default_factory=set)  # methods answered UNIMPLEMENTED (an older plugin)
     synchronized: asyncio.Event = field(default_factory=asyncio.Event)
     trunk: mux.Mux | None = None
     client: ttrpc.Client | None = None
@@ -55,6 +56,8 @@ class PluginPeer:
     def _handler(self, name: str, resp: type[Message]) -> Callable[[Message], Awaitable[Message]]:
         async def handle(req: Message) -> Message:
             self.calls.append((name, req))
+            if name in self.unimplemented:
+                raise ttrpc.TtrpcError(ttrpc.UNIMPLEMENTED, f"{name} not implemented")
             answer = self.answers.get(name)
             if answer is not None:
                 out = await answer(req)

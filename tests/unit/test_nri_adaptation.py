@@ -179,3 +179,23 @@ async def test_sync_waits_for_a_creation_in_progress(nri: tuple[adaptation.Adapt
     assert isinstance(sync, api.SynchronizeRequest)
     assert [p.id for p in sync.pods] == ["p1", "p2"] and "RunPodSandbox" not in plugin.methods()
     await plugin.close()
+
+
+async def test_unimplemented_event_is_resent_as_state_change(nri: tuple[adaptation.Adaptation, World]) -> None:
+    a, _ = nri
+    plugin = PluginPeer(unimplemented={"StartContainer", "CreateContainer"})
+    await plugin.connect(a.settings.socket)
+    await _until(lambda: a.plugins, "admitted")
+    req = api.StartContainerRequest(pod=api.PodSandbox(id="p1"), container=api.Container(id="c1"))
+    replies = await a.call(api.START_CONTAINER, "StartContainer", req, api.StartContainerResponse)
+    assert len(replies) == 1
+    assert plugin.methods()[-2:] == ["StartContainer", "StateChange"]
+    change = plugin.calls[-1][1]
+    assert isinstance(change, api.StateChangeEvent)
+    assert (change.event, change.pod.id, change.container.id) == (api.START_CONTAINER, "p1", "c1")
+    # CreateContainer has a reply to apply: no StateChange stands in for it, the error stands.
+    with pytest.raises(adaptation.PluginError):
+        await a.call(api.CREATE_CONTAINER, "CreateContainer", api.CreateContainerRequest(),
+                     api.CreateContainerResponse)
+    assert plugin.methods()[-1] == "CreateContainer"
+    await plugin.close()
