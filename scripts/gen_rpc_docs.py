@@ -343,6 +343,11 @@ def structure(page: str) -> collections.Counter[str]:
     return collections.Counter(calls)
 
 
+def implemented_in(page: str) -> str:
+    """The page's status line (service, status, implementing module)."""
+    return next((line for line in page.splitlines() if "implemented in" in line or "not implemented" in line), "")
+
+
 def record() -> dict[str, str]:
     env = Environment.create()
     try:
@@ -377,6 +382,8 @@ def check(pages: dict[str, str]) -> list[str]:
             gone, added = sorted((old - new).elements()), sorted((new - old).elements())
             problems.append(f"{name}: containerd calls differ from the checked-in page: no longer made "
                             f"{gone}, newly made {added}")
+        if implemented_in(path.read_text()) != implemented_in(page):
+            problems.append(f"{name}: the implementing module moved: {implemented_in(page)}")
     for path in sorted(OUT.glob("*.md")):
         if path.name not in pages:
             problems.append(f"{path.name}: no such CRI RPC any more")

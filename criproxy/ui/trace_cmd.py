@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,7 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _short(value: str) -> str:
-    return value[:19] if value.startswith("sha256:") else value[:13] if len(value) == 64 else value
+    """IDs and digests cut to their first 12 hex digits, as docker and crictl show them."""
+    return _HEX64.sub(r"\1", value)
+
+
+_HEX64 = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{52}\b")
 
 
 def render(entry: dict[str, Any]) -> str:

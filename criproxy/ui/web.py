@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import secrets
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -115,17 +116,23 @@ async def serve(args: argparse.Namespace) -> int:
         return 2
     sock = args.debug_socket or debugclient.default_socket()
     token = secrets.token_urlsafe(24)
-    runner = web.AppRunner(build_app(sock, token), access_log=None)
+    # A page's /api/events stream ends when the browser goes away (handler_cancellation), and a stop
+    # does not wait on open streams for long.
+    runner = web.AppRunner(build_app(sock, token), access_log=None, handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, shutdown_timeout=2.0)
     try:
         await site.start()
         bound = runner.addresses[0]
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         print(f"criproxy ui: http://{shown}:{bound[1]}/?token={token}", flush=True)
         print(f"reading {sock}; Ctrl-C stops", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):     # SIGINT too: a background job ignores it otherwise
+            loop.add_signal_handler(sig, stop.set)
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.Event().wait()
+            await stop.wait()
     except OSError as e:
         print(f"criproxy: cannot serve on {args.listen}: {e.strerror or e}", file=sys.stderr)
         return 1

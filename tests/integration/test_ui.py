@@ -55,7 +55,7 @@ def start_ui(sock: Path) -> tuple[subprocess.Popen[str], str]:
 
 def stop(proc: subprocess.Popen[Any]) -> None:
     if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
@@ -194,6 +194,7 @@ def test_ui_shows_run_pod_sandbox_live_and_expands(criproxy: CriproxyProcess, cr
             chrome.wait(10)
     finally:
         stop(ui)
+    assert ui.returncode == 0          # SIGTERM ends it cleanly
     assert seen["errors"] == []
     width, height = _png_size(seen["png"])
     assert width > 0 and height > 0 and len(seen["png"]) > 10_000

@@ -55,9 +55,9 @@ def test_error_message_and_render() -> None:
     entry = obs.recent[-1]
     text = trace_cmd.render(entry)
     head, *rest = text.splitlines()
-    assert "StopPodSandbox NOT_FOUND 12.3ms pod=" + "a" * 13 in head
+    assert "StopPodSandbox NOT_FOUND 12.3ms pod=" + "a" * 12 in head
     assert rest[0] == "    error: pod sandbox not found"
-    assert "Tasks.Kill OK  container_id=" + "a" * 13 in rest[1]
+    assert "Tasks.Kill OK  container_id=" + "a" * 12 in rest[1]
 
 
 @pytest.mark.parametrize(("listen", "remote", "want"), [
