@@ -64,6 +64,56 @@ def snapshot(app: App) -> tuple[list[api.PodSandbox], list[api.Container]]:
     return pods, containers
 
 
+def nri_resources(res: cri.LinuxContainerResources) -> api.LinuxResources:
+    """CRI resources as NRI shows them to plugins."""
+    out = api.LinuxResources()
+    if res.memory_limit_in_bytes:
+        out.memory.limit.value = res.memory_limit_in_bytes
+    if res.cpu_shares:
+        out.cpu.shares.value = res.cpu_shares
+    if res.cpu_quota:
+        out.cpu.quota.value = res.cpu_quota
+    if res.cpu_period:
+        out.cpu.period.value = res.cpu_period
+    out.cpu.cpus, out.cpu.mems = res.cpuset_cpus, res.cpuset_mems
+    for h in res.hugepage_limits:
+        out.hugepage_limits.add(page_size=h.page_size, limit=h.limit)
+    out.unified.update(res.unified)
+    return out
+
+
+async def update_container(app: App, rec: ContainerRecord, linux: cri.LinuxContainerResources
+                           ) -> cri.LinuxContainerResources:
+    """The UpdateContainer event: what plugins answer for this container replaces the matching
+    fields of the request; their updates of other containers are applied (failures logged). A
+    refusal raises and nothing is changed."""
+    if app.nri is None:
+        return linux
+    sandbox = app.sandboxes.find(rec.sandbox_id)
+    pod = pod_message(sandbox) if sandbox is not None else api.PodSandbox(id=rec.sandbox_id)
+    request = api.UpdateContainerRequest(pod=pod, container=container_message(rec),
+                                         linux_resources=nri_resources(linux))
+    try:
+        replies = await app.nri.call(api.UPDATE_CONTAINER, "UpdateContainer", request, api.UpdateContainerResponse)
+    except PluginError as exc:
+        raise errors.Unknown(f"NRI: update of container {rec.id} refused: {exc}") from None
+    updates = [u for _, r in replies for u in r.update]
+    own = [u for u in updates if u.container_id == rec.id]
+    others = [u for u in updates if u.container_id != rec.id]
+    if others:
+        await app.nri.apply_updates(others)
+    out = cri.LinuxContainerResources()
+    out.CopyFrom(linux)
+    for u in own:
+        wanted = cri_resources(u.linux.resources)
+        if wanted.hugepage_limits:
+            del out.hugepage_limits[:]
+        if wanted.unified:
+            out.unified.clear()
+        out.MergeFrom(wanted)
+    return out
+
+
 def cri_resources(update: api.LinuxResources) -> cri.LinuxContainerResources:
     """The part of an NRI resource update that CRI's UpdateContainerResources carries."""
     out = cri.LinuxContainerResources()
@@ -165,7 +215,7 @@ async def create_container(app: App, sandbox: SandboxRecord, rec: ContainerRecor
 
 
 async def container_event(app: App, event: int, rec: ContainerRecord) -> None:
-    """A container event without a reply to apply (PostCreate, Start, PostStart, Remove); a plugin's
+    """A container event without a reply to apply (PostCreate, Start, PostStart, PostUpdate, Remove); a plugin's
     refusal raises (it fails StartContainer, as in containerd; elsewhere the caller logs it)."""
     if app.nri is None:
         return
@@ -232,6 +282,8 @@ _CONTAINER_EVENTS: dict[int, tuple[str, Any, Any]] = {
     api.START_CONTAINER: ("StartContainer", api.StartContainerRequest, api.StartContainerResponse),
     api.POST_START_CONTAINER: ("PostStartContainer", api.PostStartContainerRequest, api.PostStartContainerResponse),
     api.REMOVE_CONTAINER: ("RemoveContainer", api.RemoveContainerRequest, api.RemoveContainerResponse),
+    api.POST_UPDATE_CONTAINER: ("PostUpdateContainer", api.PostUpdateContainerRequest,
+                                api.PostUpdateContainerResponse),
 }
 _POD_EVENTS: dict[int, tuple[str, Any, Any]] = {
     api.RUN_POD_SANDBOX: ("RunPodSandbox", api.RunPodSandboxRequest, api.RunPodSandboxResponse),

@@ -179,7 +179,7 @@ async def run_start_steps(app: App) -> StreamingServer:
     await catalog.load(app)                             # the image cache (events keep it current)
     server = streaming.start(app)                       # bind the streaming socket (a taken port fails here)
     container_recover.start_relay(app)                  # containerd events and the periodic relist
-    await nrihooks.start(app, container_update.update_container_resources)   # NRI plugins, once the state is known
+    await nrihooks.start(app, container_update.apply_resources)   # NRI plugins, once the state is known
     return server
 
 

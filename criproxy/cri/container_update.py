@@ -14,7 +14,8 @@ from typing import Any
 
 from google.protobuf import field_mask_pb2
 
-from criproxy import errors
+from criproxy import errors, nrihooks
+from criproxy._gen.nri import api_pb2 as api
 from criproxy.app import App
 from criproxy.cri import rpc
 from criproxy.oci import container as oc
@@ -87,6 +88,21 @@ async def _update_task(app: App, rec: ContainerRecord, resources: dict[str, Any]
 async def update_container_resources(app: App, request: cri.UpdateContainerResourcesRequest
                                      ) -> cri.UpdateContainerResourcesResponse:
     rec = app.containers.get(request.container_id)
+    if app.nri is not None:       # NRI plugins see the update first and may change it (docs/nri.md)
+        wanted = cri.UpdateContainerResourcesRequest()
+        wanted.CopyFrom(request)
+        wanted.linux.CopyFrom(await nrihooks.update_container(app, rec, request.linux))
+        await apply_resources(app, wanted)
+        await nrihooks.post_event(app, api.POST_UPDATE_CONTAINER, rec)
+    else:
+        await apply_resources(app, request)
+    return cri.UpdateContainerResourcesResponse()
+
+
+async def apply_resources(app: App, request: cri.UpdateContainerResourcesRequest) -> None:
+    """The update itself: spec, then the running task, rolled back when the task refuses. NRI
+    plugins' own updates come here directly (they raise no NRI event)."""
+    rec = app.containers.get(request.container_id)
     if rec.state not in (cri.CONTAINER_CREATED, cri.CONTAINER_RUNNING):
         raise errors.FailedPrecondition(f"container {rec.id} is not created or running: cannot update resources")
     check_resources(request.linux, CGROUP_V2)
@@ -103,4 +119,3 @@ async def update_container_resources(app: App, request: cri.UpdateContainerResou
             raise
     rec.handles.applied = t.spec_resources(json.loads(rec.meta.process) if rec.meta.process else None, resources)
     app.containers.update_resources(rec, new)
-    return cri.UpdateContainerResourcesResponse()

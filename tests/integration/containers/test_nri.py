@@ -233,3 +233,36 @@ async def test_plugin_connecting_during_creations_sees_each_once(nri_proc: Cripr
         for pod in pods:
             await _in_thread(pod.cleanup)
         client.close()
+
+
+async def test_update_container_changed_by_plugin(nri_proc: CriproxyProcess, testenv: Environment,
+                                                  busybox: str) -> None:
+    """UpdateContainerResources goes to the plugin first; the memory limit it answers for the
+    container replaces the one asked for, and PostUpdateContainer follows."""
+    sock = _nri_socket(nri_proc)
+    client = nri_proc.client()
+    plugin = PluginPeer(name="updater", index="70")
+
+    async def update(req: Message) -> Message:
+        assert isinstance(req, api.UpdateContainerRequest)
+        assert req.linux_resources.memory.limit.value == 64 << 20        # what the CRI call asked
+        u = api.ContainerUpdate(container_id=req.container.id)
+        u.linux.resources.memory.limit.value = 56 << 20
+        return api.UpdateContainerResponse(update=[u])
+
+    plugin.answers["UpdateContainer"] = update
+    await plugin.connect(sock)
+    await asyncio.wait_for(plugin.synchronized.wait(), 30)
+    pod: Pod = await _in_thread(Pod, client, pod_config(testenv.scratch_dir("logs"), "nri-update"), busybox)
+    try:
+        cid = await _in_thread(lambda: pod.run(command=["sleep", "3600"]))
+        await _in_thread(client.runtime.UpdateContainerResources, cri.UpdateContainerResourcesRequest(
+            container_id=cid, linux=cri.LinuxContainerResources(memory_limit_in_bytes=64 << 20)))
+        memory_max = await _in_thread(pod.sh, cid, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes" if CGROUP_V1
+                                      else "cat /sys/fs/cgroup/memory.max")
+        assert int(memory_max) == 56 << 20
+        assert plugin.methods()[-2:] == ["UpdateContainer", "PostUpdateContainer"]
+    finally:
+        await plugin.close()
+        await _in_thread(pod.cleanup)
+        client.close()
