@@ -79,6 +79,7 @@ def http_get(path: Path, target: str) -> str:
 def mask(text: str) -> str:
     """Take what changes from run to run out of shown text: IDs, ports, lease and ingest numbers."""
     text = re.sub(r"\b[0-9a-f]{64}\b", "<id>", text)
+    text = re.sub(r"\b[0-9a-f]{32}\b", "<exec-id>", text)
     text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", text)
     text = re.sub(r"-\d{6,}-[A-Za-z0-9_-]{4}\b", "-<n>", text)
     text = re.sub(r"/\S*/(criproxy-test|cpt)[^\s'\"]*", "<path>", text)
@@ -319,8 +320,11 @@ def render_index(rows: list[tuple[str, str, bool]], seen: dict[str, Seen]) -> st
            "against the real containerd of the test environment (tests/harness/): what the RPC means for",
            "a kubelet, the containerd calls criproxy makes for it in order, what it stores where, and the",
            "errors it returns. CI reruns the script with `--check` (tests/integration/test_rpc_docs.py) and",
-           "fails when the calls differ from these pages. The live view of the same is `criproxy trace`",
-           "and `criproxy ui` (docs/guides/debug-a-stuck-pod.md).", "",
+           "fails when the calls differ from these pages, on every containerd release of the test matrix.",
+           "Pulls are recorded with `--pull-method own` (criproxy's own registry client, the only one on",
+           "containerd 1.x); on 2.x the default `auto` hands a pull to containerd's Transfer service",
+           "instead, and PullImage is then one `Transfer.Transfer` call (docs/images.md). The live view of",
+           "the same is `criproxy trace` and `criproxy ui` (docs/guides/debug-a-stuck-pod.md).", "",
            "| RPC | service | status | containerd calls when recorded |", "|---|---|---|---|"]
     for service, rpc, _ in rows:
         s = seen.get(rpc, Seen())
@@ -351,7 +355,9 @@ def implemented_in(page: str) -> str:
 def record() -> dict[str, str]:
     env = Environment.create()
     try:
-        proc = env.new_criproxy("rpcdocs", extra_args=["--log-level", "info"])
+        # criproxy's own puller on every containerd release, so the pages hold on 1.x and 2.x alike
+        # (the default on 2.x hands the pull to containerd's Transfer service: docs/images.md).
+        proc = env.new_criproxy("rpcdocs", extra_args=["--log-level", "info", "--pull-method", "own"])
         rec = Recorder(proc.state / "debug.sock")
         with proc.client() as client:
             drive(env, client.runtime, client.image, env.scratch_dir("logs"), rec)
