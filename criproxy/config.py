@@ -96,11 +96,13 @@ class Config(BaseSettings):
     containerd_call_timeout: float = Field(default=30.0, gt=0)  # deadline of a containerd call (slow ones: more)
     stop_timeout: float = Field(default=60.0, gt=0)   # one attempt at a pod/container stop or remove
     shutdown_grace: float = 10.0
-    # NRI (docs/nri.md): plugins connect to nri_socket and see pod and container events. Off by default
-    # in criproxy (containerd 2.x has it on): only the handshake, synchronization and UpdateContainers
-    # are built so far, a plugin would see no lifecycle events yet.
+    # NRI (docs/nri.md): plugins connect to nri_socket (or are started from nri_plugin_dir) and see pod
+    # and container events. Off by default in criproxy (containerd 2.x has it on): the socket is
+    # machine-wide and parts of NRI are not built yet (docs/nri.md says which).
     nri_enable: bool = False
     nri_socket: Path = Path("/var/run/nri/nri.sock")
+    nri_plugin_dir: Path = Path("/opt/nri/plugins")
+    nri_plugin_config_dir: Path = Path("/etc/nri/conf.d")
     nri_plugin_registration_timeout: float = Field(default=5.0, gt=0)   # seconds (containerd: 5s)
     nri_plugin_request_timeout: float = Field(default=2.0, gt=0)        # seconds per plugin call (containerd: 2s)
     startup_timeout: float = 10.0
@@ -192,6 +194,8 @@ FIELD_HELP: dict[str, str] = {
     "startup_timeout": "seconds to wait for containerd to answer at start",
     "nri_enable": "listen for NRI plugins on --nri-socket (docs/nri.md)",
     "nri_socket": "unix socket NRI plugins connect to (mode 0600)",
+    "nri_plugin_dir": "NRI plugins criproxy starts itself: executables named by a two digit index, a dash and a name",
+    "nri_plugin_config_dir": "config files of the plugins criproxy starts (index, dash, name .conf, else name .conf)",
     "nri_plugin_registration_timeout": "seconds a connected NRI plugin has to register",
     "nri_plugin_request_timeout": "seconds an NRI plugin has to answer one call before it is disconnected",
 }

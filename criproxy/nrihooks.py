@@ -160,7 +160,8 @@ async def start(app: App, update: UpdateResources) -> None:
         return
     settings = Settings(socket=cfg.nri_socket, registration_timeout=cfg.nri_plugin_registration_timeout,
                         request_timeout=cfg.nri_plugin_request_timeout, runtime_name="criproxy",
-                        runtime_version=__version__)
+                        runtime_version=__version__, plugin_dir=cfg.nri_plugin_dir,
+                        plugin_config_dir=cfg.nri_plugin_config_dir)
     nri = Adaptation(settings, lambda: snapshot(app), lambda updates: apply_updates(app, update, updates))
     try:
         await nri.start()

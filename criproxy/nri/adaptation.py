@@ -26,7 +26,9 @@ import contextlib
 import logging
 import os
 import re
+import socket
 import stat
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +110,8 @@ class Plugin:
     trunk: mux.Mux | None = None
     client: ttrpc.Client | None = None
     server: ttrpc.Server | None = None
+    config: str = ""
+    process: asyncio.subprocess.Process | None = None     # a pre-installed plugin's, killed on close
     registered: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     closed: bool = False
 
@@ -124,6 +128,47 @@ class Plugin:
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.close()
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            await self.process.wait()
+
+
+_TRAMPOLINE = ("import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
+               "os.execve(sys.argv[2], [sys.argv[2]], os.environ)")
+_PREINSTALLED = re.compile(r"([0-9]{2})-(.+)")
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def discover(plugin_dir: Path, config_dir: Path | None) -> list[tuple[str, str, Path, str]]:
+    """(name, index, executable, config text) of the pre-installed plugins, in index order; a file
+    whose name is not ``NN-name`` aborts discovery, as in NRI. Runs in a thread (reads files)."""
+    try:
+        entries = sorted(os.scandir(plugin_dir), key=lambda e: e.name)[:MAX_PLUGINS]
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in entries:
+        if not entry.is_file() or not os.access(entry.path, os.X_OK):
+            continue
+        m = _PREINSTALLED.fullmatch(entry.name)
+        if m is None:
+            log.error("NRI: pre-installed plugin %r is not named NN-name: none started", entry.name)
+            return []
+        index, name = m.groups()
+        config = ""
+        for candidate in (f"{index}-{name}.conf", f"{name}.conf"):
+            if config_dir is None:
+                break
+            path = config_dir / candidate
+            try:
+                with open(path, "rb") as f:
+                    config = f.read(MAX_CONFIG_BYTES).decode(errors="replace")
+                break
+            except (FileNotFoundError, IsADirectoryError):
+                continue
+        out.append((name, index, Path(entry.path), config))
+    return out
 
 
 @dataclass(eq=False)
@@ -133,6 +178,8 @@ class Settings:
     request_timeout: float = 2.0
     runtime_name: str = "criproxy"
     runtime_version: str = ""
+    plugin_dir: Path | None = None          # pre-installed plugins (NN-name executables); None: none
+    plugin_config_dir: Path | None = None   # their config files (NN-name.conf, else name.conf)
 
 
 class SyncGate:
@@ -203,6 +250,45 @@ class Adaptation:
             os.umask(old)
         os.chmod(path, 0o600)
         log.info("NRI: listening for plugins on %s", path)
+        if self.settings.plugin_dir is not None:
+            for name, index, exe, config in await asyncio.to_thread(discover, self.settings.plugin_dir,
+                                                                    self.settings.plugin_config_dir):
+                await self.launch(name, index, exe, config)
+
+    async def launch(self, name: str, index: str, exe: Path, config: str) -> None:
+        """Start a pre-installed plugin with one end of a socketpair as its fd 3 and an environment of
+        exactly NRI_PLUGIN_NAME, NRI_PLUGIN_IDX and NRI_PLUGIN_SOCKET=3, then serve the other end."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fd = theirs.fileno()
+        try:
+            # A tiny trampoline moves the socket to fd 3, closes the original number and execs the
+            # plugin (a shell cannot: dash takes single-digit fds only). The fd is an int, the plugin
+            # path an argument: nothing is interpolated into code.
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", "-S", "-c", _TRAMPOLINE, str(fd), str(exe), pass_fds=(fd,),
+                env={"NRI_PLUGIN_NAME": name, "NRI_PLUGIN_IDX": index, "NRI_PLUGIN_SOCKET": "3"},
+                stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            ours.close()
+            log.warning("NRI: cannot start plugin %s-%s: %s", index, name, exc)
+            return
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        task = asyncio.get_running_loop().create_task(self._run_launched(reader, writer, name, index, config, proc),
+                                                      name=f"nri-plugin-{index}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_launched(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str,
+                            index: str, config: str, proc: asyncio.subprocess.Process) -> None:
+        try:
+            await self.connect(reader, writer, name, index, config, proc)
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -227,10 +313,11 @@ class Adaptation:
 
     # -- one plugin --------------------------------------------------------------------------------
     async def connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      name: str = "", index: str = "") -> None:
+                      name: str = "", index: str = "", config: str = "",
+                      process: asyncio.subprocess.Process | None = None) -> None:
         """Run one plugin connection from registration until it closes. ``name``/``index`` are given
         for pre-installed plugins, which keep those of their file."""
-        plugin = Plugin(name=name, index=index)
+        plugin = Plugin(name=name, index=index, config=config, process=process)
         self._pending.add(plugin)
         trunk = plugin.trunk = mux.Mux(reader, writer)
         plugin.client = ttrpc.Client(trunk.open(mux.PLUGIN_SERVICE_CONN))
@@ -257,7 +344,7 @@ class Adaptation:
         assert plugin.client is not None
         reply = await plugin.client.call(
             PLUGIN_SERVICE, "Configure",
-            api.ConfigureRequest(config="", runtime_name=s.runtime_name, runtime_version=s.runtime_version,
+            api.ConfigureRequest(config=plugin.config, runtime_name=s.runtime_name, runtime_version=s.runtime_version,
                                  registration_timeout=int(s.registration_timeout * 1000),
                                  request_timeout=int(s.request_timeout * 1000)),
             api.ConfigureResponse, timeout=s.request_timeout)

@@ -40,8 +40,12 @@ class PluginPeer:
     def methods(self) -> list[str]:
         return [m for m, _ in self.calls]
 
-    async def connect(self, socket: Path, register: bool = True) -> None:
-        reader, writer = await asyncio.open_unix_connection(str(socket))
+    async def connect(self, socket: Path | None = None, register: bool = True, sock: object = None) -> None:
+        """Connect to the runtime's socket, or use ``sock`` (a pre-installed plugin's fd 3)."""
+        if sock is not None:
+            reader, writer = await asyncio.open_unix_connection(sock=sock)  # type: ignore[arg-type]
+        else:
+            reader, writer = await asyncio.open_unix_connection(str(socket))
         self.trunk = mux.Mux(reader, writer)
         table = {name: ttrpc.Method(req, self._handler(name, resp)) for name, (req, resp) in METHODS.items()}
         self.server = ttrpc.Server(self.trunk.open(mux.PLUGIN_SERVICE_CONN), {PLUGIN: table})

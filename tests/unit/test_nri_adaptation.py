@@ -4,6 +4,7 @@ runtime state is plain data (the integration tests use criproxy's)."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -199,3 +200,59 @@ async def test_unimplemented_event_is_resent_as_state_change(nri: tuple[adaptati
                      api.CreateContainerResponse)
     assert plugin.methods()[-1] == "CreateContainer"
     await plugin.close()
+
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN_SCRIPT = """#!{exe}
+import asyncio, os, socket, sys
+sys.path.insert(0, {repo!r})
+from tests.harness.nri_plugin import PluginPeer
+
+async def main():
+    p = PluginPeer(name="ignored", index="99")
+    await p.connect(sock=socket.socket(fileno=int(os.environ["NRI_PLUGIN_SOCKET"])))
+    await p.synchronized.wait()
+    env = " ".join(f"{{k}}={{os.environ[k]}}" for k in sorted(os.environ) if k.startswith("NRI_"))
+    with open({out!r}, "w") as f:
+        f.write(env + "\\n" + p.calls[0][1].config)
+    await p.trunk.closed.wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_preinstalled_plugin_started_with_fd3_and_config(tmp_path: Path) -> None:
+    repo = str(REPO)
+    plugins, confs, out = tmp_path / "plugins", tmp_path / "conf.d", tmp_path / "seen.txt"
+    plugins.mkdir()
+    confs.mkdir()
+    script = plugins / "07-pre"
+    script.write_text(PLUGIN_SCRIPT.format(exe=sys.executable, repo=repo, out=str(out)))
+    script.chmod(0o755)
+    (confs / "pre.conf").write_text("hello config")
+    world = World()
+    a = adaptation.Adaptation(adaptation.Settings(socket=tmp_path / "nri.sock", registration_timeout=20,
+                                                  request_timeout=20, plugin_dir=plugins, plugin_config_dir=confs),
+                              world.snapshot, world.apply)
+    await a.start()
+    try:
+        await _until(lambda: out.exists() and out.read_text().endswith("config"), "the plugin's report")
+        env, config = out.read_text().split("\n", 1)
+        assert env == "NRI_PLUGIN_IDX=07 NRI_PLUGIN_NAME=pre NRI_PLUGIN_SOCKET=3"
+        assert config == "hello config"
+        assert [str(p) for p in a.plugins] == ["07-pre"]      # the file's name and index, not the plugin's
+        proc = a.plugins[0].process
+        assert proc is not None and proc.returncode is None
+    finally:
+        await a.stop()
+    assert proc.returncode is not None                       # killed with the runtime's stop
+
+
+def test_discovery_rejects_badly_named_plugins(tmp_path: Path) -> None:
+    for name in ("10-good", "bad"):
+        (tmp_path / name).write_text("#!/bin/sh\n")
+        (tmp_path / name).chmod(0o755)
+    assert adaptation.discover(tmp_path, None) == []
+    (tmp_path / "bad").unlink()
+    (tmp_path / "README").write_text("not executable")
+    assert [(n, i) for n, i, _, _ in adaptation.discover(tmp_path, None)] == [("good", "10")]

@@ -33,6 +33,7 @@ CGROUP_V1 = os.path.exists("/sys/fs/cgroup/memory")       # a v1 host: the memor
 def nri_proc(criproxy_factory: CriproxyFactory, testenv: Environment) -> CriproxyProcess:
     sock_dir = testenv.scratch_dir("nri")
     return criproxy_factory(extra_args=["--nri-enable", "--nri-socket", str(sock_dir / "nri.sock"),
+                                        "--nri-plugin-dir", str(sock_dir / "plugins"),   # none: not the host's
                                         "--nri-plugin-request-timeout", "10"])
 
 
