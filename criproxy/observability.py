@@ -188,6 +188,7 @@ class DebugServer:
         self.observer, self.path = observer, path
         self.cache = cache
         self.server: asyncio.Server | None = None
+        self.streams: set[asyncio.StreamWriter] = set()    # open /events readers, closed by stop()
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -200,6 +201,10 @@ class DebugServer:
         os.chmod(self.path, 0o600)
 
     async def stop(self) -> None:
+        for writer in list(self.streams):      # a live reader would otherwise hold wait_closed
+            writer.close()
+        for sub in self.observer.subscribers:  # and their loops notice now, not at the next keepalive
+            sub.wake.set()
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
@@ -225,6 +230,7 @@ class DebugServer:
                          b"Connection: close\r\n\r\ntoo many /events readers\n")
             await writer.drain()
             return
+        self.streams.add(writer)
         try:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                          b"Connection: close\r\n\r\n")
@@ -232,6 +238,8 @@ class DebugServer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(sub.wake.wait(), KEEPALIVE)
                 sub.wake.clear()
+                if writer.is_closing():
+                    return
                 if not sub.queue:
                     writer.write(b": keepalive\n\n")
                 n = 0
@@ -242,6 +250,7 @@ class DebugServer:
                     sub.wake.set()
                 await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
         finally:
+            self.streams.discard(writer)
             self.observer.unsubscribe(sub)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -77,3 +77,33 @@ def test_listen_refused(listen: str) -> None:
 def test_page_is_self_contained() -> None:
     html = web.page()
     assert "http://" not in html and "https://" not in html and "<script src" not in html
+
+
+async def test_events_stream_live_and_stop_with_a_reader_open(tmp_path: object) -> None:
+    import asyncio
+    import json
+    from pathlib import Path
+
+    obs = observability.Observer()
+    obs.observe(_trace("StopPodSandbox", "before"), "OK", 0.01)
+    server = observability.DebugServer(obs, Path(str(tmp_path)) / "debug.sock")
+    await server.start()
+    reader, writer = await asyncio.open_unix_connection(str(server.path))
+    writer.write(b"GET /events HTTP/1.1\r\nHost: criproxy\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert b"200 OK" in head and b"text/event-stream" in head
+
+    async def next_entry() -> dict[str, object]:
+        while True:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            if line.startswith(b"data: "):
+                entry: dict[str, object] = json.loads(line[6:])
+                return entry
+
+    assert (await next_entry())["pod"] == "before"         # the ring first
+    obs.observe(_trace("StopPodSandbox", "live"), "OK", 0.01)
+    assert (await next_entry())["pod"] == "live"           # then as it happens
+    await asyncio.wait_for(server.stop(), 5)               # an open reader does not hold the stop
+    assert (await asyncio.wait_for(reader.read(), 5)).strip() == b""   # then EOF
+    assert not obs.subscribers
+    writer.close()
