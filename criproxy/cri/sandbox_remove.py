@@ -25,9 +25,13 @@ from criproxy.translate.sandbox import handler_snapshotter
 async def remove_pod_sandbox(app: App, request: cri.RemovePodSandboxRequest) -> cri.RemovePodSandboxResponse:
     rec = app.sandboxes.find(request.pod_sandbox_id)
     if rec is not None:
+        ctrs = app.containers.for_sandbox(rec.id)       # for their NRI RemoveContainer events
         rec.removing, rec.remove_started = attempt.join_or_start(
             app, rec.removing, rec.remove_started, lambda: _remove(app, rec), f"remove-sandbox-{rec.id[:12]}")
         await attempt.wait(app, rec.removing, rec.remove_started, f"removing pod sandbox {rec.id}")
+        for ctr in ctrs:
+            if app.containers.find(ctr.id) is None:
+                await nrihooks.remove_container_event(app, ctr)
         await nrihooks.pod_post_event(app, api.REMOVE_POD_SANDBOX, rec)
     return cri.RemovePodSandboxResponse()
 
