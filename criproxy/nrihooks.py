@@ -237,6 +237,9 @@ async def pod_event(app: App, event: int, sandbox: SandboxRecord) -> None:
     try:
         await app.nri.call(event, method, req_type(pod=pod_message(sandbox)), resp_type)
     except PluginError as exc:
+        if event == api.RUN_POD_SANDBOX:      # as containerd: the plugins that saw the pod can let go of it
+            await pod_post_event(app, api.STOP_POD_SANDBOX, sandbox)
+            await pod_post_event(app, api.REMOVE_POD_SANDBOX, sandbox)
         raise errors.Unknown(f"NRI: {method} of pod {sandbox.id}: {exc}") from None
 
 

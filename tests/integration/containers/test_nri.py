@@ -176,6 +176,11 @@ async def test_events_reach_plugins_in_lifecycle_order(nri_proc: CriproxyProcess
         assert "pod refused" in (err.value.details() or "")
         pods = await _in_thread(client.runtime.ListPodSandbox, cri.ListPodSandboxRequest())
         assert [p.id for p in pods.items if p.metadata.name == "nri-order"] == []
+        refused = [r.pod.id for m, r in plugin.calls
+                   if m == "RunPodSandbox" and isinstance(r, api.RunPodSandboxRequest)]
+        assert len(refused) == 1
+        assert [m for m, r in plugin.calls if getattr(getattr(r, "pod", None), "id", "") == refused[0]] == \
+            ["RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"]
         refuse_pod = False
         pod: Pod = await _in_thread(Pod, client, cfg, busybox)
         cid = await _in_thread(lambda: pod.run(command=["sleep", "3600"]))
