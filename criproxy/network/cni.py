@@ -7,7 +7,7 @@ only the plugins whose ``capabilities`` ask for them, under ``runtimeConfig``. `
 network containerd's CRI attaches to every pod besides the configured one (interface ``lo``), so a
 pod's ``lo`` is up whatever the user's conflist holds. A failing plugin's JSON error
 (``code``/``msg``/``details``) becomes the message of ``CniError``. Nothing here knows about pods:
-``sandbox_network`` builds the inputs.
+``podsandbox/network.py`` builds the inputs.
 """
 
 from __future__ import annotations
