@@ -30,6 +30,7 @@ from criproxy.protos import cri
 from criproxy.state.image import LocalImage
 from criproxy.state.sandbox import SandboxRecord
 from criproxy.translate import container as t
+from criproxy.translate.sandbox import systemd_cgroup
 
 
 @dataclass
@@ -141,7 +142,8 @@ def container_spec(app: App, container_id: str, config: cri.ContainerConfig, san
                           if config.linux.HasField("resources") else None,
                           hostfacts.swap_supported(), hostfacts.hugetlb_supported()),
         cdi.cdi_option(app.config.cdi_spec_dirs, [d.name for d in config.CDI_devices], config.annotations),
-        with_cgroups_path(cgroups.cgroups_path(sandbox.config.linux.cgroup_parent, container_id)),
+        with_cgroups_path(cgroups.cgroups_path(sandbox.config.linux.cgroup_parent, container_id, cgroups.default_parent(
+            app.ctrd.namespace, systemd_cgroup(app.config, sandbox.runtime_handler)))),
         with_annotations(oc.container_annotations(sandbox.id, config, sandbox.config, config.image.image)),
     )
     return SpecResult(spec, ident, stop_signal(config, img))

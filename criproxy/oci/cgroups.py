@@ -11,7 +11,10 @@ made it:
 * cgroupfs driver: a directory path, ``/kubepods/burstable/pod<uid>``; the container's cgroup is
   the directory ``<parent>/<id>`` below it.
 
-No parent (crictl without one, the tests) means no ``cgroupsPath``: runc picks its default.
+No parent (crictl without one, the tests): containerd's default spec places the container at
+``/<namespace>/<id>`` (``/criproxy/<id>`` here, ``/k8s.io/<id>`` for its own CRI), and so does
+criproxy under the cgroupfs driver. Under the systemd driver that path is not a ``slice:prefix:name``
+runc accepts, so there criproxy leaves ``cgroupsPath`` out and runc picks its default scope.
 """
 
 from __future__ import annotations
@@ -29,8 +32,15 @@ def is_slice(parent: str) -> bool:
     return posixpath.basename(parent.rstrip("/")).endswith(SLICE_SUFFIX)
 
 
-def cgroups_path(parent: str, container_id: str) -> str:
-    """The OCI cgroupsPath of one container of the pod whose cgroup parent is ``parent``."""
+def default_parent(namespace: str, systemd: bool) -> str:
+    """Where a container of a pod without a cgroup parent goes (see the module docstring)."""
+    return "" if systemd or not namespace else "/" + namespace
+
+
+def cgroups_path(parent: str, container_id: str, default: str = "") -> str:
+    """The OCI cgroupsPath of one container of the pod whose cgroup parent is ``parent``; ``default``
+    (from default_parent) stands in for a missing parent."""
+    parent = parent or default
     if not parent:
         return ""
     if is_slice(parent):

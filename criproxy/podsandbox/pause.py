@@ -19,6 +19,7 @@ from criproxy import errors
 from criproxy.app import App
 from criproxy.images.pull import ensure_image, ensure_unpacked
 from criproxy.labels import SANDBOX_METADATA
+from criproxy.oci import cgroups
 from criproxy.oci.spec import clamp_oom_score_adj, running_in_userns
 from criproxy.podsandbox import events as sandbox_events
 from criproxy.podsandbox import files as sandbox_files
@@ -78,7 +79,8 @@ def build_spec(app: App, rec: SandboxRecord, img: LocalImage) -> dict[str, objec
     return pause_spec(rec.id, rec.config, img.config, rec.image, rec.netns_path, sandbox_files.files_of(rec),
                       clamp_oom_score_adj(SANDBOX_OOM_SCORE_ADJ, app.oom_score_floor),
                       pod_sysctls(rec.config, app.config.enable_unprivileged_ports,
-                                  app.config.enable_unprivileged_icmp, running_in_userns()))
+                                  app.config.enable_unprivileged_icmp, running_in_userns()),
+                      cgroups.default_parent(app.ctrd.namespace, t.systemd_cgroup(app.config, rec.runtime_handler)))
 
 
 async def create_container(app: App, rec: SandboxRecord) -> list[mount_pb.Mount]:

@@ -124,7 +124,7 @@ def _seccomp(config: cri.PodSandboxConfig) -> oci.Option:
 
 def pause_spec(sandbox_id: str, config: cri.PodSandboxConfig, image_config: dict[str, Any], image: str,
                netns: str, files: SandboxFiles, oom_score_adj: int,
-               sysctls: dict[str, str] | None = None) -> oci.Spec:
+               sysctls: dict[str, str] | None = None, default_cgroup_parent: str = "") -> oci.Spec:
     """The whole pause spec; ``oom_score_adj`` is already clamped by the caller and ``sysctls`` (from
     ``pod_sysctls``; the pod's own when None) already carry the defaults."""
     cfg = image_config.get("config") or {}
@@ -140,7 +140,7 @@ def pause_spec(sandbox_id: str, config: cri.PodSandboxConfig, image_config: dict
         _security(config),
         _seccomp(config),
         oci.with_sysctls(dict(config.linux.sysctls) if sysctls is None else sysctls),
-        oci.with_cgroups_path(cgroups.cgroups_path(config.linux.cgroup_parent, sandbox_id)),
+        oci.with_cgroups_path(cgroups.cgroups_path(config.linux.cgroup_parent, sandbox_id, default_cgroup_parent)),
         oci.with_oom_score_adj(oom_score_adj),
         oci.with_annotations(sandbox_annotations(sandbox_id, config, image)),
     )
