@@ -94,7 +94,9 @@ def _one(pod: SandboxRecord, ctrs: list[ContainerRecord], ts: int, cg: dict[str,
     for c in ctrs:
         pc = counts.get(c.id)
         procs = m.ProcessFigures(pc.processes, pc.file_descriptors) if pc else None
-        ident = m.Identity(c.id, c.config.metadata.name, c.meta.image_name)
+        # The image the container was asked with (cAdvisor's label), not the image's first tag today:
+        # another name for the same image must not change a series' labels.
+        ident = m.Identity(c.id, c.config.metadata.name, c.config.image.image or c.meta.image_name)
         out.container_metrics.append(cri.ContainerMetrics(
             container_id=c.id,
             metrics=m.container_metrics(ident, ts, cg.get(c.id), procs, _fs(layers.get(c.id), size, root))))

@@ -98,6 +98,8 @@ def _localhost(name: str, given: str) -> Request:
 def _from_field(p: cri.SecurityProfile) -> Request:
     if p.profile_type == cri.SecurityProfile.Localhost:
         return _localhost(p.localhost_ref.removeprefix(LOCALHOST_PREFIX), p.localhost_ref)
+    if p.profile_type not in cri.SecurityProfile.ProfileType.values():
+        raise errors.InvalidArgument(f"unknown AppArmor profile type {p.profile_type}")
     if p.localhost_ref:
         raise errors.InvalidArgument("AppArmor localhost_ref is only for a Localhost profile "
                                      f"(got {p.localhost_ref!r} with profile type "

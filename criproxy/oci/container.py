@@ -369,13 +369,18 @@ def seccomp_choice(sc: cri.LinuxContainerSecurityContext) -> tuple[str, str]:
             return "runtime/default", ""
         if kind == cri.SecurityProfile.Localhost:
             return "localhost", sc.seccomp.localhost_ref
-        return "unconfined", ""
+        if kind == cri.SecurityProfile.Unconfined:
+            return "unconfined", ""
+        # A type this runtime does not know must not silently mean "no filter" (as containerd).
+        raise errors.InvalidArgument(f"unknown seccomp profile type {kind}")
     legacy = sc.seccomp_profile_path
     if legacy in ("runtime/default", "docker/default"):
         return "runtime/default", ""
     if legacy.startswith("localhost/"):
         return "localhost", legacy[len("localhost/"):]
-    return "unconfined", ""
+    if legacy in ("", "unconfined"):
+        return "unconfined", ""
+    raise errors.InvalidArgument(f"unsupported seccomp profile {legacy!r}")
 
 
 def with_seccomp(profile: dict[str, Any] | None) -> Option:

@@ -138,7 +138,9 @@ def test_delayed_rpc_alone_shows_a_high_ratio(testenv: Environment, criproxy: Cr
     assert reads[DELAYED]["p50"]["a"] >= DELAY * 1000
     assert reads[DELAYED]["ratio_p50"] > 5
     others = {rpc: s["ratio_p50"] for rpc, s in reads.items() if rpc != DELAYED}
-    assert all(r < 4 for r in others.values()), others
+    # Relative, not absolute: under load the same runtime on both sides can differ several-fold on 10
+    # samples, but never by the two orders of magnitude a 0.5 s delay adds to a ~ms call.
+    assert all(r < reads[DELAYED]["ratio_p50"] / 20 for r in others.values()), (reads[DELAYED]["ratio_p50"], others)
 
 
 def test_injected_spec_difference_is_reported(compare_run: tuple[dict[str, Any], Path]) -> None:

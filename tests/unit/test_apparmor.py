@@ -59,7 +59,7 @@ def test_requested(sc: cri.LinuxContainerSecurityContext, expected: aa.Request) 
     ctx((LOCALHOST, "")), ctx((LOCALHOST, "localhost/")), ctx(legacy="localhost/"),
     ctx(legacy="docker-default"), ctx(legacy="k8s-deny"),        # no prefix: not a CRI value
     ctx((DEFAULT, "k8s-deny")),                                   # a ref without the Localhost type
-    ctx((7, "")),
+    ctx((7, "")), ctx((-1, "x")), ctx((7, "k8s-deny")),   # unknown types, with a ref too (fuzz found -1)
 ])
 def test_bad_requests_are_invalid(sc: cri.LinuxContainerSecurityContext) -> None:
     with pytest.raises(errors.InvalidArgument):

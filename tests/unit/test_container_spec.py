@@ -200,6 +200,16 @@ def test_seccomp_choice(ctx: cri.LinuxContainerSecurityContext, expected: tuple[
     assert oc.seccomp_choice(ctx) == expected
 
 
+@pytest.mark.parametrize("ctx", [
+    sc(seccomp=cri.SecurityProfile(profile_type=7)),                 # a type this runtime does not know
+    sc(seccomp=cri.SecurityProfile(profile_type=-1)),
+    sc(seccomp_profile_path="docker-default-typo"),                  # not a CRI seccomp value
+])
+def test_unknown_seccomp_request_is_refused_not_unconfined(ctx: cri.LinuxContainerSecurityContext) -> None:
+    with pytest.raises(errors.InvalidArgument):
+        oc.seccomp_choice(ctx)
+
+
 def test_localhost_seccomp_profile(tmp_path: Path) -> None:
     p = tmp_path / "p.json"
     p.write_text('{"defaultAction": "SCMP_ACT_LOG"}')
