@@ -4,6 +4,7 @@ pairs expire, a bad resize message ends the resizes and not the session."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -38,6 +39,8 @@ async def test_extra_streams_on_exec_are_reset_and_cost_little(pod: Pod, running
         padding = "p" * 8192                              # each would hold its headers if it were kept
         extra = [await c.open({"streamType": kind, "padding": padding})
                  for kind in ("stdout", "stdin", "bogus", "error") * (EXTRA // 4)]
+        with contextlib.suppress(TimeoutError):         # the RSTs arrive after the SYNs were sent
+            await asyncio.wait_for(asyncio.gather(*(s.fin.wait() for s in extra)), 20)
         grown = _rss_kib(criproxy.pid) - before
         assert all(s.reset for s in extra), f"{sum(not s.reset for s in extra)} extra streams were not reset"
         assert grown < 16 * 1024, f"criproxy grew {grown} KiB for {EXTRA} extra streams"
@@ -71,8 +74,10 @@ async def test_port_forward_half_pair_expires_and_duplicates_are_reset(pod: Pod)
     try:
         err = await c.open({"streamType": "error", "port": "8080", "requestID": "7"})
         dup = await c.open({"streamType": "error", "port": "8080", "requestID": "7"})
+        await asyncio.wait_for(dup.fin.wait(), 10)      # the RST arrives after open() has sent SYN
         assert not err.reset and dup.reset
         other = await c.open({"streamType": "bogus", "port": "8080", "requestID": "8"})
+        await asyncio.wait_for(other.fin.wait(), 10)
         assert other.reset
         await asyncio.wait_for(err.fin.wait(), spdyforward.PAIR_TIMEOUT + 20)
         assert b"timed out waiting for streams" in err.data and err.reset
