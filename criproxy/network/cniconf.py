@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from criproxy.hostfile import HostFileError, read_regular
+
 EXTENSIONS = (".conflist", ".conf", ".json")
 
 
@@ -38,12 +40,8 @@ MAX_CONF_BYTES = 1 << 20   # a conflist is a few hundred bytes; more is not a ne
 
 def parse(path: Path) -> NetworkConfig:
     try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_CONF_BYTES + 1)
-        if len(raw) > MAX_CONF_BYTES:
-            raise NoNetwork(f"{path}: larger than {MAX_CONF_BYTES} bytes")
-        data = json.loads(raw)
-    except (OSError, ValueError) as e:
+        data = json.loads(read_regular(path, MAX_CONF_BYTES))
+    except (OSError, ValueError, HostFileError) as e:
         raise NoNetwork(f"{path}: {e}") from None
     return parse_dict(data, str(path), single=path.suffix != ".conflist")
 

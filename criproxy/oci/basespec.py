@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import stat
 from typing import Any
 
 from criproxy.errors import StartupError
+from criproxy.hostfile import HostFileError, read_regular
 from criproxy.oci.spec import Spec, default_spec
 
 MAX_BASE_SPEC = 1 << 20        # bytes; a spec is a few KiB
@@ -26,17 +25,11 @@ MAX_BASE_SPEC = 1 << 20        # bytes; a spec is a few KiB
 def load(path: str) -> Spec:
     """The file's JSON object, or StartupError naming the file and what is wrong."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        data = read_regular(path, MAX_BASE_SPEC)
+    except HostFileError as e:
+        raise StartupError(f"base runtime spec {path}: {e}") from None
     except OSError as e:
         raise StartupError(f"base runtime spec {path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BASE_SPEC:
-            raise StartupError(f"base runtime spec {path}: not a regular file of at most {MAX_BASE_SPEC} bytes")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(MAX_BASE_SPEC + 1)
-    finally:
-        os.close(fd)
     try:
         doc = json.loads(data)
     except ValueError as e:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from criproxy import errors
+from criproxy.hostfile import HostFileError, read_regular
 from criproxy.oci.spec import Option, Spec, merge_env
 
 ANNOTATION_PREFIX = "cdi.k8s.io/"
@@ -88,18 +89,11 @@ def requested(cdi_devices: Iterable[str], annotations: Mapping[str, str]) -> lis
 # ---- spec files -----------------------------------------------------------------------------------
 
 def _read(path: Path) -> bytes:
-    """A regular file of bounded size, opened without following a link to a FIFO or device."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    """A regular file of bounded size (a FIFO or device named like a spec is refused, not read)."""
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SpecError(f"{path}: not a regular file")
-        if st.st_size > MAX_SPEC_BYTES:
-            raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES} bytes")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(MAX_SPEC_BYTES + 1)[:MAX_SPEC_BYTES]
-    finally:
-        os.close(fd)
+        return read_regular(path, MAX_SPEC_BYTES)
+    except HostFileError as e:
+        raise SpecError(f"{path}: {e}") from None
 
 
 def parse(data: bytes, path: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from criproxy import errors
+from criproxy.hostfile import HostFileError, read_regular
 from criproxy.oci import seccomp
 from criproxy.oci.container import CAP_NAMES, seccomp_choice
 from criproxy.protos import cri
@@ -151,23 +152,11 @@ def load_localhost_seccomp(path: str) -> dict[str, Any]:
     if not os.path.isabs(path):
         raise errors.InvalidArgument(f"seccomp Localhost profile path {path!r} must be absolute")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        data = read_regular(path, MAX_SECCOMP_PROFILE)
+    except HostFileError as e:
+        raise errors.InvalidArgument(f"seccomp profile {path} is {e}") from None
     except OSError as e:
         raise errors.InvalidArgument(f"cannot read seccomp profile {path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise errors.InvalidArgument(f"seccomp profile {path} is not a regular file")
-        if st.st_size > MAX_SECCOMP_PROFILE:
-            raise errors.InvalidArgument(f"seccomp profile {path} is larger than {MAX_SECCOMP_PROFILE} bytes")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(MAX_SECCOMP_PROFILE + 1)
-    except OSError as e:
-        raise errors.InvalidArgument(f"cannot read seccomp profile {path}: {e.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_SECCOMP_PROFILE:
-        raise errors.InvalidArgument(f"seccomp profile {path} is larger than {MAX_SECCOMP_PROFILE} bytes")
     try:
         profile = json.loads(data)
     except ValueError as e:

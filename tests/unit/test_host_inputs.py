@@ -66,3 +66,18 @@ def test_small_device_directory_keeps_its_devices(tmp_path: Path) -> None:
     dev = cri.Device(host_path=str(tmp_path), container_path="/dev/x", permissions="rwm")
     devs, _rules = hostfacts.cri_devices([dev])
     assert [(d["path"], d["type"], d["major"], d["minor"]) for d in devs] == [("/dev/x/null", "c", 1, 3)]
+
+
+def test_read_regular_reads_exactly_and_refuses_the_rest(tmp_path: Path) -> None:
+    from criproxy.hostfile import HostFileError, read_regular
+    f = tmp_path / "f"
+    f.write_bytes(b"x" * 100)
+    assert read_regular(f, 100) == b"x" * 100
+    with pytest.raises(HostFileError, match="larger than 99 bytes"):
+        read_regular(f, 99)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(HostFileError, match="not a regular file"):
+        read_regular(fifo, 100)
+    with pytest.raises(FileNotFoundError):          # callers decide what a missing file means
+        read_regular(tmp_path / "missing", 100)
