@@ -50,6 +50,10 @@ def _validate(config: cri.ContainerConfig) -> None:
         raise errors.InvalidArgument("container config must name an image")
     _validate_log_path(config.log_path)
     checks.labels("container config", config.labels)
+    if config.working_dir and (not config.working_dir.startswith("/") or "\0" in config.working_dir):
+        # runc refuses a relative cwd only when the task is created (containerd 2.x already at
+        # Containers.Create, as an unclassified error): refuse it before anything is made.
+        raise errors.InvalidArgument(f"container working_dir {config.working_dir[:200]!r} must be an absolute path")
 
 
 def _validate_log_path(path: str) -> None:

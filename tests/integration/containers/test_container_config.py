@@ -63,6 +63,14 @@ def test_command_overrides_entrypoint_and_workdir(pod: Pod, cfg_image: str) -> N
     assert read_log(pod.log()) == [("stdout", "F", "/etc")]
 
 
+def test_relative_working_dir_is_refused_before_anything_is_made(pod: Pod, cfg_image: str) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        pod.create(container_config(cfg_image, name="relcwd", command=["pwd"], working_dir="etc"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    listed = pod.rt.ListContainers(cri.ListContainersRequest(filter=cri.ContainerFilter(pod_sandbox_id=pod.id)))
+    assert [c.metadata.name for c in listed.containers if c.metadata.name == "relcwd"] == []
+
+
 def test_image_stop_signal_is_used(pod: Pod, cfg_image: str) -> None:
     script = "trap 'exit 0' USR1; touch /work/trapped; while true; do sleep 0.1; done"
     cid = pod.run(container_config(cfg_image, args=[script]))
