@@ -25,20 +25,26 @@ def read_regular(path: str | Path, limit: int) -> bytes:
     or read (callers decide whether, say, a missing file is an error)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise HostFileError("not a regular file")
-        if st.st_size > limit:
-            raise HostFileError(f"larger than {limit} bytes")
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        return read_fd(fd, limit)
     finally:
         os.close(fd)
-    if size > limit:                      # grew after the fstat
+
+
+def read_fd(fd: int, limit: int) -> bytes:
+    """The content of the open regular file ``fd``, at most ``limit`` bytes (the check is made on the
+    descriptor itself, and again on what was read, in case the file grew after the fstat)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise HostFileError("not a regular file")
+    if st.st_size > limit:
+        raise HostFileError(f"larger than {limit} bytes")
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
         raise HostFileError(f"larger than {limit} bytes")
     return b"".join(chunks)

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from criproxy import errors
+from criproxy.hostfile import HostFileError, read_fd
 from criproxy.oci.container import UserFiles
 
 MAX_USER_FILE = 10 << 20
@@ -195,21 +196,13 @@ def _read_regular(shown: str, name: str, dir_fd: int, st: os.stat_result, limit:
             raise errors.FailedPrecondition(f"the image's {shown} changed while it was read") from None
         raise errors.FailedPrecondition(f"cannot open the image's {shown}: {e.strerror}") from None
     try:
+        return read_fd(fd, limit)
+    except HostFileError:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise errors.FailedPrecondition(f"the image's {shown} is {_kind(st.st_mode)}, not a regular file")
-        if st.st_size > limit:
-            raise _too_big(shown, limit)
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise _too_big(shown, limit)
-        return b"".join(chunks)
+            raise errors.FailedPrecondition(f"the image's {shown} is {_kind(st.st_mode)}, not a regular file") \
+                from None
+        raise _too_big(shown, limit) from None
     finally:
         os.close(fd)
 
