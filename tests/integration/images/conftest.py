@@ -31,12 +31,21 @@ def layered_image(testenv: Environment) -> ImageLayout:
 
 
 @pytest.fixture
-def pushed(testenv: Environment, unique_name: Callable[[str], str]) -> Callable[..., str]:
-    """``pushed(layout_or_name, tag="latest")`` → a reference to a fresh copy in the session registry."""
+def pushed(testenv: Environment, unique_name: Callable[[str], str]) -> Iterator[Callable[..., str]]:
+    """``pushed(layout_or_name, tag="latest")`` → a reference to a fresh copy in the session registry.
+
+    At teardown the records the test's pulls left in the session criproxy's namespace under these
+    names go: a second name for the session's busybox would otherwise become the first repo tag of
+    that image for every later test (ContainerStatus reports the image's first tag, as containerd's
+    CRI does), and the parity test would see criproxy's containers named after it."""
     def push(image: ImageLayout | str = "busybox", tag: str = "latest") -> str:
         layout = testenv.images[image] if isinstance(image, str) else image
         return testenv.registry.push(layout, unique_name(layout.name), tag)
-    return push
+    yield push
+    prefix = f"{testenv.registry_host}/{unique_name('x').rsplit('/', 1)[0]}/"
+    names = [n for n in testenv.ctr("images", "ls", "-q", check=False).split() if n.startswith(prefix)]
+    if names:
+        testenv.ctr("images", "rm", *names, check=False)
 
 
 @pytest.fixture
