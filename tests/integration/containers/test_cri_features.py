@@ -248,8 +248,10 @@ def test_handler_base_runtime_spec(criproxy_factory: object, testenv: Environmen
         try:
             plain = Pod(client, pod_config(logs, "plain"), busybox, handler="runc")
             cid = based.run(container_config(busybox, command=SLEEP))
-            assert based.sh(cid, "ulimit -n").strip() == "1234"
-            assert based.sh(cid, "ulimit -Hn").strip() == "4321"
+            # The container's own process (PID 1), not an exec'd shell: with some runc/shim pairs an
+            # exec'd process gets its soft NOFILE raised to the hard limit (seen once on 2.1).
+            limits = based.sh(cid, "grep 'Max open files' /proc/1/limits").split()
+            assert limits[3:5] == ["1234", "4321"], limits
             assert "FROM_BASE=yes" in based.sh(cid, "env").split()
             assert " - tmpfs basetmp " in based.sh(cid, "grep ' /base-tmp ' /proc/self/mountinfo")
             other = plain.run(container_config(busybox, command=SLEEP))
