@@ -17,10 +17,19 @@ from tests.harness.registry_tools import RegistryProxy
 
 
 @pytest.fixture
-def unique_name() -> Callable[[str], str]:
-    """``unique_name("bb")`` → ``it-1a2b3c4d/bb``: a repository no other test uses."""
+def unique_name(testenv: Environment) -> Iterator[Callable[[str], str]]:
+    """``unique_name("bb")`` → ``it-1a2b3c4d/bb``: a repository no other test uses.
+
+    At teardown the records the test's pulls left in the session criproxy's namespace under these
+    names go: a second name for the session's busybox would otherwise become the first repo tag of
+    that image for every later test (ContainerStatus reports the image's first tag, as containerd's
+    CRI does), and the parity test would see criproxy's containers named after it."""
     prefix = f"it-{uuid.uuid4().hex[:8]}"
-    return lambda name: f"{prefix}/{name}"
+    yield lambda name: f"{prefix}/{name}"
+    names = [n for n in testenv.ctr("images", "ls", "-q", check=False).split()
+             if f"/{prefix}/" in n]                      # any host: some tests pull through a proxy
+    if names:
+        testenv.ctr("images", "rm", *names, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -32,20 +41,12 @@ def layered_image(testenv: Environment) -> ImageLayout:
 
 @pytest.fixture
 def pushed(testenv: Environment, unique_name: Callable[[str], str]) -> Iterator[Callable[..., str]]:
-    """``pushed(layout_or_name, tag="latest")`` → a reference to a fresh copy in the session registry.
-
-    At teardown the records the test's pulls left in the session criproxy's namespace under these
-    names go: a second name for the session's busybox would otherwise become the first repo tag of
-    that image for every later test (ContainerStatus reports the image's first tag, as containerd's
-    CRI does), and the parity test would see criproxy's containers named after it."""
+    """``pushed(layout_or_name, tag="latest")`` → a reference to a fresh copy in the session registry
+    (under unique_name, which removes what the test pulled under it)."""
     def push(image: ImageLayout | str = "busybox", tag: str = "latest") -> str:
         layout = testenv.images[image] if isinstance(image, str) else image
         return testenv.registry.push(layout, unique_name(layout.name), tag)
     yield push
-    prefix = f"{testenv.registry_host}/{unique_name('x').rsplit('/', 1)[0]}/"
-    names = [n for n in testenv.ctr("images", "ls", "-q", check=False).split() if n.startswith(prefix)]
-    if names:
-        testenv.ctr("images", "rm", *names, check=False)
 
 
 @pytest.fixture
