@@ -57,7 +57,8 @@ def test_network_not_ready_without_cni_config(criproxy_factory: object, tmp_path
     with proc.client() as client:
         net = _conditions(client)["NetworkReady"]
         assert net.status is False and net.reason == "NetworkPluginNotReady"
-        (empty / "10-x.conflist").write_text('{"cniVersion":"1.0.0","name":"x","plugins":[{"type":"loopback"}]}')
+        (empty / "10-x.conflist").write_text(          # user-shaped; Status only reads it, no pod runs here
+            '{"cniVersion":"1.0.0","name":"x","plugins":[{"type":"bridge","bridge":"cpxnotused0"}]}')
         assert _conditions(client)["NetworkReady"].status is True  # follows the dir without a restart
 
 

@@ -149,9 +149,11 @@ def test_capabilities_and_loopback_network_reach_the_plugins(criproxy_factory: C
 
 def test_conflist_listing_loopback_itself_still_works(criproxy_factory: CriproxyFactory,
                                                       testenv: Environment, tmp_path: Path) -> None:
+    """A user's conflist that lists loopback (older guides did) must not break the pod, and criproxy
+    must still attach its own loopback network: the conflist's plugin is not what brings lo up."""
     def add_loopback(conf: dict[str, Any]) -> None:
         conf["plugins"].insert(1, {"type": "loopback"})
-    confdir, bindir = _own_conf(tmp_path, testenv, add_loopback)
+    confdir, bindir = _own_conf(tmp_path, testenv, add_loopback, wrap=("loopback",))
     proc = _start(criproxy_factory, testenv, confdir, bindir, "criproxy-lo")
     with proc.client() as client:
         pod = Pod(client, pod_config(testenv.scratch_dir("logs"), "withlo"), testenv.busybox_image)
@@ -164,3 +166,5 @@ def test_conflist_listing_loopback_itself_still_works(criproxy_factory: Criproxy
             assert st.network.ip == ""
         finally:
             pod.cleanup()
+    adds = [c["conf"]["name"] for c in _calls(tmp_path / "loopback.log") if c["command"] == "ADD"]
+    assert "cni-loopback" in adds, adds           # criproxy's own network ran, beside the conflist's
