@@ -59,7 +59,7 @@ class App:
     image_volume_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     image_volume_pending: collections.Counter[str] = field(default_factory=collections.Counter)
     observer: Observer = field(default_factory=Observer)           # metrics and recent traces
-    runtime_ready: tuple[float, str] | None = None                  # Status: last containerd answer, when
+    runtime_ready_at: float | None = None                          # Status: last containerd answer (monotonic)
     # -- stores (state/) -----------------------------------------------------------------------------
     sandboxes: SandboxStore = field(default_factory=SandboxStore)
     containers: ContainerStore = field(default_factory=ContainerStore)

@@ -23,15 +23,15 @@ RUNTIME_FRESH = 1.0
 
 
 async def _runtime_condition(app: App) -> cri.RuntimeCondition:
-    seen = app.runtime_ready
-    if seen is None or time.monotonic() - seen[0] > RUNTIME_FRESH:
-        app.runtime_ready = None
+    seen = app.runtime_ready_at
+    if seen is None or time.monotonic() - seen > RUNTIME_FRESH:
+        app.runtime_ready_at = None
         try:
             app.containerd_version = await app.ctrd.server_version(timeout=RUNTIME_DEADLINE)
         except errors.CriError as e:
             return cri.RuntimeCondition(type="RuntimeReady", status=False, reason="ContainerdUnreachable",
                                         message=str(e))
-        app.runtime_ready = (time.monotonic(), app.containerd_version)
+        app.runtime_ready_at = time.monotonic()
     return cri.RuntimeCondition(type="RuntimeReady", status=True)
 
 
